@@ -1,0 +1,37 @@
+# Thin wrapper over CMake. `make` builds, `make test` installs dependencies, builds and runs
+# every CTest test, `make demo` streams a test video through a live relay.
+BUILD     ?= build
+JOBS      ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all build deps test demo sanitize clean install
+
+all: build
+
+deps:
+	@scripts/install-deps.sh --check >/dev/null 2>&1 || scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
+
+# ASan+UBSan build of everything, then TSan; the e2e tests (real VLC) run in the plain build.
+sanitize: deps
+	$(MAKE) build BUILD=build-asan CMAKE_ARGS=-DSANITIZE=asan
+	cd build-asan && ctest --output-on-failure -LE e2e
+	$(MAKE) build BUILD=build-tsan CMAKE_ARGS=-DSANITIZE=tsan
+	cd build-tsan && ctest --output-on-failure -LE e2e
+
+demo: build
+	scripts/demo.sh $(BUILD)/bin
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,186 @@
+// Loads vrelay.yaml with yaml-cpp: every key is known, typed and range-checked, and every
+// error names the file, the line and the key.
+#include "config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <sstream>
+
+namespace vrelay {
+namespace {
+
+Endpoint endpoint_or_die(const std::string& text) {
+  std::string error;
+  auto ep = parse_endpoint(text, &error);
+  if (!ep) throw ConfigError(error);
+  return *ep;
+}
+
+struct Loader {
+  std::string origin;
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& key, const std::string& what) {
+    std::ostringstream out;
+    out << origin;
+    if (node.Mark().line >= 0) out << ":" << node.Mark().line + 1;
+    out << ": " << key << ": " << what;
+    throw ConfigError(out.str());
+  }
+
+  std::string scalar(const YAML::Node& node, const std::string& key) {
+    if (!node.IsScalar()) fail(node, key, "expected a single value");
+    return node.Scalar();
+  }
+
+  uint32_t number(const YAML::Node& node, const std::string& key, uint64_t lo, uint64_t hi) {
+    std::string s = scalar(node, key);
+    uint64_t v = 0;
+    bool ok = !s.empty() && s.size() <= 10;
+    for (char c : s) ok = ok && c >= '0' && c <= '9';
+    if (ok) v = std::stoull(s);
+    if (!ok || v < lo || v > hi)
+      fail(node, key, "expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                          ", got '" + s + "'");
+    return uint32_t(v);
+  }
+
+  Endpoint address(const YAML::Node& node, const std::string& key) {
+    std::string error;
+    auto ep = parse_endpoint(scalar(node, key), &error);
+    if (!ep) fail(node, key, error);
+    return *ep;
+  }
+
+  using Handler = std::function<void(const YAML::Node&, const std::string&)>;
+
+  void section(const YAML::Node& node, const std::string& prefix, const std::map<std::string, Handler>& keys) {
+    if (!node.IsMap()) fail(node, prefix.empty() ? "(top level)" : prefix, "expected a mapping of keys");
+    for (const auto& kv : node) {
+      std::string name = kv.first.Scalar();
+      std::string full = prefix.empty() ? name : prefix + "." + name;
+      auto it = keys.find(name);
+      if (it == keys.end()) fail(kv.first, full, "unknown key");
+      it->second(kv.second, full);
+    }
+  }
+
+  void load(const YAML::Node& root, Config& c) {
+    if (root.IsNull()) return;  // an empty file keeps the defaults
+    section(root, "", {
+      {"instance", [&](const YAML::Node& n, const std::string& k) {
+         c.instance = scalar(n, k);
+         bool ok = !c.instance.empty() && c.instance.size() <= 32;
+         for (char ch : c.instance) ok = ok && (isalnum((unsigned char)ch) || ch == '-' || ch == '_');
+         if (!ok) fail(n, k, "expected 1 to 32 letters, digits, '-' or '_'");
+       }},
+      {"control", [&](const YAML::Node& n, const std::string& k) {
+         section(n, k, {
+           {"listen", [&](const YAML::Node& v, const std::string& kk) { c.control.listen = address(v, kk); }},
+           {"max_sessions", [&](const YAML::Node& v, const std::string& kk) { c.control.max_sessions = number(v, kk, 1, 1000000); }},
+           {"max_sessions_per_ip", [&](const YAML::Node& v, const std::string& kk) { c.control.max_sessions_per_ip = number(v, kk, 1, 1000000); }},
+           {"idle_timeout", [&](const YAML::Node& v, const std::string& kk) { c.control.idle_timeout_s = number(v, kk, 0, 86400 * 365); }},
+           {"max_line", [&](const YAML::Node& v, const std::string& kk) { c.control.max_line = number(v, kk, 64, 65536); }},
+           {"orphan_grace", [&](const YAML::Node& v, const std::string& kk) { c.control.orphan_grace_s = number(v, kk, 0, 86400); }},
+           {"thread_stack_kib", [&](const YAML::Node& v, const std::string& kk) { c.control.thread_stack_kib = number(v, kk, 64, 65536); }},
+           {"ports", [&](const YAML::Node& v, const std::string& kk) {
+              std::string s = scalar(v, kk);
+              auto dash = s.find('-');
+              auto lo = parse_port(s.substr(0, dash), 1, 65535);
+              auto hi = dash == std::string::npos ? lo : parse_port(s.substr(dash + 1), 1, 65535);
+              if (!lo || !hi || *lo > *hi) fail(v, kk, "expected a port range LOW-HIGH within 1-65535, got '" + s + "'");
+              c.control.port_min = *lo;
+              c.control.port_max = *hi;
+            }},
+         });
+       }},
+      {"ingest", [&](const YAML::Node& n, const std::string& k) {
+         section(n, k, {
+           {"listen", [&](const YAML::Node& v, const std::string& kk) { c.ingest.listen = address(v, kk); }},
+           {"max_datagram", [&](const YAML::Node& v, const std::string& kk) { c.ingest.max_datagram = number(v, kk, 188, 65507); }},
+           {"ring_slots", [&](const YAML::Node& v, const std::string& kk) {
+              c.ingest.ring_slots = number(v, kk, 16, 1 << 20);
+              if (c.ingest.ring_slots & (c.ingest.ring_slots - 1)) fail(v, kk, "must be a power of two");
+            }},
+           {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.ingest.socket_buffer = number(v, kk, 4096, 1 << 30); }},
+           {"allow", [&](const YAML::Node& v, const std::string& kk) {
+              if (!v.IsSequence()) fail(v, kk, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
+              c.ingest.allow.clear();
+              for (const auto& item : v) {
+                std::string error;
+                auto cidr = parse_cidr(scalar(item, kk), &error);
+                if (!cidr) fail(item, kk, error);
+                c.ingest.allow.push_back(*cidr);
+              }
+            }},
+         });
+       }},
+      {"fanout", [&](const YAML::Node& n, const std::string& k) {
+         section(n, k, {
+           {"max_subscribers", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_subscribers = number(v, kk, 1, 65536); }},
+           {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.fanout.socket_buffer = number(v, kk, 4096, 1 << 30); }},
+         });
+       }},
+      {"log", [&](const YAML::Node& n, const std::string& k) {
+         section(n, k, {
+           {"level", [&](const YAML::Node& v, const std::string& kk) {
+              int level = parse_log_level(scalar(v, kk));
+              if (level < 0) fail(v, kk, "expected one of error, warning, notice, info, debug");
+              c.log.level = level;
+            }},
+         });
+       }},
+    });
+  }
+};
+
+}  // namespace
+
+int parse_log_level(const std::string& name) {
+  static const std::map<std::string, int> levels = {
+      {"error", 3}, {"warning", 4}, {"notice", 5}, {"info", 6}, {"debug", 7}};
+  auto it = levels.find(name);
+  return it == levels.end() ? -1 : it->second;
+}
+
+Config default_config() {
+  Config c;
+  c.control.listen = endpoint_or_die("0.0.0.0:7700");
+  c.ingest.listen = endpoint_or_die("127.0.0.1:65534");
+  std::string error;
+  c.ingest.allow = {*parse_cidr("127.0.0.0/8", &error), *parse_cidr("::1/128", &error)};
+  return c;
+}
+
+Config load_config_text(const std::string& yaml, const std::string& origin) {
+  Config c = default_config();
+  Loader loader{origin};
+  try {
+    loader.load(YAML::Load(yaml), c);
+  } catch (const YAML::Exception& e) {
+    std::ostringstream out;
+    out << origin << ":" << e.mark.line + 1 << ": " << e.msg;
+    throw ConfigError(out.str());
+  }
+  c.source_file = origin;
+  validate(c);
+  return c;
+}
+
+Config load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return load_config_text(text.str(), path);
+}
+
+void validate(const Config& c) {
+  if (c.ingest.allow.empty()) throw ConfigError("ingest.allow: the list is empty, no sender could stream");
+  if (c.control.port_min <= 0) throw ConfigError("control.ports: ports start at 1");
+}
+
+}  // namespace vrelay

@@ -1,0 +1,64 @@
+// vrelay configuration: the embedded defaults, the YAML file (vrelay.yaml(5)) and the
+// command-line overrides. Read by the supervisor before it forks; children get a copy.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "net.hpp"
+
+namespace vrelay {
+
+struct Config {
+  std::string instance = "default";  // names the shared-memory segment /vrelay.<instance>
+
+  struct Control {
+    Endpoint listen;                 // 0.0.0.0:7700
+    uint32_t max_sessions = 1024;
+    uint32_t max_sessions_per_ip = 256;
+    uint32_t idle_timeout_s = 300;   // 0 = never
+    uint32_t max_line = 1024;        // bytes, terminator included
+    uint16_t port_min = 1025, port_max = 65535;
+    uint32_t orphan_grace_s = 30;
+    uint32_t thread_stack_kib = 256;
+  } control;
+
+  struct Ingest {
+    Endpoint listen;                 // 127.0.0.1:65534
+    std::vector<Cidr> allow;         // loopback
+    uint32_t max_datagram = 1500;    // larger datagrams are dropped, never truncated
+    uint32_t ring_slots = 4096;      // power of two
+    uint32_t socket_buffer = 4 << 20;
+  } ingest;
+
+  struct Fanout {
+    uint32_t max_subscribers = 1024;
+    uint32_t socket_buffer = 4 << 20;
+  } fanout;
+
+  struct Log {
+    int level = 6;  // syslog priority: 3 err, 4 warning, 5 notice, 6 info, 7 debug
+  } log;
+
+  std::string source_file;  // where it was read from, or "" for the embedded defaults
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The embedded defaults.
+Config default_config();
+// Defaults overlaid with the file; throws ConfigError naming the file, line and key.
+Config load_config_file(const std::string& path);
+// Same, from YAML text (for tests); `origin` names it in errors.
+Config load_config_text(const std::string& yaml, const std::string& origin);
+// Checks values that depend on each other; throws ConfigError.
+void validate(const Config& config);
+
+// "info" -> 6; -1 if unknown.
+int parse_log_level(const std::string& name);
+
+}  // namespace vrelay

@@ -1,0 +1,23 @@
+// Logging for every vrelay process: one line per event on stderr, with the systemd priority
+// prefix ("<6>") that journald turns into a log level. Control bytes are escaped.
+#pragma once
+#include <string>
+
+namespace vrelay::log {
+
+enum Level { kError = 3, kWarning = 4, kNotice = 5, kInfo = 6, kDebug = 7 };
+
+void set_level(int level);
+void set_role(const char* role);  // "supervisor", "ingest", ...; shown on every line
+bool enabled(int level);
+void write(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+}  // namespace vrelay::log
+
+#define VLOG(level, ...) \
+  do { if (::vrelay::log::enabled(level)) ::vrelay::log::write(level, __VA_ARGS__); } while (0)
+#define LOG_ERROR(...) VLOG(::vrelay::log::kError, __VA_ARGS__)
+#define LOG_WARN(...) VLOG(::vrelay::log::kWarning, __VA_ARGS__)
+#define LOG_NOTICE(...) VLOG(::vrelay::log::kNotice, __VA_ARGS__)
+#define LOG_INFO(...) VLOG(::vrelay::log::kInfo, __VA_ARGS__)
+#define LOG_DEBUG(...) VLOG(::vrelay::log::kDebug, __VA_ARGS__)

@@ -1,0 +1,199 @@
+// Address parsing and socket helpers shared by every vrelay process.
+#include "net.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace vrelay {
+
+uint16_t Endpoint::port() const {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
+  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
+  return 0;
+}
+
+void Endpoint::set_port(uint16_t port) {
+  if (family() == AF_INET) reinterpret_cast<sockaddr_in*>(&storage)->sin_port = htons(port);
+  if (family() == AF_INET6) reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port = htons(port);
+}
+
+std::string Endpoint::host() const {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (family() == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr, buf, sizeof buf);
+  else if (family() == AF_INET6)
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr, buf, sizeof buf);
+  return buf;
+}
+
+std::string Endpoint::to_string() const {
+  if (family() == AF_INET6) return "[" + host() + "]:" + std::to_string(port());
+  return host() + ":" + std::to_string(port());
+}
+
+Endpoint Endpoint::from_sockaddr(const sockaddr* sa, socklen_t len) {
+  Endpoint ep;
+  if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+      sockaddr_in in{};
+      in.sin_family = AF_INET;
+      in.sin_port = in6->sin6_port;
+      std::memcpy(&in.sin_addr, in6->sin6_addr.s6_addr + 12, 4);
+      std::memcpy(&ep.storage, &in, sizeof in);
+      ep.length = sizeof in;
+      return ep;
+    }
+  }
+  len = std::min<socklen_t>(len, sizeof ep.storage);
+  std::memcpy(&ep.storage, sa, len);
+  ep.length = len;
+  return ep;
+}
+
+std::optional<uint16_t> parse_port(std::string_view text, uint16_t lo, uint16_t hi) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  uint32_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + uint32_t(c - '0');
+  }
+  if (value < lo || value > hi) return std::nullopt;
+  return uint16_t(value);
+}
+
+std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error) {
+  auto fail = [&](const std::string& why) -> std::optional<Endpoint> {
+    if (error) *error = "bad address '" + std::string(text) + "': " + why;
+    return std::nullopt;
+  };
+  std::string host;
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return fail("expected [IPv6]:PORT");
+    host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return fail("expected HOST:PORT");
+    host = std::string(text.substr(0, colon));
+    if (host.find(':') != std::string::npos) return fail("write an IPv6 address as [ADDR]:PORT");
+    port_text = text.substr(colon + 1);
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  auto port = parse_port(port_text, 0, 65535);
+  if (!port) return fail("port must be a number from 0 to 65535");
+  Endpoint ep;
+  sockaddr_in in{};
+  sockaddr_in6 in6{};
+  if (inet_pton(AF_INET, host.c_str(), &in.sin_addr) == 1) {
+    in.sin_family = AF_INET;
+    in.sin_port = htons(*port);
+    std::memcpy(&ep.storage, &in, sizeof in);
+    ep.length = sizeof in;
+  } else if (inet_pton(AF_INET6, host.c_str(), &in6.sin6_addr) == 1) {
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(*port);
+    std::memcpy(&ep.storage, &in6, sizeof in6);
+    ep.length = sizeof in6;
+  } else {
+    return fail("host must be a numeric IPv4 or IPv6 address");
+  }
+  return ep;
+}
+
+std::optional<Cidr> parse_cidr(std::string_view text, std::string* error) {
+  Cidr c;
+  std::string addr(text);
+  int max_prefix = 32;
+  std::string prefix_text;
+  if (auto slash = addr.find('/'); slash != std::string::npos) {
+    prefix_text = addr.substr(slash + 1);
+    addr.resize(slash);
+  }
+  if (inet_pton(AF_INET, addr.c_str(), c.bytes) == 1) {
+    c.family = AF_INET;
+  } else if (inet_pton(AF_INET6, addr.c_str(), c.bytes) == 1) {
+    c.family = AF_INET6;
+    max_prefix = 128;
+  } else {
+    if (error) *error = "bad network '" + std::string(text) + "': expected ADDRESS[/PREFIX]";
+    return std::nullopt;
+  }
+  c.prefix = max_prefix;
+  if (!prefix_text.empty() || text.find('/') != std::string_view::npos) {
+    auto p = parse_port(prefix_text, 0, uint16_t(max_prefix));
+    if (!p) {
+      if (error) *error = "bad prefix length in '" + std::string(text) + "'";
+      return std::nullopt;
+    }
+    c.prefix = *p;
+  }
+  return c;
+}
+
+bool Cidr::contains(const Endpoint& ep) const {
+  const uint8_t* a = nullptr;
+  if (ep.family() != family) return false;
+  if (family == AF_INET)
+    a = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(&ep.storage)->sin_addr);
+  else
+    a = reinterpret_cast<const sockaddr_in6*>(&ep.storage)->sin6_addr.s6_addr;
+  int full = prefix / 8, rest = prefix % 8;
+  if (std::memcmp(a, bytes, size_t(full)) != 0) return false;
+  if (rest == 0) return true;
+  uint8_t mask = uint8_t(0xFF << (8 - rest));
+  return (a[full] & mask) == (bytes[full] & mask);
+}
+
+std::string Cidr::to_string() const {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  inet_ntop(family, bytes, buf, sizeof buf);
+  return std::string(buf) + "/" + std::to_string(prefix);
+}
+
+bool allowed(const std::vector<Cidr>& list, const Endpoint& ep) {
+  for (const auto& c : list)
+    if (c.contains(ep)) return true;
+  return false;
+}
+
+int bind_socket(const Endpoint& ep, int type) {
+  int fd = socket(ep.family(), type | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket(" + ep.to_string() + "): " + std::strerror(errno));
+  int one = 1;
+  if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ep.family() == AF_INET6) {
+    int zero = 0;  // "[::]:PORT" serves IPv4 too
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  }
+  if (bind(fd, ep.addr(), ep.length) != 0) {
+    int e = errno;
+    close(fd);
+    throw std::runtime_error("cannot bind " + ep.to_string() + ": " + std::strerror(e));
+  }
+  return fd;
+}
+
+Endpoint local_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+Endpoint peer_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+}  // namespace vrelay

@@ -1,0 +1,78 @@
+// The control protocol (PROTOCOL.md), without I/O: the telnet-aware line reader, the
+// command table that drives dispatch and HELP, the pure parser, and reply formatting.
+// Used by the control process and by the clients; fuzzable and unit-tested.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vrelay::protocol {
+
+// Splits a byte stream into lines: strips telnet IAC sequences (also split across reads),
+// answers option requests by refusing them, drops the CR of CRLF, and enforces the line
+// limit without buffering past it.
+class LineReader {
+ public:
+  struct Sink {
+    virtual ~Sink() = default;
+    virtual void on_line(std::string_view line) = 0;
+    virtual void on_line_too_long() = 0;
+    virtual void on_telnet_reply(std::string_view bytes) = 0;  // send back as is
+  };
+  explicit LineReader(size_t max_line) : max_line_(max_line) { buffer_.reserve(max_line); }
+  void feed(const char* data, size_t size, Sink& sink);
+
+ private:
+  enum class Telnet { kData, kIac, kOption, kSub, kSubIac };
+  size_t max_line_;
+  std::string buffer_;
+  bool discarding_ = false;
+  Telnet telnet_ = Telnet::kData;
+  unsigned char option_verb_ = 0;
+};
+
+enum class ErrorCode {
+  kUnknownCommand, kBadArgument, kBadPort, kNotConnected, kAlreadyConnected, kNameTaken,
+  kNoSuchUser, kNoSuchCall, kForbidden, kBusy, kLineTooLong, kTooFast
+};
+const char* error_word(ErrorCode code);
+
+enum class CommandId { kConnect, kPause, kResume, kDisconnect, kPing, kEcho, kHelp };
+enum class Access { kAnyone, kModerator };
+
+struct CommandSpec {
+  CommandId id;
+  const char* name;
+  const char* aliases[4];  // nullptr-terminated
+  int min_args, max_args;  // words after the command
+  bool rest_is_text;       // the last argument takes the rest of the line
+  Access access;
+  const char* usage;
+  const char* help;
+};
+const std::vector<CommandSpec>& commands();
+
+struct Parsed {
+  const CommandSpec* spec = nullptr;  // null when error is set
+  std::vector<std::string_view> args; // views into the parsed line
+  bool ok = false;
+  ErrorCode error = ErrorCode::kBadArgument;
+  std::string message;                // the human text of an error
+};
+
+// True if the line is valid UTF-8 without control bytes other than tab.
+bool is_clean_text(std::string_view line);
+// Splits on spaces and tabs.
+std::vector<std::string_view> split_words(std::string_view line);
+// Parses one line. An empty or blank line gives ok=false with spec=nullptr and an empty
+// message: it gets no reply. Port arguments are checked by the executor (range from config).
+Parsed parse(std::string_view line);
+bool is_blank(std::string_view line);
+
+std::string ok_line(std::string_view text = {});                        // "OK text\r\n"
+std::string err_line(ErrorCode code, std::string_view text);            // "ERR code text\r\n"
+std::string event_line(std::string_view type, std::string_view text);   // "EVENT TYPE text\r\n"
+std::string help_text();                                                // command names
+
+}  // namespace vrelay::protocol

@@ -1,0 +1,208 @@
+// The shared-memory segment: layout arithmetic, header checks, and the Boost.Interprocess
+// mapping (a plain shared_memory_object + mapped_region: no managed segment, whose
+// allocator takes a lock).
+#include "shm.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+#include <ctime>
+
+#include "version.hpp"
+
+namespace bip = boost::interprocess;
+
+namespace vrelay {
+
+const char* role_name(Role role) {
+  switch (role) {
+    case kIngest: return "ingest";
+    case kFanout: return "fanout";
+    case kControl: return "control";
+    default: return "?";
+  }
+}
+
+const char* subscriber_state_name(SubscriberState state) {
+  switch (state) {
+    case SubscriberState::kPlaying: return "playing";
+    case SubscriberState::kPaused: return "paused";
+    default: return "free";
+  }
+}
+
+#define VRELAY_GROUP_BEGIN(group, help)
+#define VRELAY_COUNTER(group, name, kind, help) \
+  {#group, #name, CounterKind::kind, help, offsetof(Stats, group) + offsetof(group##_stats, name)},
+#define VRELAY_GROUP_END(group)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+const CounterInfo kCounters[] = {
+#include "counters.def"
+};
+#pragma GCC diagnostic pop
+#undef VRELAY_GROUP_BEGIN
+#undef VRELAY_COUNTER
+#undef VRELAY_GROUP_END
+const size_t kCounterCount = sizeof kCounters / sizeof kCounters[0];
+
+namespace {
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+}  // namespace
+
+Layout Layout::compute(const LayoutParams& p) {
+  Layout l{};
+  l.processes = align_up(sizeof(Header), kCacheLine);
+  l.stats = align_up(l.processes + kRoleCount * sizeof(ProcessSlot), kCacheLine);
+  l.table = align_up(l.stats + sizeof(Stats), kCacheLine);
+  l.subscribers = align_up(l.table + sizeof(TableControl), kCacheLine);
+  l.ring = align_up(l.subscribers + uint64_t(p.max_subscribers) * sizeof(SubscriberSlot), kCacheLine);
+  l.slot_stride = uint32_t(align_up(kRingDataOffset + p.max_datagram, kCacheLine));
+  l.total = align_up(l.ring + sizeof(RingControl) + uint64_t(p.ring_slots) * l.slot_stride, 4096);
+  return l;
+}
+
+TableControl& Segment::table() const {
+  return *reinterpret_cast<TableControl*>(base_ + header().subscribers_offset - sizeof(TableControl));
+}
+
+std::string check_header(const void* base, size_t mapped_size, bool* starting) {
+  if (starting) *starting = false;
+  if (mapped_size < sizeof(Header))
+    return "segment is truncated (" + std::to_string(mapped_size) + " bytes, the header alone needs " +
+           std::to_string(sizeof(Header)) + ")";
+  auto* h = static_cast<const Header*>(base);
+  if (h->magic != kShmMagic) return "not a vrelay segment (bad magic number)";
+  uint32_t version = h->version.load(std::memory_order_acquire);
+  if (version == 0) {
+    if (starting) *starting = true;
+    return "segment is being created (vrelayd is starting)";
+  }
+  if (version >> 16 != kLayoutMajor)
+    return "segment layout version " + std::to_string(version >> 16) + "." + std::to_string(version & 0xFFFF) +
+           " is not the version this program reads (" + std::to_string(kLayoutMajor) + "." +
+           std::to_string(kLayoutMinor) + "): use the tools of the same vrelay release as the running vrelayd";
+  if (h->header_size != sizeof(Header) || h->total_size > mapped_size)
+    return "segment is truncated or inconsistent (header says " + std::to_string(h->total_size) +
+           " bytes, " + std::to_string(mapped_size) + " are mapped)";
+  Layout l = Layout::compute({h->max_subscribers, h->ring_slots, h->max_datagram});
+  if (h->ring_slots == 0 || (h->ring_slots & (h->ring_slots - 1)) || l.total != h->total_size ||
+      l.processes != h->processes_offset || l.stats != h->stats_offset || l.subscribers != h->subscribers_offset ||
+      l.ring != h->ring_offset || l.slot_stride != h->ring_slot_stride)
+    return "segment offsets do not match its sizes (corrupt segment)";
+  return "";
+}
+
+struct Segment::Impl {
+  bip::shared_memory_object object;
+  bip::mapped_region region;
+};
+
+Segment::~Segment() = default;
+
+namespace {
+// True if `pid` is a running vrelayd (not merely some process that reused the pid).
+bool is_live_vrelayd(int pid) {
+  if (pid <= 0 || kill(pid, 0) != 0) return false;
+  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string text((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+  return text.find("vrelayd") != std::string::npos;
+}
+}  // namespace
+
+std::unique_ptr<Segment> Segment::create(const std::string& instance, const LayoutParams& params) {
+  const std::string name = shm_name(instance);
+  try {
+    auto old = open(instance, true);
+    int pid = old->header().supervisor_pid;
+    if (is_live_vrelayd(pid))
+      throw std::runtime_error("instance '" + instance + "' is already running (vrelayd pid " + std::to_string(pid) +
+                               "); choose another with --instance");
+  } catch (const bip::interprocess_exception&) {
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()).find("already running") != std::string::npos) throw;
+  }
+  bip::shared_memory_object::remove(name.c_str());  // stale: its supervisor is gone
+
+  Layout l = Layout::compute(params);
+  auto seg = std::unique_ptr<Segment>(new Segment);
+  seg->impl_ = std::make_unique<Impl>();
+  try {
+    bip::permissions perm(0640);
+    seg->impl_->object = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, perm);
+    seg->impl_->object.truncate(bip::offset_t(l.total));
+    seg->impl_->region = bip::mapped_region(seg->impl_->object, bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    throw std::runtime_error("cannot create shared memory /" + name + ": " + e.what());
+  }
+  seg->base_ = static_cast<char*>(seg->impl_->region.get_address());
+  seg->size_ = seg->impl_->region.get_size();
+  std::memset(seg->base_, 0, seg->size_);
+
+  Header& h = seg->header();
+  h.magic = kShmMagic;
+  h.header_size = sizeof(Header);
+  h.total_size = l.total;
+  h.created_ns = now_ns();
+  h.supervisor_pid = getpid();
+  h.max_subscribers = params.max_subscribers;
+  h.processes_offset = l.processes;
+  h.stats_offset = l.stats;
+  h.subscribers_offset = l.subscribers;
+  h.ring_offset = l.ring;
+  h.ring_slots = params.ring_slots;
+  h.ring_slot_stride = l.slot_stride;
+  h.max_datagram = params.max_datagram;
+  std::strncpy(h.instance, instance.c_str(), sizeof h.instance - 1);
+  std::strncpy(h.software_version, VRELAY_VERSION, sizeof h.software_version - 1);
+  return seg;
+}
+
+void Segment::publish() {
+  header().version.store(layout_version(kLayoutMajor, kLayoutMinor), std::memory_order_release);
+}
+
+std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_only) {
+  const std::string name = shm_name(instance);
+  auto seg = std::unique_ptr<Segment>(new Segment);
+  seg->impl_ = std::make_unique<Impl>();
+  auto mode = read_only ? bip::read_only : bip::read_write;
+  try {
+    seg->impl_->object = bip::shared_memory_object(bip::open_only, name.c_str(), mode);
+    bip::offset_t size = 0;
+    if (!seg->impl_->object.get_size(size) || size == 0)
+      throw std::runtime_error("shared memory /" + name + " is empty (truncated segment)");
+    seg->impl_->region = bip::mapped_region(seg->impl_->object, mode);
+  } catch (const bip::interprocess_exception& e) {
+    throw std::runtime_error("cannot open shared memory /" + name + ": " + e.what() +
+                             " (is vrelayd running with --instance " + instance + "?)");
+  }
+  seg->base_ = static_cast<char*>(seg->impl_->region.get_address());
+  seg->size_ = seg->impl_->region.get_size();
+  std::string problem = check_header(seg->base_, seg->size_);
+  if (!problem.empty()) throw std::runtime_error("/" + name + ": " + problem);
+  return seg;
+}
+
+bool Segment::remove(const std::string& instance) {
+  return bip::shared_memory_object::remove(shm_name(instance).c_str());
+}
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+}  // namespace vrelay

@@ -1,0 +1,197 @@
+// The shared-memory segment of one vrelay instance (/vrelay.<instance>): its fixed layout,
+// created by the supervisor before it forks, mapped read-only by outside readers.
+// No lock lives here: every field has exactly one writing process (see DESIGN.md).
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+namespace vrelay {
+
+constexpr size_t kCacheLine = 64;
+constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
+constexpr uint32_t kLayoutMajor = 1;
+constexpr uint32_t kLayoutMinor = 0;
+constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
+
+enum Role : uint32_t { kIngest = 0, kFanout = 1, kControl = 2, kRoleCount = 3 };
+const char* role_name(Role role);
+
+enum class ProcessState : uint32_t { kStopped = 0, kStarting = 1, kReady = 2, kBackoff = 3 };
+
+struct alignas(kCacheLine) Header {
+  uint64_t magic;
+  std::atomic<uint32_t> version;  // layout_version(); 0 while the supervisor fills the segment
+  uint32_t header_size;
+  uint64_t total_size;
+  uint64_t created_ns;
+  int32_t supervisor_pid;
+  uint32_t max_subscribers;
+  uint64_t processes_offset;
+  uint64_t stats_offset;
+  uint64_t subscribers_offset;
+  uint64_t ring_offset;        // RingControl, then the slots
+  uint32_t ring_slots;         // power of two
+  uint32_t ring_slot_stride;   // bytes per slot, header included
+  uint32_t max_datagram;
+  uint32_t reserved;
+  char instance[40];
+  char software_version[24];
+  char control_address[64];    // bound addresses ("127.0.0.1:41234"), port 0 resolved
+  char ingest_address[64];
+};
+
+struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except heartbeat/state
+  std::atomic<int32_t> pid;
+  std::atomic<uint32_t> state;            // ProcessState; kReady written by the child
+  std::atomic<uint64_t> started_ns;
+  std::atomic<uint64_t> restarts;
+  std::atomic<uint64_t> heartbeat_ns;     // written by the child
+};
+
+// Counter groups generated from counters.def, one cache-line-aligned block per process.
+#define VRELAY_GROUP_BEGIN(group, help) struct alignas(kCacheLine) group##_stats {
+#define VRELAY_COUNTER(group, name, kind, help) std::atomic<uint64_t> name;
+#define VRELAY_GROUP_END(group) };
+#include "counters.def"
+#undef VRELAY_GROUP_BEGIN
+#undef VRELAY_COUNTER
+#undef VRELAY_GROUP_END
+
+struct Stats {
+  supervisor_stats supervisor;
+  ingest_stats ingest;
+  fanout_stats fanout;
+  control_stats control;
+};
+
+enum class CounterKind { counter, gauge };
+struct CounterInfo {
+  const char* group;
+  const char* name;
+  CounterKind kind;
+  const char* help;
+  size_t offset;  // within Stats
+};
+extern const CounterInfo kCounters[];
+extern const size_t kCounterCount;
+inline uint64_t read_counter(const Stats& stats, const CounterInfo& info) {
+  auto* p = reinterpret_cast<const std::atomic<uint64_t>*>(reinterpret_cast<const char*>(&stats) + info.offset);
+  return p->load(std::memory_order_relaxed);
+}
+
+enum class SubscriberState : uint32_t { kFree = 0, kPlaying = 1, kPaused = 2 };
+const char* subscriber_state_name(SubscriberState state);
+
+// One subscription. Control writes the first block under a seqlock (odd `seq` = being
+// written); fan-out reads it only when `table_generation` changed. Fan-out alone writes the
+// counters. A datagram at ring position p goes to the subscriber iff from <= p < until.
+struct alignas(kCacheLine) SubscriberSlot {
+  std::atomic<uint32_t> seq;
+  std::atomic<uint32_t> state;        // SubscriberState
+  std::atomic<uint64_t> incarnation;  // new for every subscription using this slot
+  std::atomic<uint64_t> from;
+  std::atomic<uint64_t> until;        // UINT64_MAX while playing
+  std::atomic<uint32_t> family;       // AF_INET or AF_INET6
+  std::atomic<uint32_t> port;
+  std::atomic<uint32_t> ip[4];        // network byte order; IPv4 in ip[0]
+  std::atomic<uint64_t> since_ns;     // when the current state began
+  std::atomic<uint64_t> owner;        // control session id; 0 = orphan of a dead control
+  std::atomic<uint64_t> orphan_deadline_ns;
+
+  alignas(kCacheLine) std::atomic<uint64_t> counted_incarnation;  // fan-out: counters belong to it
+  std::atomic<uint64_t> datagrams;
+  std::atomic<uint64_t> bytes;
+  std::atomic<uint64_t> errors;
+};
+
+struct alignas(kCacheLine) TableControl {
+  std::atomic<uint64_t> generation;  // control bumps it after every slot change
+};
+
+// Ring of datagrams: positions only grow; slot = position & (slots - 1).
+struct RingControl {
+  alignas(kCacheLine) std::atomic<uint64_t> head;  // written by ingest: next position to fill
+  alignas(kCacheLine) std::atomic<uint64_t> tail;  // written by fan-out: next position to send
+};
+struct RingSlotHeader {
+  uint32_t length;
+  uint32_t flags;
+  uint64_t position;
+  uint64_t received_ns;
+  uint64_t reserved;
+};
+constexpr size_t kRingDataOffset = 32;
+static_assert(sizeof(RingSlotHeader) <= kRingDataOffset);
+
+static_assert(std::is_standard_layout_v<Header>);
+static_assert(std::is_standard_layout_v<ProcessSlot>);
+static_assert(std::is_standard_layout_v<SubscriberSlot>);
+static_assert(std::is_standard_layout_v<RingControl>);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(sizeof(SubscriberSlot) % kCacheLine == 0);
+
+struct LayoutParams {
+  uint32_t max_subscribers;
+  uint32_t ring_slots;
+  uint32_t max_datagram;
+};
+
+// Byte offsets of each part for these parameters.
+struct Layout {
+  uint64_t processes, stats, table, subscribers, ring, total;
+  uint32_t slot_stride;
+  static Layout compute(const LayoutParams& params);
+};
+
+// Checks a mapped segment before anything else is read: magic, version, sizes, offsets.
+// Returns "" when usable, else a message a person can act on. `starting` is set when the
+// supervisor has not published the header yet (version 0).
+std::string check_header(const void* base, size_t mapped_size, bool* starting = nullptr);
+
+// A mapped segment. The supervisor creates it; every other process only opens it.
+class Segment {
+ public:
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  // Creates /vrelay.<instance>, replacing a stale one whose supervisor is gone; throws
+  // std::runtime_error if a live supervisor owns it. Leaves version 0 until publish().
+  static std::unique_ptr<Segment> create(const std::string& instance, const LayoutParams& params);
+  // Maps an existing segment and checks it; throws std::runtime_error with the reason.
+  static std::unique_ptr<Segment> open(const std::string& instance, bool read_only);
+  static std::string shm_name(const std::string& instance) { return "vrelay." + instance; }
+  static bool remove(const std::string& instance);
+
+  void publish();  // writes the version word last, with release
+
+  char* base() const { return base_; }
+  size_t size() const { return size_; }
+  Header& header() const { return *reinterpret_cast<Header*>(base_); }
+  ProcessSlot& process(Role role) const {
+    return reinterpret_cast<ProcessSlot*>(base_ + header().processes_offset)[role];
+  }
+  Stats& stats() const { return *reinterpret_cast<Stats*>(base_ + header().stats_offset); }
+  TableControl& table() const;
+  SubscriberSlot* subscribers() const {
+    return reinterpret_cast<SubscriberSlot*>(base_ + header().subscribers_offset);
+  }
+  RingControl& ring_control() const { return *reinterpret_cast<RingControl*>(base_ + header().ring_offset); }
+  char* ring_slots() const { return base_ + header().ring_offset + sizeof(RingControl); }
+
+ private:
+  Segment() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  char* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+uint64_t now_ns();            // CLOCK_REALTIME, for timestamps people read
+uint64_t monotonic_ns();      // CLOCK_MONOTONIC, for durations
+
+}  // namespace vrelay

@@ -1,0 +1,73 @@
+// Seqlock reads and writes of subscriber slots (see subscribers.hpp).
+#include "subscribers.hpp"
+
+#include <cstring>
+
+namespace vrelay {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int max_tries) {
+  for (int attempt = 0; attempt < max_tries; ++attempt) {
+    uint32_t before = slot.seq.load(std::memory_order_acquire);
+    if (before & 1) continue;
+    SubscriberSnapshot s;
+    s.state = SubscriberState(slot.state.load(kRelaxed));
+    s.incarnation = slot.incarnation.load(kRelaxed);
+    s.from = slot.from.load(kRelaxed);
+    s.until = slot.until.load(kRelaxed);
+    s.since_ns = slot.since_ns.load(kRelaxed);
+    s.owner = slot.owner.load(kRelaxed);
+    s.orphan_deadline_ns = slot.orphan_deadline_ns.load(kRelaxed);
+    uint32_t family = slot.family.load(kRelaxed);
+    uint16_t port = uint16_t(slot.port.load(kRelaxed));
+    uint32_t ip[4];
+    for (int i = 0; i < 4; ++i) ip[i] = slot.ip[i].load(kRelaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (slot.seq.load(kRelaxed) != before) continue;
+
+    if (family == AF_INET) {
+      sockaddr_in in{};
+      in.sin_family = AF_INET;
+      in.sin_port = htons(port);
+      std::memcpy(&in.sin_addr, &ip[0], 4);
+      std::memcpy(&s.destination.storage, &in, sizeof in);
+      s.destination.length = sizeof in;
+    } else if (family == AF_INET6) {
+      sockaddr_in6 in6{};
+      in6.sin6_family = AF_INET6;
+      in6.sin6_port = htons(port);
+      std::memcpy(&in6.sin6_addr, ip, 16);
+      std::memcpy(&s.destination.storage, &in6, sizeof in6);
+      s.destination.length = sizeof in6;
+    }
+    *out = s;
+    return true;
+  }
+  return false;
+}
+
+SubscriberWrite::SubscriberWrite(SubscriberSlot& s, TableControl& table) : slot(s), table_(table) {
+  seq_ = slot.seq.load(kRelaxed);
+  if (seq_ & 1) ++seq_;  // left odd by a writer that died: start clean
+  slot.seq.store(seq_ + 1, kRelaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+}
+
+SubscriberWrite::~SubscriberWrite() {
+  slot.seq.store(seq_ + 2, std::memory_order_release);
+  table_.generation.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void SubscriberWrite::set_destination(const Endpoint& ep) {
+  uint32_t ip[4] = {0, 0, 0, 0};
+  if (ep.family() == AF_INET)
+    std::memcpy(ip, &reinterpret_cast<const sockaddr_in*>(&ep.storage)->sin_addr, 4);
+  else
+    std::memcpy(ip, &reinterpret_cast<const sockaddr_in6*>(&ep.storage)->sin6_addr, 16);
+  slot.family.store(uint32_t(ep.family()), kRelaxed);
+  slot.port.store(ep.port(), kRelaxed);
+  for (int i = 0; i < 4; ++i) slot.ip[i].store(ip[i], kRelaxed);
+}
+
+}  // namespace vrelay

@@ -1,0 +1,41 @@
+// The subscriber table in shared memory: a seqlock-protected snapshot for readers (fan-out,
+// tests, vrelaystat) and the writer's bracket for the control process (its only writer).
+#pragma once
+#include <cstdint>
+
+#include "net.hpp"
+#include "shm.hpp"
+
+namespace vrelay {
+
+struct SubscriberSnapshot {
+  SubscriberState state = SubscriberState::kFree;
+  uint64_t incarnation = 0;
+  uint64_t from = 0, until = 0;
+  Endpoint destination;
+  uint64_t since_ns = 0;
+  uint64_t owner = 0;
+  uint64_t orphan_deadline_ns = 0;
+};
+
+// Reads one slot consistently. Returns false if the slot stayed mid-write for `max_tries`
+// reads (its writer may have died mid-update): the caller treats it as absent for now.
+bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int max_tries = 1000);
+
+// Writes one slot under its seqlock; the caller serializes writers within the control
+// process. The destructor publishes the change and bumps the table generation.
+class SubscriberWrite {
+ public:
+  SubscriberWrite(SubscriberSlot& slot, TableControl& table);
+  ~SubscriberWrite();
+  SubscriberWrite(const SubscriberWrite&) = delete;
+  SubscriberWrite& operator=(const SubscriberWrite&) = delete;
+  void set_destination(const Endpoint& ep);
+  SubscriberSlot& slot;
+
+ private:
+  TableControl& table_;
+  uint32_t seq_;
+};
+
+}  // namespace vrelay

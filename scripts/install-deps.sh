@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every build, test and demo dependency of vrelay with apt-get (Debian 12).
+# Idempotent: with --check it only reports whether something is missing (exit 1 if so);
+# without it, it installs only what is missing, so a second run costs one dpkg query.
+set -euo pipefail
+
+PACKAGES=(
+  g++ cmake make pkg-config
+  libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev
+  googletest libgtest-dev libgmock-dev
+  ffmpeg vlc-bin vlc-plugin-base telnet expect
+  mandoc procps iproute2 util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${1:-}" = "--check" ]; then
+  [ ${#missing[@]} -eq 0 ] && exit 0
+  echo "missing packages: ${missing[*]}" >&2
+  exit 1
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,54 @@
+// What a child process of vrelayd inherits from the supervisor across fork().
+#pragma once
+#include <ev.h>
+
+#include "config.hpp"
+#include "shm.hpp"
+
+namespace vrelay {
+
+struct Sockets {
+  int control = -1;  // listening TCP socket
+  int ingest = -1;   // bound UDP socket the source sends to
+  int fanout = -1;   // UDP socket the copies leave from
+  int wake = -1;     // eventfd: ingest -> fan-out "the ring has data"
+};
+
+struct ChildContext {
+  const Config& config;
+  Segment& segment;
+  Sockets sockets;
+  Role role;
+};
+
+// Exit status of a child that must not be restarted (its configuration cannot work).
+constexpr int kExitConfig = 78;
+
+int run_ingest(ChildContext& ctx);
+int run_fanout(ChildContext& ctx);
+int run_control(ChildContext& ctx);
+
+// Marks the child ready in shared memory and keeps its heartbeat; shared by all children.
+void mark_ready(ChildContext& ctx);
+void heartbeat(ChildContext& ctx);
+
+// The event loop of a child: a fresh libev loop (never the supervisor's), SIGTERM/SIGINT
+// end it, and a timer keeps the heartbeat in shared memory. Signals arrive through a
+// signalfd: libev's own signal table still names the supervisor's loop after fork().
+class ChildLoop {
+ public:
+  explicit ChildLoop(ChildContext& ctx);
+  ~ChildLoop();
+  struct ev_loop* loop() const { return loop_; }
+  void run();  // until SIGTERM/SIGINT or stop()
+  void stop();
+
+ private:
+  ChildContext& ctx_;
+  struct ev_loop* loop_;
+  int signal_fd_ = -1;
+  ev_io signals_{};
+  ev_timer beat_{};
+};
+
+}  // namespace vrelay

@@ -1,0 +1,148 @@
+// Writes of the subscriber table by the control process (see subscriber_table.hpp).
+// A datagram at ring position p goes to a subscriber iff from <= p < until, so PAUSE sets
+// until = head and RESUME sets from = head: exact cut-offs whatever the fan-out's lag.
+#include "subscriber_table.hpp"
+
+#include <cstring>
+#include <limits>
+
+#include "subscribers.hpp"
+
+namespace vrelay {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
+
+SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns)
+    : segment_(segment), slots_(segment.subscribers()), capacity_(segment.header().max_subscribers),
+      orphan_grace_ns_(orphan_grace_ns), next_incarnation_(now_ns()) {}
+
+uint64_t SubscriberTable::ring_head() const {
+  return segment_.ring_control().head.load(std::memory_order_seq_cst);
+}
+
+void SubscriberTable::update_gauge() { segment_.stats().control.subscribers.store(used_, kRelaxed); }
+
+void SubscriberTable::orphan_all() {
+  std::lock_guard lock(mutex_);
+  uint64_t deadline = now_ns() + orphan_grace_ns_;
+  used_ = 0;
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    SubscriberSlot& slot = slots_[i];
+    bool torn = slot.seq.load(kRelaxed) & 1;  // its writer died mid-update: clear it
+    if (!torn && slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree)) continue;
+    SubscriberWrite write(slot, segment_.table());
+    if (torn) {
+      slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
+      continue;
+    }
+    slot.owner.store(0, kRelaxed);
+    slot.orphan_deadline_ns.store(deadline, kRelaxed);
+    ++used_;
+  }
+  update_gauge();
+}
+
+int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool* adopted) {
+  std::lock_guard lock(mutex_);
+  *adopted = false;
+  int free_slot = -1;
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    SubscriberSlot& slot = slots_[i];
+    auto state = SubscriberState(slot.state.load(kRelaxed));
+    if (state == SubscriberState::kFree) {
+      if (free_slot < 0) free_slot = int(i);
+      continue;
+    }
+    if (slot.owner.load(kRelaxed) != 0) continue;
+    SubscriberSnapshot s;
+    if (read_subscriber(slot, &s) && s.destination.length == destination.length &&
+        std::memcmp(&s.destination.storage, &destination.storage, destination.length) == 0) {
+      SubscriberWrite write(slot, segment_.table());
+      slot.owner.store(owner, kRelaxed);
+      slot.orphan_deadline_ns.store(0, kRelaxed);
+      *adopted = true;
+      segment_.stats().control.orphans_adopted.fetch_add(1, kRelaxed);
+      return int(i);
+    }
+  }
+  if (free_slot < 0) return -1;
+  SubscriberSlot& slot = slots_[free_slot];
+  {
+    SubscriberWrite write(slot, segment_.table());
+    write.set_destination(destination);
+    slot.incarnation.store(++next_incarnation_, kRelaxed);
+    slot.from.store(ring_head(), kRelaxed);
+    slot.until.store(kForever, kRelaxed);
+    slot.since_ns.store(now_ns(), kRelaxed);
+    slot.owner.store(owner, kRelaxed);
+    slot.orphan_deadline_ns.store(0, kRelaxed);
+    slot.state.store(uint32_t(SubscriberState::kPlaying), kRelaxed);
+  }
+  ++used_;
+  update_gauge();
+  return free_slot;
+}
+
+void SubscriberTable::pause(int index) {
+  std::lock_guard lock(mutex_);
+  SubscriberSlot& slot = slots_[index];
+  if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) return;
+  SubscriberWrite write(slot, segment_.table());
+  slot.until.store(ring_head(), kRelaxed);
+  slot.since_ns.store(now_ns(), kRelaxed);
+  slot.state.store(uint32_t(SubscriberState::kPaused), kRelaxed);
+}
+
+void SubscriberTable::resume(int index) {
+  std::lock_guard lock(mutex_);
+  SubscriberSlot& slot = slots_[index];
+  if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPaused)) return;
+  SubscriberWrite write(slot, segment_.table());
+  slot.from.store(ring_head(), kRelaxed);
+  slot.until.store(kForever, kRelaxed);
+  slot.since_ns.store(now_ns(), kRelaxed);
+  slot.state.store(uint32_t(SubscriberState::kPlaying), kRelaxed);
+}
+
+void SubscriberTable::release(int index) {
+  std::lock_guard lock(mutex_);
+  SubscriberSlot& slot = slots_[index];
+  if (slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree)) return;
+  {
+    SubscriberWrite write(slot, segment_.table());
+    slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
+    slot.until.store(0, kRelaxed);
+    slot.owner.store(0, kRelaxed);
+  }
+  --used_;
+  update_gauge();
+}
+
+int SubscriberTable::expire_orphans(uint64_t now) {
+  std::lock_guard lock(mutex_);
+  int removed = 0;
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    SubscriberSlot& slot = slots_[i];
+    if (slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree) || slot.owner.load(kRelaxed) != 0) continue;
+    uint64_t deadline = slot.orphan_deadline_ns.load(kRelaxed);
+    if (deadline == 0 || deadline > now) continue;
+    SubscriberWrite write(slot, segment_.table());
+    slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
+    slot.until.store(0, kRelaxed);
+    --used_;
+    ++removed;
+  }
+  if (removed) {
+    segment_.stats().control.orphans_expired.fetch_add(uint64_t(removed), kRelaxed);
+    update_gauge();
+  }
+  return removed;
+}
+
+uint64_t SubscriberTable::count() {
+  std::lock_guard lock(mutex_);
+  return used_;
+}
+
+}  // namespace vrelay

@@ -1,0 +1,41 @@
+// The control process's side of the shared subscriber table: it alone writes the slots,
+// serializing its session threads with a process-local mutex (never one in shared memory).
+#pragma once
+#include <cstdint>
+#include <mutex>
+
+#include "net.hpp"
+#include "shm.hpp"
+
+namespace vrelay {
+
+class SubscriberTable {
+ public:
+  SubscriberTable(Segment& segment, uint64_t orphan_grace_ns);
+
+  // Subscriptions left by a control process that died become orphans: they keep playing
+  // until a client takes them over or the grace period ends.
+  void orphan_all();
+  // A new subscription, or an orphan with the same destination taken over. Returns the slot,
+  // or -1 when the table is full.
+  int subscribe(const Endpoint& destination, uint64_t owner, bool* adopted);
+  void pause(int slot);
+  void resume(int slot);
+  void release(int slot);
+  int expire_orphans(uint64_t now);  // returns how many were removed
+  uint64_t count();
+
+ private:
+  uint64_t ring_head() const;
+  void update_gauge();
+
+  Segment& segment_;
+  SubscriberSlot* slots_;
+  uint32_t capacity_;
+  uint64_t orphan_grace_ns_;
+  std::mutex mutex_;
+  uint64_t next_incarnation_;
+  uint64_t used_ = 0;
+};
+
+}  // namespace vrelay

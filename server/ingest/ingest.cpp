@@ -1,0 +1,137 @@
+// vrelayd's ingest process: receives the source's datagrams with recvmmsg straight into the
+// shared-memory ring (no copy, no allocation per datagram), drops and counts what must not
+// be relayed (foreign sender, oversize, ring full), and wakes the fan-out once per batch.
+#include <ev.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "child.hpp"
+#include "log.hpp"
+#include "net.hpp"
+#include "ring.hpp"
+
+namespace vrelay {
+namespace {
+
+constexpr unsigned kBatch = 64;
+constexpr int kMaxBatchesPerWake = 32;  // then let the loop run its timers and signals
+
+class Ingest {
+ public:
+  explicit Ingest(ChildContext& ctx)
+      : ctx_(ctx), ring_(ring_of(ctx.segment)), stats_(ctx.segment.stats().ingest),
+        max_datagram_(ctx.config.ingest.max_datagram), scratch_(size_t(max_datagram_) + 1) {}
+
+  // Reads until the socket is empty or the batch budget is spent.
+  void drain() {
+    for (int round = 0; round < kMaxBatchesPerWake; ++round) {
+      uint64_t head = ring_.producer_position();
+      unsigned room = std::min<unsigned>(kBatch, ring_.writable(head));
+      int got = room ? receive_into_ring(head, room) : receive_and_drop();
+      if (got <= 0) return;
+    }
+  }
+
+ private:
+  void prepare(unsigned i, char* buffer, size_t size) {
+    iov_[i] = {buffer, size};
+    msgs_[i].msg_hdr = {};
+    msgs_[i].msg_hdr.msg_name = &senders_[i];
+    msgs_[i].msg_hdr.msg_namelen = sizeof senders_[i];
+    msgs_[i].msg_hdr.msg_iov = &iov_[i];
+    msgs_[i].msg_hdr.msg_iovlen = 1;
+  }
+
+  int receive(unsigned count) {
+    int got = recvmmsg(ctx_.sockets.ingest, msgs_, count, MSG_DONTWAIT, nullptr);
+    if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      LOG_WARN("recvmmsg: %s", strerror(errno));
+    return got;
+  }
+
+  int receive_into_ring(uint64_t head, unsigned room) {
+    // Receive directly into the free slots; a datagram larger than max_datagram comes back
+    // with MSG_TRUNC and is dropped, never relayed truncated.
+    for (unsigned i = 0; i < room; ++i) prepare(i, ring_.data(head + i), max_datagram_);
+    int got = receive(room);
+    if (got <= 0) return got;
+
+    uint64_t now = now_ns();
+    uint64_t kept = 0, bytes = 0, oversize = 0, foreign = 0;
+    for (int i = 0; i < got; ++i) {
+      const msghdr& m = msgs_[i].msg_hdr;
+      if (m.msg_flags & MSG_TRUNC) {
+        ++oversize;
+        continue;
+      }
+      if (!allowed(ctx_.config.ingest.allow, Endpoint::from_sockaddr(static_cast<sockaddr*>(m.msg_name), m.msg_namelen))) {
+        ++foreign;
+        continue;
+      }
+      uint64_t position = head + kept;
+      if (kept != uint64_t(i))  // close the gap a dropped datagram left (rare)
+        std::memmove(ring_.data(position), ring_.data(head + uint64_t(i)), msgs_[i].msg_len);
+      RingSlotHeader& slot = ring_.header(position);
+      slot.length = msgs_[i].msg_len;
+      slot.flags = 0;
+      slot.position = position;
+      slot.received_ns = now;
+      bytes += msgs_[i].msg_len;
+      ++kept;
+    }
+    if (kept) {
+      ring_.publish(head + kept);
+      uint64_t one = 1;
+      ssize_t ignored = write(ctx_.sockets.wake, &one, sizeof one);
+      (void)ignored;
+      stats_.datagrams.fetch_add(kept, std::memory_order_relaxed);
+      stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
+      stats_.last_datagram_ns.store(now, std::memory_order_relaxed);
+    }
+    stats_.batches.fetch_add(1, std::memory_order_relaxed);
+    if (oversize) {
+      stats_.drops_oversize.fetch_add(oversize, std::memory_order_relaxed);
+      LOG_DEBUG("dropped %lu datagrams larger than %u bytes", (unsigned long)oversize, max_datagram_);
+    }
+    if (foreign) stats_.drops_foreign_sender.fetch_add(foreign, std::memory_order_relaxed);
+    return got;
+  }
+
+  // The ring is full (fan-out is behind): the producer never waits, it drops and counts.
+  int receive_and_drop() {
+    for (unsigned i = 0; i < kBatch; ++i) prepare(i, scratch_.data(), scratch_.size());
+    int got = receive(kBatch);
+    if (got > 0) stats_.drops_ring_full.fetch_add(uint64_t(got), std::memory_order_relaxed);
+    return got;
+  }
+
+  ChildContext& ctx_;
+  RingView ring_;
+  ingest_stats& stats_;
+  uint32_t max_datagram_;
+  std::vector<char> scratch_;
+  mmsghdr msgs_[kBatch]{};
+  iovec iov_[kBatch]{};
+  sockaddr_storage senders_[kBatch]{};
+};
+
+}  // namespace
+
+int run_ingest(ChildContext& ctx) {
+  ChildLoop child(ctx);
+  Ingest ingest(ctx);
+  ev_io readable;
+  ev_io_init(&readable, [](struct ev_loop*, ev_io* w, int) { static_cast<Ingest*>(w->data)->drain(); },
+             ctx.sockets.ingest, EV_READ);
+  readable.data = &ingest;
+  ev_io_start(child.loop(), &readable);
+  LOG_INFO("receiving on %s", ctx.segment.header().ingest_address);
+  child.run();
+  return 0;
+}
+
+}  // namespace vrelay

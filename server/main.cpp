@@ -1,0 +1,123 @@
+// vrelayd: command line and configuration, then hands over to the supervisor.
+#include <getopt.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "config.hpp"
+#include "log.hpp"
+#include "proctitle.hpp"
+#include "supervisor/supervisor.hpp"
+#include "version.hpp"
+
+namespace {
+
+const char* kUsage =
+    "Usage: vrelayd [OPTIONS]\n"
+    "       vrelayd <ServerIP> <ServerPort>\n"
+    "Relays one live UDP video stream (MPEG-TS from VLC or ffmpeg) to many viewers,\n"
+    "each controlled over a telnet-friendly TCP session (see vrelay-protocol(7)).\n"
+    "\n"
+    "  -c, --config FILE       read the YAML configuration FILE (vrelay.yaml(5));\n"
+    "                          without it the embedded defaults apply\n"
+    "      --control HOST:PORT control sessions listen here (default 0.0.0.0:7700)\n"
+    "      --ingest HOST:PORT  the source sends its UDP stream here (default 127.0.0.1:65534)\n"
+    "      --instance NAME     names the shared-memory segment /vrelay.NAME (default 'default')\n"
+    "  -F, --foreground        stay in the foreground (for systemd and tests); otherwise\n"
+    "                          vrelayd detaches once ready\n"
+    "      --check-config      check the configuration and exit (0 = valid)\n"
+    "  -V, --version           print the version and exit\n"
+    "  -h, --help              print this help and exit\n"
+    "\n"
+    "Port 0 binds any free port. When every process is ready vrelayd prints\n"
+    "'vrelayd ready control=HOST:PORT ingest=HOST:PORT' on standard output.\n"
+    "Options override the configuration file. Exit status: 0 on a clean stop,\n"
+    "1 on a runtime failure, 2 on a usage or configuration error.\n";
+
+int usage_error(const std::string& message) {
+  fprintf(stderr, "vrelayd: %s\nTry 'vrelayd --help'.\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  vrelay::proctitle_init(argc, argv);
+  vrelay::log::set_role("vrelayd");
+
+  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck };
+  static const option long_options[] = {
+      {"config", required_argument, nullptr, 'c'},
+      {"control", required_argument, nullptr, kOptControl},
+      {"ingest", required_argument, nullptr, kOptIngest},
+      {"instance", required_argument, nullptr, kOptInstance},
+      {"foreground", no_argument, nullptr, 'F'},
+      {"check-config", no_argument, nullptr, kOptCheck},
+      {"version", no_argument, nullptr, 'V'},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
+  };
+
+  std::string config_file, control, ingest, instance;
+  vrelay::SupervisorOptions options;
+  bool check_only = false;
+  opterr = 0;
+  int opt;
+  while ((opt = getopt_long(argc, argv, ":c:FVh", long_options, nullptr)) != -1) {
+    switch (opt) {
+      case 'c': config_file = optarg; break;
+      case kOptControl: control = optarg; break;
+      case kOptIngest: ingest = optarg; break;
+      case kOptInstance: instance = optarg; break;
+      case 'F': options.foreground = true; break;
+      case kOptCheck: check_only = true; break;
+      case 'V': printf("vrelayd %s\n", VRELAY_VERSION); return 0;
+      case 'h': fputs(kUsage, stdout); return 0;
+      case ':': return usage_error(std::string("option '") + argv[optind - 1] + "' needs a value");
+      default: return usage_error(std::string("unknown option '") + argv[optind - 1] + "'");
+    }
+  }
+
+  // The original form: vrelayd <ServerIP> <ServerPort>.
+  int positional = argc - optind;
+  if (positional == 2) {
+    if (!control.empty()) return usage_error("give the control address either positionally or with --control");
+    std::string host = argv[optind];
+    control = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + argv[optind + 1];
+  } else if (positional != 0) {
+    return usage_error("expected no arguments or <ServerIP> <ServerPort>");
+  }
+
+  vrelay::Config config;
+  try {
+    config = config_file.empty() ? vrelay::default_config() : vrelay::load_config_file(config_file);
+    std::string error;
+    if (!control.empty()) {
+      auto ep = vrelay::parse_endpoint(control, &error);
+      if (!ep) throw vrelay::ConfigError("control address: " + error);
+      config.control.listen = *ep;
+    }
+    if (!ingest.empty()) {
+      auto ep = vrelay::parse_endpoint(ingest, &error);
+      if (!ep) throw vrelay::ConfigError("ingest address: " + error);
+      config.ingest.listen = *ep;
+    }
+    if (!instance.empty()) {
+      bool ok = instance.size() <= 32;
+      for (char c : instance) ok = ok && (isalnum((unsigned char)c) || c == '-' || c == '_');
+      if (!ok) throw vrelay::ConfigError("--instance: expected 1 to 32 letters, digits, '-' or '_'");
+      config.instance = instance;
+    }
+    vrelay::validate(config);
+  } catch (const vrelay::ConfigError& e) {
+    fprintf(stderr, "vrelayd: configuration error: %s\n", e.what());
+    return 2;
+  }
+  if (check_only) {
+    printf("vrelayd: configuration %s is valid\n", config_file.empty() ? "(embedded defaults)" : config_file.c_str());
+    return 0;
+  }
+  vrelay::log::set_level(config.log.level);
+  return vrelay::run_supervisor(config, options);
+}

@@ -1,0 +1,372 @@
+// vrelayd's supervisor process: a single-threaded libev loop that creates the shared memory,
+// binds every socket, forks the ingest, fan-out and control children, restarts a child that
+// dies (capped exponential backoff), reports readiness (stdout line and sd_notify), and stops
+// everything on SIGTERM/SIGINT, removing the segment. It does no client I/O.
+#include "supervisor.hpp"
+
+#include <dirent.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "child.hpp"
+#include "log.hpp"
+#include "net.hpp"
+#include "proctitle.hpp"
+
+namespace vrelay {
+namespace {
+
+constexpr double kStopGraceSeconds = 5.0;   // SIGTERM, then SIGKILL after this
+constexpr double kBackoffFirst = 0.1;
+constexpr double kBackoffMax = 5.0;
+constexpr double kStableSeconds = 10.0;     // a child that lived this long restarts fast again
+
+struct Child {
+  Role role;
+  pid_t pid = 0;
+  double started = 0;
+  double backoff = kBackoffFirst;
+  ev_child watcher{};
+  ev_timer restart_timer{};
+};
+
+struct Supervisor {
+  const Config& config;
+  SupervisorOptions options;
+  std::unique_ptr<Segment> segment;
+  Sockets sockets;
+  Child children[kRoleCount];
+  struct ev_loop* loop = nullptr;
+  ev_signal sigterm{}, sigint{}, sighup{};
+  ev_timer poll_timer{}, kill_timer{};
+  bool announced = false;
+  bool stopping = false;
+  int exit_status = 0;
+  int ready_pipe = -1;  // detached mode: the waiting parent reads the ready line here
+
+  Supervisor(const Config& c, const SupervisorOptions& o) : config(c), options(o) {}
+
+  void bind_sockets();
+  void spawn(Role role);
+  [[noreturn]] void become_child(Role role);
+  void on_child_exit(Child& child, int status);
+  void check_ready();
+  void begin_stop(int status);
+  void finish_if_stopped();
+};
+
+void set_buffer(int fd, int option, uint32_t bytes) {
+  int value = int(bytes);
+  setsockopt(fd, SOL_SOCKET, option, &value, sizeof value);
+}
+
+void Supervisor::bind_sockets() {
+  sockets.control = bind_socket(config.control.listen, SOCK_STREAM);
+  if (listen(sockets.control, 1024) != 0) throw std::runtime_error(std::string("listen: ") + strerror(errno));
+  fcntl(sockets.control, F_SETFL, O_NONBLOCK);
+
+  sockets.ingest = bind_socket(config.ingest.listen, SOCK_DGRAM);
+  set_buffer(sockets.ingest, SO_RCVBUF, config.ingest.socket_buffer);
+  fcntl(sockets.ingest, F_SETFL, O_NONBLOCK);
+
+  // The copies leave from one unbound dual-stack socket: Linux sends to AF_INET and
+  // AF_INET6 destinations from it. Without IPv6 in the kernel, an IPv4 socket does.
+  sockets.fanout = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sockets.fanout >= 0) {
+    int zero = 0;
+    setsockopt(sockets.fanout, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  } else {
+    sockets.fanout = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  }
+  if (sockets.fanout < 0) throw std::runtime_error(std::string("fan-out socket: ") + strerror(errno));
+  set_buffer(sockets.fanout, SO_SNDBUF, config.fanout.socket_buffer);
+
+  sockets.wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (sockets.wake < 0) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
+
+  Header& h = segment->header();
+  std::string control = local_endpoint(sockets.control).to_string();
+  std::string ingest = local_endpoint(sockets.ingest).to_string();
+  strncpy(h.control_address, control.c_str(), sizeof h.control_address - 1);
+  strncpy(h.ingest_address, ingest.c_str(), sizeof h.ingest_address - 1);
+}
+
+// Everything a child must not keep (other roles' sockets, libev's fds) is closed here.
+void close_all_but(std::set<int> keep) {
+  keep.insert({0, 1, 2});
+  std::vector<int> to_close;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (dirent* entry = readdir(dir)) {
+      int fd = atoi(entry->d_name);
+      if (entry->d_name[0] != '.' && fd != dirfd(dir) && !keep.count(fd)) to_close.push_back(fd);
+    }
+    closedir(dir);
+  }
+  for (int fd : to_close) close(fd);
+}
+
+void Supervisor::become_child(Role role) {
+  // Undo what the supervisor's libev set up: signal handlers and the signal mask.
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPIPE}) signal(sig, SIG_DFL);
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != segment->header().supervisor_pid) _exit(0);  // the supervisor died already
+
+  Sockets mine;
+  std::set<int> keep;
+  switch (role) {
+    case kIngest: mine.ingest = sockets.ingest; mine.wake = sockets.wake; break;
+    case kFanout: mine.fanout = sockets.fanout; mine.wake = sockets.wake; break;
+    case kControl: mine.control = sockets.control; break;
+    default: break;
+  }
+  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.wake})
+    if (fd >= 0) keep.insert(fd);
+  close_all_but(keep);  // the ready pipe too: only the supervisor may answer the waiting parent
+
+  std::string title = std::string("vrelayd: ") + role_name(role);
+  proctitle_set(title.c_str());
+  log::set_role(role_name(role));
+
+  ChildContext ctx{config, *segment, mine, role};
+  int status = 0;
+  switch (role) {
+    case kIngest: status = run_ingest(ctx); break;
+    case kFanout: status = run_fanout(ctx); break;
+    case kControl: status = run_control(ctx); break;
+    default: break;
+  }
+  _exit(status);
+}
+
+void Supervisor::spawn(Role role) {
+  Child& child = children[role];
+  ProcessSlot& slot = segment->process(role);
+  slot.state.store(uint32_t(ProcessState::kStarting), std::memory_order_release);
+  pid_t pid = fork();
+  if (pid < 0) {
+    LOG_ERROR("cannot fork the %s process: %s", role_name(role), strerror(errno));
+    ev_timer_set(&child.restart_timer, child.backoff, 0.);
+    ev_timer_start(loop, &child.restart_timer);
+    return;
+  }
+  if (pid == 0) become_child(role);
+  child.pid = pid;
+  child.started = ev_now(loop);
+  slot.pid.store(pid, std::memory_order_relaxed);
+  slot.started_ns.store(now_ns(), std::memory_order_relaxed);
+  ev_child_set(&child.watcher, pid, 0);
+  ev_child_start(loop, &child.watcher);
+  LOG_INFO("started the %s process, pid %d", role_name(role), pid);
+}
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string("was killed by signal ") + strsignal(WTERMSIG(status)) + (WCOREDUMP(status) ? " (core dumped)" : "");
+  return "stopped";
+}
+
+void Supervisor::on_child_exit(Child& child, int status) {
+  ev_child_stop(loop, &child.watcher);
+  ProcessSlot& slot = segment->process(child.role);
+  slot.pid.store(0, std::memory_order_relaxed);
+  slot.state.store(uint32_t(ProcessState::kStopped), std::memory_order_release);
+  child.pid = 0;
+  if (stopping) {
+    LOG_INFO("the %s process %s", role_name(child.role), describe_exit(status).c_str());
+    finish_if_stopped();
+    return;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kExitConfig) {
+    LOG_ERROR("the %s process cannot work with this configuration; stopping vrelayd", role_name(child.role));
+    begin_stop(1);
+    return;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {  // a clean exit asks for a stop (SHUTDOWN)
+    LOG_NOTICE("the %s process asked the relay to stop", role_name(child.role));
+    begin_stop(0);
+    return;
+  }
+  if (ev_now(loop) - child.started >= kStableSeconds) child.backoff = kBackoffFirst;
+  LOG_WARN("the %s process %s; restarting it in %.1f s", role_name(child.role), describe_exit(status).c_str(),
+           child.backoff);
+  slot.restarts.fetch_add(1, std::memory_order_relaxed);
+  segment->stats().supervisor.child_restarts.fetch_add(1, std::memory_order_relaxed);
+  slot.state.store(uint32_t(ProcessState::kBackoff), std::memory_order_release);
+  ev_timer_set(&child.restart_timer, child.backoff, 0.);
+  ev_timer_start(loop, &child.restart_timer);
+  child.backoff = std::min(child.backoff * 2, kBackoffMax);
+}
+
+void Supervisor::check_ready() {
+  if (announced || stopping) return;
+  for (uint32_t r = 0; r < kRoleCount; ++r)
+    if (segment->process(Role(r)).state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady)) return;
+  announced = true;
+  const Header& h = segment->header();
+  std::string line = std::string("vrelayd ready control=") + h.control_address + " ingest=" + h.ingest_address +
+                     " instance=" + h.instance + " pid=" + std::to_string(getpid()) + "\n";
+  if (ready_pipe >= 0) {
+    ssize_t ignored = write(ready_pipe, line.data(), line.size());
+    (void)ignored;
+    close(ready_pipe);
+    ready_pipe = -1;
+  } else {
+    fputs(line.c_str(), stdout);
+    fflush(stdout);
+  }
+  sd_notify(0, "READY=1\nSTATUS=relaying");
+  LOG_NOTICE("ready: control on %s, ingest on %s", h.control_address, h.ingest_address);
+}
+
+void Supervisor::begin_stop(int status) {
+  if (stopping) return;
+  stopping = true;
+  exit_status = status;
+  sd_notify(0, "STOPPING=1");
+  LOG_NOTICE("stopping");
+  for (auto& child : children) {
+    ev_timer_stop(loop, &child.restart_timer);
+    if (child.pid > 0) kill(child.pid, SIGTERM);
+  }
+  ev_timer_set(&kill_timer, kStopGraceSeconds, 0.);
+  ev_timer_start(loop, &kill_timer);
+  finish_if_stopped();
+}
+
+void Supervisor::finish_if_stopped() {
+  for (auto& child : children)
+    if (child.pid > 0) return;
+  ev_break(loop, EVBREAK_ALL);
+}
+
+// libev callbacks: the watcher's data field points back to the supervisor.
+Supervisor* owner(void* data) { return static_cast<Supervisor*>(data); }
+
+}  // namespace
+
+int run_supervisor(const Config& config, const SupervisorOptions& options) {
+  signal(SIGPIPE, SIG_IGN);
+  // Detached mode: the original process waits for the ready line, prints it and exits.
+  int ready_pipe = -1;
+  if (!options.foreground) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return 1;
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid > 0) {
+      close(fds[1]);
+      char buf[512];
+      ssize_t n = read(fds[0], buf, sizeof buf);
+      if (n <= 0) {
+        fprintf(stderr, "vrelayd: failed to start (see the log)\n");
+        return 1;
+      }
+      fwrite(buf, 1, size_t(n), stdout);
+      return 0;
+    }
+    close(fds[0]);
+    ready_pipe = fds[1];
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    if (null > 2) close(null);
+  }
+
+  Supervisor sup(config, options);
+  sup.ready_pipe = ready_pipe;
+  log::set_role("supervisor");
+  proctitle_set("vrelayd: supervisor");
+  try {
+    sup.segment = Segment::create(config.instance,
+                                  {config.fanout.max_subscribers, config.ingest.ring_slots, config.ingest.max_datagram});
+    sup.bind_sockets();
+  } catch (const std::exception& e) {
+    LOG_ERROR("%s", e.what());
+    fprintf(stderr, "vrelayd: %s\n", e.what());
+    if (sup.segment && std::string(e.what()).find("already running") == std::string::npos)
+      Segment::remove(config.instance);
+    return 1;
+  }
+  sup.segment->stats().supervisor.started_ns.store(now_ns(), std::memory_order_relaxed);
+  sup.segment->publish();
+
+  // Each control session is a thread with its own socket: raise the descriptor limit.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+
+  sup.loop = ev_default_loop(EVFLAG_AUTO);
+  auto on_stop_signal = [](struct ev_loop*, ev_signal* w, int) {
+    LOG_NOTICE("received %s", strsignal(w->signum));
+    owner(w->data)->begin_stop(0);
+  };
+  ev_signal_init(&sup.sigterm, on_stop_signal, SIGTERM);
+  ev_signal_init(&sup.sigint, on_stop_signal, SIGINT);
+  ev_signal_init(&sup.sighup, [](struct ev_loop*, ev_signal*, int) {
+    LOG_NOTICE("SIGHUP: configuration reload is not supported yet; restart the service to apply changes");
+  }, SIGHUP);
+  for (ev_signal* s : {&sup.sigterm, &sup.sigint, &sup.sighup}) {
+    s->data = &sup;
+    ev_signal_start(sup.loop, s);
+  }
+  ev_timer_init(&sup.poll_timer, [](struct ev_loop*, ev_timer* w, int) { owner(w->data)->check_ready(); }, 0.01, 0.01);
+  sup.poll_timer.data = &sup;
+  ev_timer_start(sup.loop, &sup.poll_timer);
+  ev_timer_init(&sup.kill_timer, [](struct ev_loop*, ev_timer* w, int) {
+    Supervisor* s = owner(w->data);
+    for (auto& child : s->children)
+      if (child.pid > 0) {
+        LOG_WARN("the %s process did not stop in %.0f s; killing it", role_name(child.role), kStopGraceSeconds);
+        kill(child.pid, SIGKILL);
+      }
+  }, 0., 0.);
+  sup.kill_timer.data = &sup;
+
+  for (uint32_t r = 0; r < kRoleCount; ++r) {
+    Child& child = sup.children[r];
+    child.role = Role(r);
+    ev_child_init(&child.watcher, [](struct ev_loop*, ev_child* w, int) {
+      Supervisor* s = owner(w->data);
+      for (auto& c : s->children)
+        if (&c.watcher == w) s->on_child_exit(c, w->rstatus);
+    }, 0, 0);
+    child.watcher.data = &sup;
+    ev_timer_init(&child.restart_timer, [](struct ev_loop*, ev_timer* w, int) {
+      Supervisor* s = owner(w->data);
+      for (auto& c : s->children)
+        if (&c.restart_timer == w) s->spawn(c.role);
+    }, 0., 0.);
+    child.restart_timer.data = &sup;
+  }
+  for (uint32_t r = 0; r < kRoleCount; ++r) sup.spawn(Role(r));
+
+  ev_run(sup.loop, 0);
+
+  Segment::remove(config.instance);
+  LOG_NOTICE("stopped");
+  return sup.exit_status;
+}
+
+}  // namespace vrelay
