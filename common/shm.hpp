@@ -88,13 +88,14 @@ const char* subscriber_state_name(SubscriberState state);
 
 // One subscription. Control writes the first block under a seqlock (odd `seq` = being
 // written); fan-out reads it only when `table_generation` changed. Fan-out alone writes the
-// counters. A datagram at ring position p goes to the subscriber iff from <= p < until.
+// counters. A datagram goes to the subscriber iff from_ns <= its kernel receive time <
+// until_ns: the cut-offs of PAUSE and RESUME are exact whatever the fan-out's lag.
 struct alignas(kCacheLine) SubscriberSlot {
   std::atomic<uint32_t> seq;
   std::atomic<uint32_t> state;        // SubscriberState
   std::atomic<uint64_t> incarnation;  // new for every subscription using this slot
-  std::atomic<uint64_t> from;
-  std::atomic<uint64_t> until;        // UINT64_MAX while playing
+  std::atomic<uint64_t> from_ns;      // CLOCK_REALTIME, as the kernel stamps datagrams
+  std::atomic<uint64_t> until_ns;     // UINT64_MAX while playing
   std::atomic<uint32_t> family;       // AF_INET or AF_INET6
   std::atomic<uint32_t> port;
   std::atomic<uint32_t> ip[4];        // network byte order; IPv4 in ip[0]
@@ -121,7 +122,7 @@ struct RingSlotHeader {
   uint32_t length;
   uint32_t flags;
   uint64_t position;
-  uint64_t received_ns;
+  uint64_t received_ns;  // kernel receive time (SO_TIMESTAMPNS), CLOCK_REALTIME
   uint64_t reserved;
 };
 constexpr size_t kRingDataOffset = 32;

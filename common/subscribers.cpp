@@ -14,8 +14,8 @@ bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int ma
     SubscriberSnapshot s;
     s.state = SubscriberState(slot.state.load(kRelaxed));
     s.incarnation = slot.incarnation.load(kRelaxed);
-    s.from = slot.from.load(kRelaxed);
-    s.until = slot.until.load(kRelaxed);
+    s.from_ns = slot.from_ns.load(kRelaxed);
+    s.until_ns = slot.until_ns.load(kRelaxed);
     s.since_ns = slot.since_ns.load(kRelaxed);
     s.owner = slot.owner.load(kRelaxed);
     s.orphan_deadline_ns = slot.orphan_deadline_ns.load(kRelaxed);

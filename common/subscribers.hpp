@@ -11,7 +11,7 @@ namespace vrelay {
 struct SubscriberSnapshot {
   SubscriberState state = SubscriberState::kFree;
   uint64_t incarnation = 0;
-  uint64_t from = 0, until = 0;
+  uint64_t from_ns = 0, until_ns = 0;
   Endpoint destination;
   uint64_t since_ns = 0;
   uint64_t owner = 0;

@@ -43,8 +43,8 @@ void Control::accept_ready() {
         // Out of descriptors: shed the waiting connection instead of spinning on it.
         close(g_reserve_fd);
         int shed = accept4(ctx.sockets.control, nullptr, nullptr, SOCK_CLOEXEC);
-        if (shed >= 0) refuse(shed, "the relay is out of file descriptors");
         stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);
+        if (shed >= 0) refuse(shed, "the relay is out of file descriptors");
         g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         LOG_WARN("out of file descriptors: refused a control connection");
       }
@@ -68,8 +68,8 @@ void Control::accept_ready() {
       if (from_ip == 0) per_ip_.erase(peer.host());
     }
     if (refusal) {
+      stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);  // counted before it is seen
       refuse(fd, refusal);
-      stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);
       LOG_INFO("refused %s: %s", peer.to_string().c_str(), refusal);
       continue;
     }

@@ -1,6 +1,7 @@
 // Writes of the subscriber table by the control process (see subscriber_table.hpp).
-// A datagram at ring position p goes to a subscriber iff from <= p < until, so PAUSE sets
-// until = head and RESUME sets from = head: exact cut-offs whatever the fan-out's lag.
+// A datagram goes to a subscriber iff from_ns <= its kernel receive time < until_ns, so
+// PAUSE sets until_ns = now and RESUME sets from_ns = now, before their OK is sent: exact
+// cut-offs at the ingest socket, whatever the lag of ingest or fan-out.
 #include "subscriber_table.hpp"
 
 #include <cstring>
@@ -16,10 +17,6 @@ constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
 SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns)
     : segment_(segment), slots_(segment.subscribers()), capacity_(segment.header().max_subscribers),
       orphan_grace_ns_(orphan_grace_ns), next_incarnation_(now_ns()) {}
-
-uint64_t SubscriberTable::ring_head() const {
-  return segment_.ring_control().head.load(std::memory_order_seq_cst);
-}
 
 void SubscriberTable::update_gauge() { segment_.stats().control.subscribers.store(used_, kRelaxed); }
 
@@ -72,8 +69,8 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     SubscriberWrite write(slot, segment_.table());
     write.set_destination(destination);
     slot.incarnation.store(++next_incarnation_, kRelaxed);
-    slot.from.store(ring_head(), kRelaxed);
-    slot.until.store(kForever, kRelaxed);
+    slot.from_ns.store(now_ns(), kRelaxed);
+    slot.until_ns.store(kForever, kRelaxed);
     slot.since_ns.store(now_ns(), kRelaxed);
     slot.owner.store(owner, kRelaxed);
     slot.orphan_deadline_ns.store(0, kRelaxed);
@@ -89,7 +86,7 @@ void SubscriberTable::pause(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) return;
   SubscriberWrite write(slot, segment_.table());
-  slot.until.store(ring_head(), kRelaxed);
+  slot.until_ns.store(now_ns(), kRelaxed);
   slot.since_ns.store(now_ns(), kRelaxed);
   slot.state.store(uint32_t(SubscriberState::kPaused), kRelaxed);
 }
@@ -99,8 +96,8 @@ void SubscriberTable::resume(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPaused)) return;
   SubscriberWrite write(slot, segment_.table());
-  slot.from.store(ring_head(), kRelaxed);
-  slot.until.store(kForever, kRelaxed);
+  slot.from_ns.store(now_ns(), kRelaxed);
+  slot.until_ns.store(kForever, kRelaxed);
   slot.since_ns.store(now_ns(), kRelaxed);
   slot.state.store(uint32_t(SubscriberState::kPlaying), kRelaxed);
 }
@@ -112,7 +109,7 @@ void SubscriberTable::release(int index) {
   {
     SubscriberWrite write(slot, segment_.table());
     slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
-    slot.until.store(0, kRelaxed);
+    slot.until_ns.store(0, kRelaxed);
     slot.owner.store(0, kRelaxed);
   }
   --used_;
@@ -129,7 +126,7 @@ int SubscriberTable::expire_orphans(uint64_t now) {
     if (deadline == 0 || deadline > now) continue;
     SubscriberWrite write(slot, segment_.table());
     slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
-    slot.until.store(0, kRelaxed);
+    slot.until_ns.store(0, kRelaxed);
     --used_;
     ++removed;
   }

@@ -26,7 +26,6 @@ class SubscriberTable {
   uint64_t count();
 
  private:
-  uint64_t ring_head() const;
   void update_gauge();
 
   Segment& segment_;

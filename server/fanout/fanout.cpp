@@ -24,7 +24,7 @@ constexpr unsigned kMaxDatagramsPerBatch = 64;
 
 struct Target {
   uint32_t slot;
-  uint64_t from, until;
+  uint64_t from_ns, until_ns;
   Endpoint destination;
 };
 
@@ -43,8 +43,8 @@ class Fanout {
   void drain() {
     uint64_t tail = ring_.consumer_position();
     while (true) {
-      // The head is read before the subscriber table: a change whose OK reached the client
-      // before a datagram arrived is therefore always seen for that datagram.
+      // The head is read before the subscriber table: a change whose OK was sent before a
+      // datagram arrived is therefore always seen when that datagram is sent.
       uint64_t waiting = ring_.readable(tail);
       if (waiting == 0) return;
       uint64_t generation = ctx_.segment.table().generation.load(std::memory_order_seq_cst);
@@ -78,7 +78,7 @@ class Fanout {
         slot.errors.store(0, std::memory_order_relaxed);
         slot.counted_incarnation.store(s.incarnation, std::memory_order_release);
       }
-      targets_.push_back({i, s.from, s.until, s.destination});
+      targets_.push_back({i, s.from_ns, s.until_ns, s.destination});
       if (s.state == SubscriberState::kPlaying) ++playing;
     }
     stats_.playing.store(playing, std::memory_order_relaxed);
@@ -89,7 +89,7 @@ class Fanout {
     for (uint64_t position = first; position < end; ++position) {
       const RingSlotHeader& h = ring_.header(position);
       for (const Target& t : targets_) {
-        if (position < t.from || position >= t.until) continue;
+        if (h.received_ns < t.from_ns || h.received_ns >= t.until_ns) continue;
         iovs_[n] = {ring_.data(position), h.length};
         msghdr& m = msgs_[n].msg_hdr;
         m = {};

@@ -44,6 +44,20 @@ class Ingest {
     msgs_[i].msg_hdr.msg_namelen = sizeof senders_[i];
     msgs_[i].msg_hdr.msg_iov = &iov_[i];
     msgs_[i].msg_hdr.msg_iovlen = 1;
+    msgs_[i].msg_hdr.msg_control = control_[i];
+    msgs_[i].msg_hdr.msg_controllen = sizeof control_[i];
+  }
+
+  // When the datagram reached the socket (SO_TIMESTAMPNS, set by the supervisor): the
+  // subscribers' PAUSE/RESUME cut-offs compare with it, so ingest's own lag does not count.
+  static uint64_t kernel_time(const msghdr& m, uint64_t fallback) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&m), c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+        timespec ts;
+        std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+        return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+      }
+    return fallback;
   }
 
   int receive(unsigned count) {
@@ -79,7 +93,7 @@ class Ingest {
       slot.length = msgs_[i].msg_len;
       slot.flags = 0;
       slot.position = position;
-      slot.received_ns = now;
+      slot.received_ns = kernel_time(m, now);
       bytes += msgs_[i].msg_len;
       ++kept;
     }
@@ -117,6 +131,7 @@ class Ingest {
   mmsghdr msgs_[kBatch]{};
   iovec iov_[kBatch]{};
   sockaddr_storage senders_[kBatch]{};
+  alignas(cmsghdr) char control_[kBatch][CMSG_SPACE(sizeof(timespec))]{};
 };
 
 }  // namespace

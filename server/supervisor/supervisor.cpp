@@ -81,6 +81,8 @@ void Supervisor::bind_sockets() {
 
   sockets.ingest = bind_socket(config.ingest.listen, SOCK_DGRAM);
   set_buffer(sockets.ingest, SO_RCVBUF, config.ingest.socket_buffer);
+  int one = 1;  // arrival times for the exact PAUSE/RESUME cut-offs
+  setsockopt(sockets.ingest, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
   fcntl(sockets.ingest, F_SETFL, O_NONBLOCK);
 
   // The copies leave from one unbound dual-stack socket: Linux sends to AF_INET and

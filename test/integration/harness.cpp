@@ -1,0 +1,302 @@
+// Integration-test harness (see harness.hpp).
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace vrelay::test {
+
+namespace {
+int remaining_ms(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : int(left);
+}
+
+sockaddr_in loopback(uint16_t port, const char* host = "127.0.0.1") {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, host, &a.sin_addr);
+  return a;
+}
+
+std::atomic<int> g_instances{0};
+}  // namespace
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(1ms);  // poll interval of a bounded wait
+  }
+  return true;
+}
+
+Relay::Relay(const std::string& yaml, std::vector<std::string> extra_args) {
+  instance_ = "it-" + std::to_string(getpid()) + "-" + std::to_string(g_instances++);
+  log_path_ = "/tmp/vrelay-" + instance_ + ".log";
+  std::vector<std::string> args = {VRELAYD_PATH, "-F", "--instance", instance_};
+  bool has_control = false, has_ingest = false;
+  for (auto& a : extra_args) {
+    has_control = has_control || a == "--control" || a == "127.0.0.1";  // or the positional form
+    has_ingest = has_ingest || a == "--ingest";
+  }
+  if (!has_control) {
+    args.push_back("--control");
+    args.push_back("127.0.0.1:0");
+  }
+  if (!has_ingest) {
+    args.push_back("--ingest");
+    args.push_back("127.0.0.1:0");
+  }
+  if (!yaml.empty()) {
+    config_path_ = "/tmp/vrelay-" + instance_ + ".yaml";
+    std::ofstream(config_path_) << yaml;
+    args.push_back("-c");
+    args.push_back(config_path_);
+  }
+  for (auto& a : extra_args) args.push_back(a);
+
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(out[1], 1);
+    int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(log, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  auto deadline = Clock::now() + 10s;
+  std::string text;
+  while (text.find('\n') == std::string::npos) {
+    pollfd p{out[0], POLLIN, 0};
+    if (poll(&p, 1, remaining_ms(deadline)) <= 0) break;
+    char buf[512];
+    ssize_t n = read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    text.append(buf, size_t(n));
+  }
+  close(out[0]);
+  ready_line_ = text.substr(0, text.find('\n'));
+  std::smatch m;
+  if (!std::regex_search(ready_line_, m, std::regex("^vrelayd ready control=.*:(\\d+) ingest=.*:(\\d+)"))) {
+    std::string why = "vrelayd did not report ready: '" + ready_line_ + "'\n" + log();
+    stop(3000ms);
+    throw std::runtime_error(why);
+  }
+  control_port_ = uint16_t(std::stoi(m[1]));
+  ingest_port_ = uint16_t(std::stoi(m[2]));
+}
+
+Relay::~Relay() {
+  if (pid_ > 0) stop(5000ms);
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  shm_.reset();
+  Segment::remove(instance_);
+  unlink(log_path_.c_str());
+  if (!config_path_.empty()) unlink(config_path_.c_str());
+}
+
+Segment& Relay::shm() {
+  if (!shm_) shm_ = Segment::open(instance_, true);
+  return *shm_;
+}
+
+pid_t Relay::child_pid(Role role) { return shm().process(role).pid.load(); }
+uint64_t Relay::restarts(Role role) { return shm().process(role).restarts.load(); }
+
+int Relay::stop(std::chrono::milliseconds limit) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  auto deadline = Clock::now() + limit;
+  int status = 0;
+  while (true) {
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (Clock::now() >= deadline) return -1;
+    std::this_thread::sleep_for(1ms);  // poll interval of a bounded wait
+  }
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string Relay::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Session::Session(uint16_t port, bool expect_hello) {
+  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = loopback(port);
+  if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    throw std::runtime_error(std::string("connect: ") + strerror(errno));
+  if (expect_hello) {
+    auto line = read_line();
+    if (!line || line->rfind("EVENT HELLO vrelay ", 0) != 0)
+      throw std::runtime_error("no HELLO, got '" + line.value_or("(nothing)") + "'");
+    hello = *line;
+  }
+}
+
+Session::~Session() { close(); }
+
+void Session::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void Session::send_raw(const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) throw std::runtime_error(std::string("send: ") + strerror(errno));
+    sent += size_t(n);
+  }
+}
+
+bool Session::fill(std::chrono::milliseconds limit) {
+  pollfd p{fd_, POLLIN, 0};
+  if (poll(&p, 1, int(limit.count())) <= 0) return false;
+  char buf[4096];
+  ssize_t n = recv(fd_, buf, sizeof buf, 0);
+  if (n <= 0) return false;
+  buffer_.append(buf, size_t(n));
+  return true;
+}
+
+std::optional<std::string> Session::read_line(std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (true) {
+    auto nl = buffer_.find("\r\n");
+    if (nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 2);
+      return line;
+    }
+    if (!fill(std::chrono::milliseconds(remaining_ms(deadline)))) return std::nullopt;
+  }
+}
+
+std::string Session::read_bytes(size_t count, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (buffer_.size() < count && fill(std::chrono::milliseconds(remaining_ms(deadline)))) {
+  }
+  std::string out = buffer_.substr(0, count);
+  buffer_.erase(0, out.size());
+  return out;
+}
+
+std::string Session::command(const std::string& line) {
+  send_raw(line + "\r\n");
+  auto reply = read_line();
+  return reply.value_or("(no reply)");
+}
+
+bool Session::closed_by_peer(std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
+    char buf[4096];
+    ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0) return false;
+    buffer_.append(buf, size_t(n));
+  }
+  return false;
+}
+
+UdpSink::UdpSink() {
+  fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int size = 8 << 20;
+  setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);  // root: past rmem_max
+  setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  sockaddr_in a = loopback(0);
+  bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+  port_ = ntohs(a.sin_port);
+}
+
+UdpSink::~UdpSink() { ::close(fd_); }
+
+std::optional<std::string> UdpSink::receive(std::chrono::milliseconds limit) {
+  pollfd p{fd_, POLLIN, 0};
+  if (poll(&p, 1, int(limit.count())) <= 0) return std::nullopt;
+  char buf[65536];
+  ssize_t n = recv(fd_, buf, sizeof buf, 0);
+  if (n < 0) return std::nullopt;
+  return std::string(buf, size_t(n));
+}
+
+size_t UdpSink::drain() {
+  size_t count = 0;
+  char buf[65536];
+  while (recv(fd_, buf, sizeof buf, MSG_DONTWAIT) >= 0) ++count;
+  return count;
+}
+
+UdpSource::UdpSource(uint16_t ingest_port, const char* from) : port_(ingest_port) {
+  fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = loopback(0, from);
+  if (bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    throw std::runtime_error(std::string("bind source: ") + strerror(errno));
+}
+
+UdpSource::~UdpSource() { ::close(fd_); }
+
+void UdpSource::send(const std::string& payload) {
+  sockaddr_in a = loopback(port_);
+  if (sendto(fd_, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
+    throw std::runtime_error(std::string("sendto: ") + strerror(errno));
+}
+
+std::string test_payload(uint64_t index) {
+  size_t size = 188 + (index * 7919) % (1472 - 188 + 1);
+  std::string p(size, '\0');
+  std::memcpy(p.data(), &index, sizeof index);
+  for (size_t i = sizeof index; i < size; ++i) p[i] = char((index * 31 + i) & 0xFF);
+  return p;
+}
+
+::testing::AssertionResult is_payload(const std::optional<std::string>& got, uint64_t index) {
+  if (!got) return ::testing::AssertionFailure() << "datagram " << index << " did not arrive";
+  std::string expected = test_payload(index);
+  if (*got == expected) return ::testing::AssertionSuccess();
+  uint64_t got_index = 0;
+  if (got->size() >= sizeof got_index) std::memcpy(&got_index, got->data(), sizeof got_index);
+  return ::testing::AssertionFailure() << "expected datagram " << index << " (" << expected.size()
+                                       << " bytes), got one of " << got->size() << " bytes starting like datagram "
+                                       << got_index;
+}
+
+uint16_t free_udp_port() {
+  UdpSink probe;
+  return probe.port();
+}
+
+}  // namespace vrelay::test

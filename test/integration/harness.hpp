@@ -1,0 +1,107 @@
+// Integration-test harness: starts a real vrelayd on port 0 and talks to it over real
+// sockets on 127.0.0.1. Every wait has a deadline and ends on an event (a line, a datagram,
+// a counter), never on a sleep.
+#pragma once
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "shm.hpp"
+
+namespace vrelay::test {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Polls `condition` every millisecond until it holds or `limit` passes.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 5000ms);
+
+class Relay {
+ public:
+  // Starts `vrelayd -F` on 127.0.0.1 port 0 with a unique instance name, optional YAML
+  // configuration text and extra arguments (which may give --control, --ingest or the
+  // positional "127.0.0.1 PORT" form instead); waits for the ready line.
+  explicit Relay(const std::string& yaml = "", std::vector<std::string> extra_args = {});
+  ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  uint16_t control_port() const { return control_port_; }
+  uint16_t ingest_port() const { return ingest_port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& instance() const { return instance_; }
+  const std::string& ready_line() const { return ready_line_; }
+  Segment& shm();                  // mapped read-only, checked
+  pid_t child_pid(Role role);      // from shared memory
+  uint64_t restarts(Role role);
+  // SIGTERM, then waits (bounded) for the exit status; returns it (-1 on timeout).
+  int stop(std::chrono::milliseconds limit = 10000ms);
+  std::string log() const;         // what vrelayd wrote on stderr
+
+ private:
+  pid_t pid_ = -1;
+  uint16_t control_port_ = 0, ingest_port_ = 0;
+  std::string instance_, ready_line_, log_path_, config_path_;
+  std::unique_ptr<Segment> shm_;
+};
+
+// A control session.
+class Session {
+ public:
+  explicit Session(uint16_t port, bool expect_hello = true);
+  ~Session();
+  void send_raw(const std::string& bytes);
+  // Sends one line (CRLF added) and returns the reply line without its CRLF.
+  std::string command(const std::string& line);
+  // The next line, without CRLF; nullopt on timeout or close.
+  std::optional<std::string> read_line(std::chrono::milliseconds limit = 5000ms);
+  // Raw bytes available within the limit (for telnet replies).
+  std::string read_bytes(size_t count, std::chrono::milliseconds limit = 5000ms);
+  bool closed_by_peer(std::chrono::milliseconds limit = 5000ms);  // EOF seen
+  void close();
+  std::string hello;
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;
+  bool fill(std::chrono::milliseconds limit);
+};
+
+// A UDP socket on 127.0.0.1 that viewers' datagrams reach.
+class UdpSink {
+ public:
+  UdpSink();
+  ~UdpSink();
+  uint16_t port() const { return port_; }
+  std::optional<std::string> receive(std::chrono::milliseconds limit = 5000ms);
+  size_t drain();  // datagrams already waiting, without blocking
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+// Sends datagrams to the relay's ingest, from 127.0.0.1 or another loopback address.
+class UdpSource {
+ public:
+  explicit UdpSource(uint16_t ingest_port, const char* from = "127.0.0.1");
+  ~UdpSource();
+  void send(const std::string& payload);
+ private:
+  int fd_ = -1;
+  uint16_t port_;
+};
+
+// Payload i of a test stream: its index, then bytes derived from it; size 188..1472.
+std::string test_payload(uint64_t index);
+// Whether `got` is test_payload(index); a mismatch is described briefly (index and size).
+::testing::AssertionResult is_payload(const std::optional<std::string>& got, uint64_t index);
+uint16_t free_udp_port();
+
+}  // namespace vrelay::test

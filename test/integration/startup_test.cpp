@@ -1,0 +1,141 @@
+// Integration tests, first the simplest: vrelayd starts, reports ready, shows its processes,
+// refuses bad command lines and configurations, and stops cleanly.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace vrelay;
+using namespace vrelay::test;
+
+namespace {
+
+std::string cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.substr(0, text.find('\0'));
+}
+
+struct CommandResult {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+CommandResult run(const std::string& args) {
+  std::string cmd = std::string(VRELAYD_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = "/tmp/vrelay-test-" + std::to_string(getpid()) + "-" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(Startup, ReadyLineNamesBoundAddressesAlsoStoredInShm) {
+  Relay relay;
+  EXPECT_NE(relay.control_port(), 0);
+  EXPECT_NE(relay.ingest_port(), 0);
+  const Header& h = relay.shm().header();
+  EXPECT_EQ(std::string(h.control_address), "127.0.0.1:" + std::to_string(relay.control_port()));
+  EXPECT_EQ(std::string(h.ingest_address), "127.0.0.1:" + std::to_string(relay.ingest_port()));
+  EXPECT_EQ(h.supervisor_pid, relay.pid());
+  EXPECT_EQ(std::string(h.instance), relay.instance());
+}
+
+TEST(Startup, ChildrenShowTheirRoleInPs) {
+  Relay relay;
+  EXPECT_EQ(cmdline(relay.child_pid(kIngest)), "vrelayd: ingest");
+  EXPECT_EQ(cmdline(relay.child_pid(kFanout)), "vrelayd: fanout");
+  EXPECT_EQ(cmdline(relay.child_pid(kControl)), "vrelayd: control");
+  for (Role r : {kIngest, kFanout, kControl})
+    EXPECT_EQ(relay.shm().process(r).state.load(), uint32_t(ProcessState::kReady));
+}
+
+TEST(Startup, SigtermStopsEveryProcessAndRemovesTheSegment) {
+  Relay relay;
+  pid_t children[] = {relay.child_pid(kIngest), relay.child_pid(kFanout), relay.child_pid(kControl)};
+  std::string segment = "/dev/shm/vrelay." + relay.instance();
+  ASSERT_EQ(access(segment.c_str(), F_OK), 0);
+  EXPECT_EQ(relay.stop(), 0);
+  for (pid_t pid : children)
+    EXPECT_TRUE(wait_until([&] { return kill(pid, 0) != 0; })) << "child " << pid << " still alive";
+  EXPECT_NE(access(segment.c_str(), F_OK), 0) << segment << " left behind";
+}
+
+TEST(Startup, PositionalFormSetsTheControlAddress) {
+  Relay relay("", {"127.0.0.1", "0"});
+  EXPECT_NE(relay.control_port(), 0);
+  Session s(relay.control_port());
+  EXPECT_EQ(s.command("PING"), "OK PONG");
+}
+
+TEST(Startup, TwoInstancesRunSideBySideButNotTwiceTheSameName) {
+  Relay a;
+  Relay b;
+  EXPECT_NE(a.instance(), b.instance());
+  CommandResult again = run("-F --control 127.0.0.1:0 --ingest 127.0.0.1:0 --instance " + a.instance());
+  EXPECT_EQ(again.status, 1);
+  EXPECT_NE(again.output.find("already running"), std::string::npos) << again.output;
+  Session s(a.control_port());  // the first is untouched
+  EXPECT_EQ(s.command("PING"), "OK PONG");
+}
+
+TEST(Startup, BusyPortIsAClearError) {
+  Relay a;
+  CommandResult r = run("-F --control 127.0.0.1:" + std::to_string(a.control_port()) +
+              " --ingest 127.0.0.1:0 --instance busy-" + std::to_string(getpid()));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("cannot bind 127.0.0.1:" + std::to_string(a.control_port())), std::string::npos) << r.output;
+  EXPECT_NE(access(("/dev/shm/vrelay.busy-" + std::to_string(getpid())).c_str(), F_OK), 0);
+}
+
+TEST(CommandLine, HelpVersionAndErrors) {
+  CommandResult help = run("--help");
+  EXPECT_EQ(help.status, 0);
+  for (auto opt : {"--config", "--control", "--ingest", "--instance", "--foreground", "--check-config", "--version"})
+    EXPECT_NE(help.output.find(opt), std::string::npos) << opt;
+  CommandResult version = run("--version");
+  EXPECT_EQ(version.status, 0);
+  EXPECT_EQ(version.output.rfind("vrelayd ", 0), 0u);
+  for (auto bad : {"--frobnicate", "--control", "--control nonsense --check-config", "--ingest 1.2.3.4:99999 --check-config",
+                   "1.2.3.4", "a b c", "--instance a/b --check-config"}) {
+    CommandResult r = run(bad);
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
+    EXPECT_NE(r.output.find("vrelayd: "), std::string::npos) << bad;
+  }
+}
+
+TEST(CommandLine, CheckConfig) {
+  CommandResult ok = run("--check-config");
+  EXPECT_EQ(ok.status, 0) << ok.output;
+  std::string good = write_temp("good.yaml", "control:\n  listen: 127.0.0.1:7999\n");
+  EXPECT_EQ(run("--check-config -c " + good).status, 0);
+  std::string bad = write_temp("bad.yaml", "control:\n  listen: 127.0.0.1:7999\n  idle_timout: 3\n");
+  CommandResult r = run("--check-config -c " + bad);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find(bad + ":3: control.idle_timout: unknown key"), std::string::npos) << r.output;
+  CommandResult missing = run("--check-config -c /nonexistent.yaml");
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_NE(missing.output.find("/nonexistent.yaml"), std::string::npos);
+  unlink(good.c_str());
+  unlink(bad.c_str());
+}
+
+TEST(CommandLine, OptionsOverrideTheFile) {
+  Relay relay("control:\n  listen: 127.0.0.1:1\ningest:\n  listen: 127.0.0.1:2\n");  // harness passes port 0
+  EXPECT_NE(relay.control_port(), 1);
+  EXPECT_NE(relay.ingest_port(), 2);
+}
+
+}  // namespace

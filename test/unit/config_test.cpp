@@ -1,0 +1,124 @@
+// Unit tests of the configuration loader: defaults, every key, and errors naming the
+// file, the line and the key.
+#include <gtest/gtest.h>
+
+#include "config.hpp"
+
+using namespace vrelay;
+
+namespace {
+
+std::string error_of(const std::string& yaml) {
+  try {
+    load_config_text(yaml, "test.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, EmbeddedDefaults) {
+  Config c = default_config();
+  EXPECT_EQ(c.control.listen.to_string(), "0.0.0.0:7700");
+  EXPECT_EQ(c.ingest.listen.to_string(), "127.0.0.1:65534");
+  EXPECT_EQ(c.control.max_sessions, 1024u);
+  EXPECT_EQ(c.control.max_sessions_per_ip, 256u);
+  EXPECT_EQ(c.control.idle_timeout_s, 300u);
+  EXPECT_EQ(c.control.max_line, 1024u);
+  EXPECT_EQ(c.control.port_min, 1025);
+  EXPECT_EQ(c.control.port_max, 65535);
+  EXPECT_EQ(c.control.orphan_grace_s, 30u);
+  EXPECT_EQ(c.ingest.max_datagram, 1500u);
+  EXPECT_EQ(c.instance, "default");
+  ASSERT_EQ(c.ingest.allow.size(), 2u);
+  EXPECT_EQ(c.ingest.allow[0].to_string(), "127.0.0.0/8");
+}
+
+TEST(Config, EmptyFileKeepsDefaults) {
+  Config c = load_config_text("", "empty.yaml");
+  EXPECT_EQ(c.control.listen.to_string(), "0.0.0.0:7700");
+}
+
+TEST(Config, ReadsEveryKey) {
+  Config c = load_config_text(R"(
+instance: edge-1
+control:
+  listen: "[::1]:7800"
+  max_sessions: 10
+  max_sessions_per_ip: 2
+  idle_timeout: 0
+  max_line: 512
+  ports: 2000-3000
+  orphan_grace: 5
+  thread_stack_kib: 128
+ingest:
+  listen: 0.0.0.0:5000
+  allow: [10.0.0.0/8, "::1"]
+  max_datagram: 9000
+  ring_slots: 1024
+  socket_buffer: 1048576
+fanout:
+  max_subscribers: 64
+  socket_buffer: 65536
+log:
+  level: debug
+)", "full.yaml");
+  EXPECT_EQ(c.instance, "edge-1");
+  EXPECT_EQ(c.control.listen.to_string(), "[::1]:7800");
+  EXPECT_EQ(c.control.max_sessions, 10u);
+  EXPECT_EQ(c.control.max_sessions_per_ip, 2u);
+  EXPECT_EQ(c.control.idle_timeout_s, 0u);
+  EXPECT_EQ(c.control.max_line, 512u);
+  EXPECT_EQ(c.control.port_min, 2000);
+  EXPECT_EQ(c.control.port_max, 3000);
+  EXPECT_EQ(c.control.orphan_grace_s, 5u);
+  EXPECT_EQ(c.control.thread_stack_kib, 128u);
+  EXPECT_EQ(c.ingest.listen.to_string(), "0.0.0.0:5000");
+  ASSERT_EQ(c.ingest.allow.size(), 2u);
+  EXPECT_EQ(c.ingest.allow[1].to_string(), "::1/128");
+  EXPECT_EQ(c.ingest.max_datagram, 9000u);
+  EXPECT_EQ(c.ingest.ring_slots, 1024u);
+  EXPECT_EQ(c.fanout.max_subscribers, 64u);
+  EXPECT_EQ(c.log.level, 7);
+}
+
+TEST(Config, UnknownKeyNamesLineAndKey) {
+  std::string e = error_of("control:\n  listen: 0.0.0.0:7700\n  max_sesions: 5\n");
+  EXPECT_NE(e.find("test.yaml:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("control.max_sesions"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown key"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypesAndRanges) {
+  struct Case { const char* yaml; const char* key; int line; };
+  for (const Case& c : {Case{"control:\n  max_sessions: many\n", "control.max_sessions", 2},
+                        Case{"control:\n  max_sessions: -1\n", "control.max_sessions", 2},
+                        Case{"control:\n  max_sessions: 0\n", "control.max_sessions", 2},
+                        Case{"control:\n  max_sessions: [1, 2]\n", "control.max_sessions", 2},
+                        Case{"control: 5\n", "control", 1},
+                        Case{"\n\ningest:\n  listen: 127.0.0.1\n", "ingest.listen", 4},
+                        Case{"ingest:\n  listen: 999.1.1.1:5000\n", "ingest.listen", 2},
+                        Case{"ingest:\n  listen: 127.0.0.1:70000\n", "ingest.listen", 2},
+                        Case{"ingest:\n  ring_slots: 1000\n", "ingest.ring_slots", 2},
+                        Case{"ingest:\n  max_datagram: 70000\n", "ingest.max_datagram", 2},
+                        Case{"ingest:\n  allow: 127.0.0.1\n", "ingest.allow", 2},
+                        Case{"ingest:\n  allow: [127.0.0.1/33]\n", "ingest.allow", 2},
+                        Case{"control:\n  ports: 3000-2000\n", "control.ports", 2},
+                        Case{"log:\n  level: loud\n", "log.level", 2},
+                        Case{"instance: \"a/b\"\n", "instance", 1}}) {
+    std::string e = error_of(c.yaml);
+    EXPECT_NE(e.find(c.key), std::string::npos) << c.yaml << " -> " << e;
+    EXPECT_NE(e.find("test.yaml:" + std::to_string(c.line)), std::string::npos) << c.yaml << " -> " << e;
+  }
+}
+
+TEST(Config, SyntaxErrorNamesTheLine) {
+  std::string e = error_of("control:\n  listen: [unclosed\n");
+  EXPECT_NE(e.find("test.yaml:"), std::string::npos) << e;
+}
+
+TEST(Config, MissingFile) {
+  EXPECT_THROW(load_config_file("/nonexistent/vrelay.yaml"), ConfigError);
+}
+
+}  // namespace

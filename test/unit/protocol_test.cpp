@@ -1,0 +1,203 @@
+// Unit tests of the control protocol without I/O: line reader (CRLF, limits, telnet IAC),
+// the parser and the reply formatting. Every case of PROTOCOL.md's line discipline.
+#include <gtest/gtest.h>
+
+#include "net.hpp"
+#include "protocol.hpp"
+
+using namespace vrelay;
+using namespace vrelay::protocol;
+
+namespace {
+
+struct Collect : LineReader::Sink {
+  std::vector<std::string> lines;
+  int too_long = 0;
+  std::string telnet;
+  std::vector<std::string> order;  // "L:<line>" or "T" (too long) in arrival order
+  void on_line(std::string_view line) override {
+    lines.emplace_back(line);
+    order.push_back("L:" + std::string(line));
+  }
+  void on_line_too_long() override {
+    ++too_long;
+    order.push_back("T");
+  }
+  void on_telnet_reply(std::string_view bytes) override { telnet.append(bytes); }
+};
+
+void feed(LineReader& r, Collect& c, std::string_view s) { r.feed(s.data(), s.size(), c); }
+
+TEST(LineReader, SplitsOnLfAndDropsTheCrBeforeIt) {
+  LineReader r(1024);
+  Collect c;
+  feed(r, c, "PING\r\nECHO a\nx\ry\r\n");
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"PING", "ECHO a", "x\ry"}));
+}
+
+TEST(LineReader, JoinsALineSplitAcrossReads) {
+  LineReader r(1024);
+  Collect c;
+  feed(r, c, "CONE");
+  EXPECT_TRUE(c.lines.empty());
+  feed(r, c, "CTAR 50");
+  feed(r, c, "00\r");
+  feed(r, c, "\n");
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"CONECTAR 5000"}));
+}
+
+TEST(LineReader, PipelinedLinesKeepTheirOrder) {
+  LineReader r(1024);
+  Collect c;
+  feed(r, c, "A\r\nB\r\nC\r\n");
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"A", "B", "C"}));
+}
+
+TEST(LineReader, LimitCountsTheTerminator) {
+  LineReader r(1024);
+  Collect c;
+  std::string ok_lf(1023, 'a');  // 1023 + LF = 1024 bytes
+  feed(r, c, ok_lf + "\n");
+  std::string ok_crlf(1022, 'b');  // 1022 + CRLF = 1024 bytes
+  feed(r, c, ok_crlf + "\r\n");
+  ASSERT_EQ(c.lines.size(), 2u);
+  EXPECT_EQ(c.too_long, 0);
+  std::string too_long(1023, 'c');  // 1023 + CRLF = 1025 bytes
+  feed(r, c, too_long + "\r\n");
+  EXPECT_EQ(c.too_long, 1);
+  EXPECT_EQ(c.lines.size(), 2u);
+}
+
+TEST(LineReader, OverlongLineIsReportedOnceThenDiscardedUpToLf) {
+  LineReader r(1024);
+  Collect c;
+  std::string huge(5000, 'x');
+  feed(r, c, huge.substr(0, 2000));
+  EXPECT_EQ(c.too_long, 1);  // as soon as it passes the limit, before the LF arrives
+  feed(r, c, huge.substr(2000));
+  feed(r, c, "tail\r\nPING\r\n");
+  EXPECT_EQ(c.too_long, 1);
+  EXPECT_EQ(c.order, (std::vector<std::string>{"T", "L:PING"}));
+}
+
+TEST(LineReader, StripsIacAndRefusesOptions) {
+  LineReader r(1024);
+  Collect c;
+  // Ctrl-C in a real telnet: IAC IP, IAC DO TIMING-MARK, then the next typed line.
+  feed(r, c, "\xff\xf4\xff\xfd\x06PAUSE\r\n");
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"PAUSE"}));
+  EXPECT_EQ(c.telnet, "\xff\xfc\x06");  // IAC WONT TIMING-MARK
+  c.telnet.clear();
+  feed(r, c, "\xff\xfb\x01");  // WILL ECHO -> DONT ECHO
+  EXPECT_EQ(c.telnet, "\xff\xfe\x01");
+  c.telnet.clear();
+  feed(r, c, "\xff\xfc\x01\xff\xfe\x03");  // WONT / DONT: ignored, no answer
+  EXPECT_EQ(c.telnet, "");
+}
+
+TEST(LineReader, IacSplitAcrossReads) {
+  LineReader r(1024);
+  Collect c;
+  feed(r, c, "PI\xff");
+  feed(r, c, "\xfd");
+  feed(r, c, "\x06NG\r\n");
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"PING"}));
+  EXPECT_EQ(c.telnet, "\xff\xfc\x06");
+}
+
+TEST(LineReader, SubnegotiationIsSkippedWhole) {
+  LineReader r(1024);
+  Collect c;
+  static const char kBytes[] = "\xff\xfa\x18\x00xterm\xff\xf0PING\r\n";
+  feed(r, c, std::string(kBytes, sizeof kBytes - 1));
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"PING"}));
+}
+
+TEST(LineReader, EscapedIacIsADataByte) {
+  LineReader r(1024);
+  Collect c;
+  feed(r, c, "A\xff\xff" "B\n");
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"A\xff" "B"}));
+  EXPECT_FALSE(parse(c.lines[0]).ok);  // and then invalid UTF-8: bad-argument
+}
+
+TEST(Parser, BlankLinesGetNoReply) {
+  for (auto line : {"", "   ", "\t \t"}) {
+    Parsed p = parse(line);
+    EXPECT_FALSE(p.ok);
+    EXPECT_TRUE(p.message.empty()) << line;
+  }
+}
+
+TEST(Parser, CommandsAreCaseInsensitiveWithAliases) {
+  EXPECT_EQ(parse("conectar 5000").spec->id, CommandId::kConnect);
+  EXPECT_EQ(parse("Connect 5000").spec->id, CommandId::kConnect);
+  EXPECT_EQ(parse("  PAUSE  ").spec->id, CommandId::kPause);
+  EXPECT_EQ(parse("interrumpir").spec->id, CommandId::kPause);
+  EXPECT_EQ(parse("continuar").spec->id, CommandId::kResume);
+  EXPECT_EQ(parse("resume").spec->id, CommandId::kResume);
+  for (auto word : {"DESCONECTAR", "disconnect", "quit", "Exit"}) EXPECT_EQ(parse(word).spec->id, CommandId::kDisconnect);
+  EXPECT_EQ(parse("ping").spec->id, CommandId::kPing);
+}
+
+TEST(Parser, UnknownCommand) {
+  Parsed p = parse("FROB 1");
+  EXPECT_FALSE(p.ok);
+  EXPECT_EQ(p.error, ErrorCode::kUnknownCommand);
+}
+
+TEST(Parser, WrongNumberOfWordsIsBadArgument) {
+  for (auto line : {"CONECTAR", "CONECTAR 1.2.3.4 5000", "PAUSE now", "PING PONG", "HELP me"}) {
+    Parsed p = parse(line);
+    EXPECT_FALSE(p.ok) << line;
+    EXPECT_EQ(p.error, ErrorCode::kBadArgument) << line;
+  }
+  Parsed p = parse("CONECTAR 1.2.3.4:5000");  // one word: the port check rejects it
+  ASSERT_TRUE(p.ok);
+  EXPECT_FALSE(parse_port(p.args[0], 1025, 65535));
+}
+
+TEST(Parser, EchoTakesTheRestOfTheLineWithInnerWhitespace) {
+  Parsed p = parse("ECHO  hola   mundo\t! ");
+  ASSERT_TRUE(p.ok);
+  ASSERT_EQ(p.args.size(), 1u);
+  EXPECT_EQ(p.args[0], "hola   mundo\t!");
+}
+
+TEST(Parser, ControlBytesAndBadUtf8AreBadArgument) {
+  for (std::string line : {std::string("PING\x04"), std::string("ECHO a\x1b[31m"), std::string("ECHO \x7f"),
+                           std::string("ECHO \xc2\x85"), std::string("ECHO \xc3"), std::string("ECHO \xc0\xaf"),
+                           std::string("ECHO \xed\xa0\x80"), std::string("ECHO \xf5\x80\x80\x80"),
+                           std::string("ECHO a\rb"), std::string("ECHO \0x", 7)}) {
+    Parsed p = parse(line);
+    EXPECT_FALSE(p.ok);
+    EXPECT_EQ(p.error, ErrorCode::kBadArgument);
+  }
+  EXPECT_TRUE(parse("ECHO olá ñandú €  𝄞\tok").ok);
+}
+
+TEST(Ports, ProtocolPortRules) {
+  for (auto bad : {"0", "1024", "65536", "-1", "+5000", "5e3", "0x1388", "5000abc", "99999999999999999999", "",
+                   " 5000", "5000 ", "1.2.3.4:5000", "٥٠٠٠"})
+    EXPECT_FALSE(parse_port(bad, 1025, 65535)) << bad;
+  EXPECT_EQ(*parse_port("1025", 1025, 65535), 1025);
+  EXPECT_EQ(*parse_port("65535", 1025, 65535), 65535);
+  EXPECT_EQ(*parse_port("05000", 1025, 65535), 5000);
+}
+
+TEST(Replies, Format) {
+  EXPECT_EQ(ok_line(), "OK\r\n");
+  EXPECT_EQ(ok_line("PONG"), "OK PONG\r\n");
+  EXPECT_EQ(err_line(ErrorCode::kBadPort, "why"), "ERR bad-port why\r\n");
+  EXPECT_EQ(event_line("HELLO", "vrelay 1 guest-1"), "EVENT HELLO vrelay 1 guest-1\r\n");
+}
+
+TEST(CommandTable, HelpListsEveryCommandAndAlias) {
+  std::string help = help_text();
+  for (const auto& spec : commands()) {
+    EXPECT_NE(help.find(spec.name), std::string::npos);
+    for (const char* const* a = spec.aliases; *a; ++a) EXPECT_NE(help.find(*a), std::string::npos);
+  }
+}
+
+}  // namespace
