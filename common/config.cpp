@@ -108,6 +108,7 @@ struct Loader {
            {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.ingest.socket_buffer = number(v, kk, 4096, 1 << 30); }},
            {"allow", [&](const YAML::Node& v, const std::string& kk) {
               if (!v.IsSequence()) fail(v, kk, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
+              if (v.size() == 0) fail(v, kk, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
               c.ingest.allow.clear();
               for (const auto& item : v) {
                 std::string error;
@@ -180,7 +181,6 @@ Config load_config_file(const std::string& path) {
 
 void validate(const Config& c) {
   if (c.ingest.allow.empty()) throw ConfigError("ingest.allow: the list is empty, no sender could stream");
-  if (c.control.port_min <= 0) throw ConfigError("control.ports: ports start at 1");
 }
 
 }  // namespace vrelay

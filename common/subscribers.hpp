@@ -23,7 +23,7 @@ struct SubscriberSnapshot {
 bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int max_tries = 1000);
 
 // Writes one slot under its seqlock; the caller serializes writers within the control
-// process. The destructor publishes the change and bumps the table generation.
+// process and stores every field with memory_order_release. The destructor publishes the change and bumps the table generation.
 class SubscriberWrite {
  public:
   SubscriberWrite(SubscriberSlot& slot, TableControl& table);

@@ -9,7 +9,7 @@ PACKAGES=(
   libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev
   googletest libgtest-dev libgmock-dev
   ffmpeg vlc-bin vlc-plugin-base telnet expect
-  mandoc procps iproute2 util-linux
+  mandoc groff-base procps iproute2 util-linux
 )
 
 missing=()

@@ -31,7 +31,8 @@ const char* kUsage =
     "  -h, --help              print this help and exit\n"
     "\n"
     "Port 0 binds any free port. When every process is ready vrelayd prints\n"
-    "'vrelayd ready control=HOST:PORT ingest=HOST:PORT' on standard output.\n"
+    "'vrelayd ready control=HOST:PORT ingest=HOST:PORT instance=NAME pid=PID'\n"
+    "on standard output.\n"
     "Options override the configuration file. Exit status: 0 on a clean stop,\n"
     "1 on a runtime failure, 2 on a usage or configuration error.\n";
 
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   };
 
   std::string config_file, control, ingest, instance;
+  bool instance_given = false;
   vrelay::SupervisorOptions options;
   bool check_only = false;
   opterr = 0;
@@ -69,7 +71,7 @@ int main(int argc, char** argv) {
       case 'c': config_file = optarg; break;
       case kOptControl: control = optarg; break;
       case kOptIngest: ingest = optarg; break;
-      case kOptInstance: instance = optarg; break;
+      case kOptInstance: instance = optarg; instance_given = true; break;
       case 'F': options.foreground = true; break;
       case kOptCheck: check_only = true; break;
       case 'V': printf("vrelayd %s\n", VRELAY_VERSION); return 0;
@@ -103,8 +105,8 @@ int main(int argc, char** argv) {
       if (!ep) throw vrelay::ConfigError("ingest address: " + error);
       config.ingest.listen = *ep;
     }
-    if (!instance.empty()) {
-      bool ok = instance.size() <= 32;
+    if (instance_given) {
+      bool ok = !instance.empty() && instance.size() <= 32;
       for (char c : instance) ok = ok && (isalnum((unsigned char)c) || c == '-' || c == '_');
       if (!ok) throw vrelay::ConfigError("--instance: expected 1 to 32 letters, digits, '-' or '_'");
       config.instance = instance;

@@ -12,6 +12,7 @@
 namespace vrelay {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
+constexpr auto kPublish = std::memory_order_release;  // slot fields: see subscribers.cpp
 constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
 
 SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns)
@@ -30,11 +31,11 @@ void SubscriberTable::orphan_all() {
     if (!torn && slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree)) continue;
     SubscriberWrite write(slot, segment_.table());
     if (torn) {
-      slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
+      slot.state.store(uint32_t(SubscriberState::kFree), kPublish);
       continue;
     }
-    slot.owner.store(0, kRelaxed);
-    slot.orphan_deadline_ns.store(deadline, kRelaxed);
+    slot.owner.store(0, kPublish);
+    slot.orphan_deadline_ns.store(deadline, kPublish);
     ++used_;
   }
   update_gauge();
@@ -56,8 +57,8 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     if (read_subscriber(slot, &s) && s.destination.length == destination.length &&
         std::memcmp(&s.destination.storage, &destination.storage, destination.length) == 0) {
       SubscriberWrite write(slot, segment_.table());
-      slot.owner.store(owner, kRelaxed);
-      slot.orphan_deadline_ns.store(0, kRelaxed);
+      slot.owner.store(owner, kPublish);
+      slot.orphan_deadline_ns.store(0, kPublish);
       *adopted = true;
       segment_.stats().control.orphans_adopted.fetch_add(1, kRelaxed);
       return int(i);
@@ -68,13 +69,14 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
   {
     SubscriberWrite write(slot, segment_.table());
     write.set_destination(destination);
-    slot.incarnation.store(++next_incarnation_, kRelaxed);
-    slot.from_ns.store(now_ns(), kRelaxed);
-    slot.until_ns.store(kForever, kRelaxed);
-    slot.since_ns.store(now_ns(), kRelaxed);
-    slot.owner.store(owner, kRelaxed);
-    slot.orphan_deadline_ns.store(0, kRelaxed);
-    slot.state.store(uint32_t(SubscriberState::kPlaying), kRelaxed);
+    slot.incarnation.store(++next_incarnation_, kPublish);
+    uint64_t now = now_ns();
+    slot.from_ns.store(now, kPublish);
+    slot.until_ns.store(kForever, kPublish);
+    slot.since_ns.store(now, kPublish);
+    slot.owner.store(owner, kPublish);
+    slot.orphan_deadline_ns.store(0, kPublish);
+    slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
   }
   ++used_;
   update_gauge();
@@ -86,9 +88,10 @@ void SubscriberTable::pause(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) return;
   SubscriberWrite write(slot, segment_.table());
-  slot.until_ns.store(now_ns(), kRelaxed);
-  slot.since_ns.store(now_ns(), kRelaxed);
-  slot.state.store(uint32_t(SubscriberState::kPaused), kRelaxed);
+  uint64_t now = now_ns();
+  slot.until_ns.store(now, kPublish);
+  slot.since_ns.store(now, kPublish);
+  slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);
 }
 
 void SubscriberTable::resume(int index) {
@@ -96,10 +99,11 @@ void SubscriberTable::resume(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPaused)) return;
   SubscriberWrite write(slot, segment_.table());
-  slot.from_ns.store(now_ns(), kRelaxed);
-  slot.until_ns.store(kForever, kRelaxed);
-  slot.since_ns.store(now_ns(), kRelaxed);
-  slot.state.store(uint32_t(SubscriberState::kPlaying), kRelaxed);
+  uint64_t now = now_ns();
+  slot.from_ns.store(now, kPublish);
+  slot.until_ns.store(kForever, kPublish);
+  slot.since_ns.store(now, kPublish);
+  slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
 }
 
 void SubscriberTable::release(int index) {
@@ -108,9 +112,9 @@ void SubscriberTable::release(int index) {
   if (slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree)) return;
   {
     SubscriberWrite write(slot, segment_.table());
-    slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
-    slot.until_ns.store(0, kRelaxed);
-    slot.owner.store(0, kRelaxed);
+    slot.state.store(uint32_t(SubscriberState::kFree), kPublish);
+    slot.until_ns.store(0, kPublish);
+    slot.owner.store(0, kPublish);
   }
   --used_;
   update_gauge();
@@ -125,8 +129,8 @@ int SubscriberTable::expire_orphans(uint64_t now) {
     uint64_t deadline = slot.orphan_deadline_ns.load(kRelaxed);
     if (deadline == 0 || deadline > now) continue;
     SubscriberWrite write(slot, segment_.table());
-    slot.state.store(uint32_t(SubscriberState::kFree), kRelaxed);
-    slot.until_ns.store(0, kRelaxed);
+    slot.state.store(uint32_t(SubscriberState::kFree), kPublish);
+    slot.until_ns.store(0, kPublish);
     --used_;
     ++removed;
   }

@@ -82,7 +82,7 @@ class Ingest {
         ++oversize;
         continue;
       }
-      if (!allowed(ctx_.config.ingest.allow, Endpoint::from_sockaddr(static_cast<sockaddr*>(m.msg_name), m.msg_namelen))) {
+      if (!allowed(ctx_.config.ingest.allow, sender(m))) {
         ++foreign;
         continue;
       }
@@ -115,12 +115,23 @@ class Ingest {
     return got;
   }
 
-  // The ring is full (fan-out is behind): the producer never waits, it drops and counts.
+  // The ring is full (fan-out is behind): the producer never waits, it drops and counts
+  // (under the reason that applies first, as if there had been room).
   int receive_and_drop() {
-    for (unsigned i = 0; i < kBatch; ++i) prepare(i, scratch_.data(), scratch_.size());
+    for (unsigned i = 0; i < kBatch; ++i) prepare(i, scratch_.data(), scratch_.size() - 1);
     int got = receive(kBatch);
-    if (got > 0) stats_.drops_ring_full.fetch_add(uint64_t(got), std::memory_order_relaxed);
+    for (int i = 0; i < got; ++i) {
+      const msghdr& m = msgs_[i].msg_hdr;
+      auto& counter = (m.msg_flags & MSG_TRUNC) ? stats_.drops_oversize
+                      : !allowed(ctx_.config.ingest.allow, sender(m)) ? stats_.drops_foreign_sender
+                                                                       : stats_.drops_ring_full;
+      counter.fetch_add(1, std::memory_order_relaxed);
+    }
     return got;
+  }
+
+  static Endpoint sender(const msghdr& m) {
+    return Endpoint::from_sockaddr(static_cast<sockaddr*>(m.msg_name), m.msg_namelen);
   }
 
   ChildContext& ctx_;

@@ -34,6 +34,7 @@ constexpr double kStopGraceSeconds = 5.0;   // SIGTERM, then SIGKILL after this
 constexpr double kBackoffFirst = 0.1;
 constexpr double kBackoffMax = 5.0;
 constexpr double kStableSeconds = 10.0;     // a child that lived this long restarts fast again
+constexpr uint64_t kHungNs = 10'000'000'000; // a ready child whose heartbeat is older is killed
 
 struct Child {
   Role role;
@@ -52,7 +53,7 @@ struct Supervisor {
   Child children[kRoleCount];
   struct ev_loop* loop = nullptr;
   ev_signal sigterm{}, sigint{}, sighup{};
-  ev_timer poll_timer{}, kill_timer{};
+  ev_timer poll_timer{}, kill_timer{}, watchdog_timer{};
   bool announced = false;
   bool stopping = false;
   int exit_status = 0;
@@ -65,6 +66,8 @@ struct Supervisor {
   [[noreturn]] void become_child(Role role);
   void on_child_exit(Child& child, int status);
   void check_ready();
+  void check_hung();
+  bool all_alive();
   void begin_stop(int status);
   void finish_if_stopped();
 };
@@ -202,11 +205,6 @@ void Supervisor::on_child_exit(Child& child, int status) {
     begin_stop(1);
     return;
   }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {  // a clean exit asks for a stop (SHUTDOWN)
-    LOG_NOTICE("the %s process asked the relay to stop", role_name(child.role));
-    begin_stop(0);
-    return;
-  }
   if (ev_now(loop) - child.started >= kStableSeconds) child.backoff = kBackoffFirst;
   LOG_WARN("the %s process %s; restarting it in %.1f s", role_name(child.role), describe_exit(status).c_str(),
            child.backoff);
@@ -231,12 +229,45 @@ void Supervisor::check_ready() {
     (void)ignored;
     close(ready_pipe);
     ready_pipe = -1;
+    // Detached from a terminal now: start-up errors were shown there; a redirected stderr
+    // is kept, since it is the log.
+    if (isatty(STDERR_FILENO)) {
+      int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+      dup2(null, STDERR_FILENO);
+      close(null);
+    }
   } else {
     fputs(line.c_str(), stdout);
     fflush(stdout);
   }
   sd_notify(0, "READY=1\nSTATUS=relaying");
   LOG_NOTICE("ready: control on %s, ingest on %s", h.control_address, h.ingest_address);
+}
+
+bool Supervisor::all_alive() {
+  uint64_t now = now_ns();
+  for (uint32_t r = 0; r < kRoleCount; ++r) {
+    const ProcessSlot& slot = segment->process(Role(r));
+    if (slot.state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady)) return false;
+    if (now - slot.heartbeat_ns.load(std::memory_order_relaxed) > kHungNs) return false;
+  }
+  return true;
+}
+
+// A child that stopped beating (stuck in a loop or a syscall) is killed; the normal
+// restart path then replaces it.
+void Supervisor::check_hung() {
+  uint64_t now = now_ns();
+  for (auto& child : children) {
+    const ProcessSlot& slot = segment->process(child.role);
+    if (child.pid <= 0 || slot.state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady)) continue;
+    uint64_t beat = slot.heartbeat_ns.load(std::memory_order_relaxed);
+    if (now > beat && now - beat > kHungNs) {
+      LOG_ERROR("the %s process (pid %d) has not answered for %.0f s; killing it", role_name(child.role), child.pid,
+                double(now - beat) / 1e9);
+      kill(child.pid, SIGKILL);
+    }
+  }
 }
 
 void Supervisor::begin_stop(int status) {
@@ -336,6 +367,19 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   ev_timer_init(&sup.poll_timer, [](struct ev_loop*, ev_timer* w, int) { owner(w->data)->check_ready(); }, 0.01, 0.01);
   sup.poll_timer.data = &sup;
   ev_timer_start(sup.loop, &sup.poll_timer);
+  // systemd's watchdog (WatchdogSec=): pinged while every child is ready and beating.
+  uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    ev_timer_init(&sup.watchdog_timer, [](struct ev_loop*, ev_timer* w, int) {
+      Supervisor* s = owner(w->data);
+      s->check_hung();
+      if (s->announced && s->all_alive()) sd_notify(0, "WATCHDOG=1");
+    }, 0., double(watchdog_usec) / 2e6);
+  } else {
+    ev_timer_init(&sup.watchdog_timer, [](struct ev_loop*, ev_timer* w, int) { owner(w->data)->check_hung(); }, 1., 1.);
+  }
+  sup.watchdog_timer.data = &sup;
+  ev_timer_start(sup.loop, &sup.watchdog_timer);
   ev_timer_init(&sup.kill_timer, [](struct ev_loop*, ev_timer* w, int) {
     Supervisor* s = owner(w->data);
     for (auto& child : s->children)

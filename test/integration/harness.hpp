@@ -28,7 +28,8 @@ class Relay {
   // Starts `vrelayd -F` on 127.0.0.1 port 0 with a unique instance name, optional YAML
   // configuration text and extra arguments (which may give --control, --ingest or the
   // positional "127.0.0.1 PORT" form instead); waits for the ready line.
-  explicit Relay(const std::string& yaml = "", std::vector<std::string> extra_args = {});
+  explicit Relay(const std::string& yaml = "", std::vector<std::string> extra_args = {},
+                 std::vector<std::string> environment = {});  // NAME=VALUE, added
   ~Relay();
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;

@@ -130,3 +130,31 @@ TEST(Restart, UnclaimedOrphansAreRemovedAfterTheGrace) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Restart, AChildStoppedBySigtermFromOutsideIsRestartedNotTheRelay) {
+  Relay relay;
+  pid_t old_pid = relay.child_pid(kControl);
+  ASSERT_EQ(kill(old_pid, SIGTERM), 0);
+  ASSERT_TRUE(wait_until([&] {
+    pid_t now = relay.child_pid(kControl);
+    return now != 0 && now != old_pid && relay.shm().process(kControl).state.load() == uint32_t(ProcessState::kReady);
+  }, 10000ms));
+  Session s(relay.control_port());
+  EXPECT_EQ(s.command("PING"), "OK PONG");
+  EXPECT_EQ(relay.restarts(kControl), 1u);
+}
+
+TEST(Restart, AHungChildIsKilledAndRestarted) {
+  Relay relay;
+  pid_t old_pid = relay.child_pid(kIngest);
+  ASSERT_EQ(kill(old_pid, SIGSTOP), 0);  // alive but silent: its heartbeat stops
+  ASSERT_TRUE(wait_until([&] {
+    pid_t now = relay.child_pid(kIngest);
+    return now != 0 && now != old_pid && relay.shm().process(kIngest).state.load() == uint32_t(ProcessState::kReady);
+  }, 20000ms)) << relay.log();
+  EXPECT_NE(relay.log().find("has not answered"), std::string::npos);
+}
+
+}  // namespace

@@ -2,10 +2,14 @@
 // refuses bad command lines and configurations, and stops cleanly.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include "harness.hpp"
@@ -136,6 +140,53 @@ TEST(CommandLine, OptionsOverrideTheFile) {
   Relay relay("control:\n  listen: 127.0.0.1:1\ningest:\n  listen: 127.0.0.1:2\n");  // harness passes port 0
   EXPECT_NE(relay.control_port(), 1);
   EXPECT_NE(relay.ingest_port(), 2);
+}
+
+}  // namespace
+
+namespace {
+
+// A stand-in for systemd's notification socket.
+class NotifySocket {
+ public:
+  NotifySocket() : path_("/tmp/vrelay-notify-" + std::to_string(getpid()) + ".sock") {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+    unlink(path_.c_str());
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  }
+  ~NotifySocket() {
+    close(fd_);
+    unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  // Waits for a message containing `text`.
+  bool wait_for(const std::string& text, std::chrono::milliseconds limit) {
+    auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[1024];
+      ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n > 0 && std::string(buf, size_t(n)).find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+TEST(Startup, SystemdReadyAndWatchdog) {
+  NotifySocket notify;
+  Relay relay("", {}, {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=200000"});
+  EXPECT_TRUE(notify.wait_for("READY=1", 5000ms));
+  EXPECT_TRUE(notify.wait_for("WATCHDOG=1", 5000ms));
+  EXPECT_EQ(relay.stop(), 0);
+  EXPECT_TRUE(notify.wait_for("STOPPING=1", 5000ms));
 }
 
 }  // namespace
