@@ -117,16 +117,20 @@ bool is_live_vrelayd(int pid) {
 
 std::unique_ptr<Segment> Segment::create(const std::string& instance, const LayoutParams& params) {
   const std::string name = shm_name(instance);
-  try {
-    auto old = open(instance, true);
-    int pid = old->header().supervisor_pid;
-    if (is_live_vrelayd(pid))
-      throw std::runtime_error("instance '" + instance + "' is already running (vrelayd pid " + std::to_string(pid) +
-                               "); choose another with --instance");
+  int owner = 0;
+  try {  // whatever its layout version: magic and supervisor_pid never move
+    bip::shared_memory_object old(bip::open_only, name.c_str(), bip::read_only);
+    bip::offset_t size = 0;
+    if (old.get_size(size) && size_t(size) >= sizeof(Header)) {
+      bip::mapped_region region(old, bip::read_only, 0, sizeof(Header));
+      auto* h = static_cast<const Header*>(region.get_address());
+      if (h->magic == kShmMagic) owner = h->supervisor_pid;
+    }
   } catch (const bip::interprocess_exception&) {
-  } catch (const std::runtime_error& e) {
-    if (std::string(e.what()).find("already running") != std::string::npos) throw;
   }
+  if (is_live_vrelayd(owner))
+    throw std::runtime_error("instance '" + instance + "' is already running (vrelayd pid " + std::to_string(owner) +
+                             "); choose another with --instance");
   bip::shared_memory_object::remove(name.c_str());  // stale: its supervisor is gone
 
   Layout l = Layout::compute(params);

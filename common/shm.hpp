@@ -22,6 +22,8 @@ const char* role_name(Role role);
 
 enum class ProcessState : uint32_t { kStopped = 0, kStarting = 1, kReady = 2, kBackoff = 3 };
 
+// The fields up to supervisor_pid keep their offsets in every layout version, so any
+// release can tell a live segment from a stale one.
 struct alignas(kCacheLine) Header {
   uint64_t magic;
   std::atomic<uint32_t> version;  // layout_version(); 0 while the supervisor fills the segment
