@@ -4,7 +4,7 @@ BUILD     ?= build
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all build deps test demo sanitize clean install
+.PHONY: all build deps test demo bench sanitize clean install
 
 all: build
 
@@ -29,6 +29,10 @@ sanitize: deps
 
 demo: build
 	scripts/demo.sh $(BUILD)/bin
+
+# Benchmarks on loopback; record the figures in docs/benchmarks.md with machine and date.
+bench: build
+	$(BUILD)/bin/fanout_bench
 
 install: build
 	cmake --install $(BUILD)
