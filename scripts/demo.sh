@@ -60,15 +60,10 @@ say "$SESSION" "CONECTAR $VIEWER_PORT" OK
 echo "viewer (ffmpeg) listens on UDP $VIEWER_PORT and is subscribed"
 
 section "5. VLC (as user nobody) streams the video into 127.0.0.1:65534"
-as_nobody timeout 40 cvlc --play-and-exit --file-caching=0 --sout-udp-caching=0 --sout-ts-dts-delay=0 \
-  "$E2E_WORK/test.ts" \
-  --sout "#duplicate{dst=std{access=udp,mux=ts,dst=127.0.0.1:65534},dst=std{access=udp,mux=ts,dst=127.0.0.1:$REF_PORT}}" \
-  >"$E2E_WORK/vlc.log" 2>&1 &
-SOURCE=$!
-track "$SOURCE"
-wait_exit 45 "$SOURCE" SOURCE_STATUS
-check_vlc_log "$E2E_WORK/vlc.log"
-echo "VLC finished (exit status $SOURCE_STATUS); waiting for the receivers to drain"
+vlc_source "$E2E_WORK/test.ts" \
+  "#duplicate{dst=std{access=udp,mux=ts,dst=127.0.0.1:65534},dst=std{access=udp,mux=ts,dst=127.0.0.1:$REF_PORT}}" \
+  "$E2E_WORK/vlc.log" 40
+echo "VLC finished; waiting for the receivers to drain"
 end_viewer 10 "$VIEWER"       # ffmpeg ends by itself 5 s after the data stops
 end_viewer 10 "$REFERENCE"
 say "$SESSION" DESCONECTAR OK

@@ -100,8 +100,11 @@ void Control::start_thread(std::shared_ptr<Session> session) {
   if (rc != 0) {
     delete arg;
     LOG_WARN("cannot start a session thread: %s", strerror(rc));
-    session->post(protocol::err_line(protocol::ErrorCode::kBusy, "the relay cannot take more sessions"), true);
-    session_ended(*session);
+    stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);
+    std::string line = protocol::err_line(protocol::ErrorCode::kBusy, "the relay cannot take more sessions");
+    ssize_t ignored = send(session->fd(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)ignored;
+    session_ended(*session);  // the last reference goes: the socket closes
   }
 }
 

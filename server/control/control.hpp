@@ -29,6 +29,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   void post(const std::string& line, bool then_close = false);
 
   uint64_t id() const { return id_; }
+  int fd() const { return fd_; }
   const Endpoint& peer() const { return peer_; }
 
  private:

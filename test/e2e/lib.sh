@@ -273,6 +273,19 @@ check_vlc_log() {
   ! grep -qiE 'not supposed to be run as root' "$1" || die "VLC refused to run as root (see $1)"
 }
 
+# vlc_source FILE SOUT LOG SECONDS: streams FILE with VLC (as nobody) through the --sout
+# chain SOUT and waits for it to end (SECONDS at most); fails unless VLC ran and exited 0.
+vlc_source() {
+  local file=$1 sout=$2 logf=$3 limit=$4 pid status
+  as_nobody timeout "$limit" cvlc --play-and-exit --file-caching=0 --sout-udp-caching=0 --sout-ts-dts-delay=0 \
+    "$file" --sout "$sout" >"$logf" 2>&1 &
+  pid=$!
+  track "$pid"
+  wait_exit $((limit + 10)) "$pid" status
+  check_vlc_log "$logf"
+  [ "$status" = 0 ] || die "the VLC source exited with status $status"
+}
+
 # start_ffmpeg_viewer URL LOG [ARGS...]: an ffmpeg that decodes the video of URL and exits
 # 5 s after the data stops; prints nothing; sets VIEWER_PID.
 start_ffmpeg_viewer() {

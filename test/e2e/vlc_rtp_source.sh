@@ -36,15 +36,9 @@ control_cmd "$S_FF" "CONNECT $FF_PORT" OK
 log "viewer subscribed (CONNECT $FF_PORT -> OK)"
 
 log "VLC streams RTP into 127.0.0.1:$INGEST_PORT (and a copy to the reference)"
-as_nobody timeout 50 cvlc --play-and-exit --file-caching=0 --sout-udp-caching=0 --sout-ts-dts-delay=0 \
-  "$E2E_WORK/test.ts" \
-  --sout "#duplicate{dst=rtp{proto=udp,mux=ts,dst=127.0.0.1,port=$INGEST_PORT},dst=rtp{proto=udp,mux=ts,dst=127.0.0.1,port=$REF_PORT}}" \
-  >"$E2E_WORK/vlc-source.log" 2>&1 &
-SRC_PID=$!
-track "$SRC_PID"
-wait_exit 60 "$SRC_PID" SRC_STATUS
-check_vlc_log "$E2E_WORK/vlc-source.log"
-[ "$SRC_STATUS" = 0 ] || die "the VLC source exited with status $SRC_STATUS"
+vlc_source "$E2E_WORK/test.ts" \
+  "#duplicate{dst=rtp{proto=udp,mux=ts,dst=127.0.0.1,port=$INGEST_PORT},dst=rtp{proto=udp,mux=ts,dst=127.0.0.1,port=$REF_PORT}}" \
+  "$E2E_WORK/vlc-source.log" 50
 
 # The reference ends on VLC's RTCP BYE; the viewer gets no RTCP (the relay carries only the
 # RTP port) and ffmpeg's RTP input may retry its 5 s timeout for long: stop it after 6 s.

@@ -49,15 +49,9 @@ log "both viewers subscribed (CONECTAR $VLC_PORT -> OK, CONECTAR $FF_PORT -> OK)
 
 # --- the source: VLC as nobody, one copy to the relay, one to the reference ---------------
 log "VLC streams the video into 127.0.0.1:$INGEST_PORT (and a copy to the reference)"
-as_nobody timeout 60 cvlc --play-and-exit --file-caching=0 --sout-udp-caching=0 --sout-ts-dts-delay=0 \
-  "$E2E_WORK/test.ts" \
-  --sout "#duplicate{dst=std{access=udp,mux=ts,dst=127.0.0.1:$INGEST_PORT},dst=std{access=udp,mux=ts,dst=127.0.0.1:$REF_PORT}}" \
-  >"$E2E_WORK/vlc-source.log" 2>&1 &
-SRC_PID=$!
-track "$SRC_PID"
-wait_exit 70 "$SRC_PID" SRC_STATUS
-check_vlc_log "$E2E_WORK/vlc-source.log"
-[ "$SRC_STATUS" = 0 ] || die "the VLC source exited with status $SRC_STATUS"
+vlc_source "$E2E_WORK/test.ts" \
+  "#duplicate{dst=std{access=udp,mux=ts,dst=127.0.0.1:$INGEST_PORT},dst=std{access=udp,mux=ts,dst=127.0.0.1:$REF_PORT}}" \
+  "$E2E_WORK/vlc-source.log" 60
 
 # The ffmpeg receivers end 5 s after the data stops.
 wait_exit 20 "$FF_PID" FF_STATUS
