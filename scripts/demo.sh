@@ -38,14 +38,9 @@ section "4. A viewer subscribes through the control protocol"
 free_port VIEWER_PORT
 free_port REF_PORT
 UDP_OPTS="timeout=5000000&overrun_nonfatal=1&fifo_size=100000"
-start_ffmpeg_viewer "udp://0.0.0.0:$VIEWER_PORT?$UDP_OPTS" "$E2E_WORK/viewer.log"
-VIEWER=$VIEWER_PID
 # VLC drops about its last second at exit, so "what VLC sent" is measured by a reference
 # receiver that gets a second copy straight from VLC, not through the relay.
-start_ffmpeg_viewer "udp://0.0.0.0:$REF_PORT?$UDP_OPTS" "$E2E_WORK/reference.log"
-REFERENCE=$VIEWER_PID
-wait_until 10 "the viewer's UDP port" udp_bound "$VIEWER_PORT"
-wait_until 10 "the reference's UDP port" udp_bound "$REF_PORT"
+start_ffmpeg_pair "udp://0.0.0.0:PORT?$UDP_OPTS" "$VIEWER_PORT" "$REF_PORT"
 
 TRANSCRIPT=()
 say() {   # say FD COMMAND REPLY_REGEX: one command, recorded for the transcript
@@ -64,18 +59,18 @@ vlc_source "$E2E_WORK/test.ts" \
   "#duplicate{dst=std{access=udp,mux=ts,dst=127.0.0.1:65534},dst=std{access=udp,mux=ts,dst=127.0.0.1:$REF_PORT}}" \
   "$E2E_WORK/vlc.log" 40
 echo "VLC finished; waiting for the receivers to drain"
-end_viewer 10 "$VIEWER"       # ffmpeg ends by itself 5 s after the data stops
-end_viewer 10 "$REFERENCE"
+end_viewer 10 "$FF_PID"       # ffmpeg ends by itself 5 s after the data stops
+end_viewer 10 "$REF_PID"
 say "$SESSION" DESCONECTAR OK
 
 section "6. Stopping vrelayd (SIGTERM)"
 stop_relay
 
 section "7. What the viewer received"
-SENT=$(ffmpeg_frames "$E2E_WORK/reference.log")
-GOT=$(ffmpeg_frames "$E2E_WORK/viewer.log")
-ERRORS=$(ffmpeg_errors "$E2E_WORK/viewer.log")
-REF_ERRORS=$(ffmpeg_errors "$E2E_WORK/reference.log")
+ffmpeg_pair_figures
+SENT=$REF_FRAMES
+GOT=$FF_FRAMES
+ERRORS=$FF_ERRORS
 echo "VLC sent $SENT frames of the $VIDEO_FRAMES in the file (it drops about the last second)."
 echo "The viewer decoded $GOT frames ($(percent "$GOT" "$SENT")% of what VLC sent)."
 echo "Decoder error lines: $ERRORS at the viewer, $REF_ERRORS at the reference (VLC's cut tail causes a few)."

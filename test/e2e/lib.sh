@@ -273,6 +273,27 @@ check_vlc_log() {
   ! grep -qiE 'not supposed to be run as root' "$1" || die "VLC refused to run as root (see $1)"
 }
 
+# start_ffmpeg_pair URL VIEWER_PORT REF_PORT: two ffmpeg receivers on URL (its word PORT
+# replaced): the viewer, which subscribes through the relay, and the reference, which VLC
+# feeds directly and so counts what VLC really sent (it drops about its last second).
+# Logs ffmpeg-viewer.log and reference.log; sets FF_PID and REF_PID once both ports are bound.
+start_ffmpeg_pair() {
+  start_ffmpeg_viewer "${1/PORT/$2}" "$E2E_WORK/ffmpeg-viewer.log"
+  FF_PID=$VIEWER_PID
+  start_ffmpeg_viewer "${1/PORT/$3}" "$E2E_WORK/reference.log"
+  REF_PID=$VIEWER_PID
+  wait_until 10 "the ffmpeg viewer's port $2" udp_bound "$2"
+  wait_until 10 "the reference ffmpeg's port $3" udp_bound "$3"
+}
+
+# ffmpeg_pair_figures: FF_FRAMES, FF_ERRORS, REF_FRAMES, REF_ERRORS from the pair's logs.
+ffmpeg_pair_figures() {
+  FF_FRAMES=$(ffmpeg_frames "$E2E_WORK/ffmpeg-viewer.log")
+  FF_ERRORS=$(ffmpeg_errors "$E2E_WORK/ffmpeg-viewer.log")
+  REF_FRAMES=$(ffmpeg_frames "$E2E_WORK/reference.log")
+  REF_ERRORS=$(ffmpeg_errors "$E2E_WORK/reference.log")
+}
+
 # vlc_source FILE SOUT LOG SECONDS: streams FILE with VLC (as nobody) through the --sout
 # chain SOUT and waits for it to end (SECONDS at most); fails unless VLC ran and exited 0.
 vlc_source() {

@@ -24,12 +24,7 @@ free_port REF_PORT 2
 # in every receiver alike (the reference too) and with a varying count.
 FFMPEG_ERROR_RE="${FFMPEG_ERROR_RE/|non-existing PPS/}|RTP: missed|bad cseq|RTP: PT="
 
-start_ffmpeg_viewer "rtp://127.0.0.1:$FF_PORT?timeout=5000000" "$E2E_WORK/ffmpeg-viewer.log"
-FF_PID=$VIEWER_PID
-start_ffmpeg_viewer "rtp://127.0.0.1:$REF_PORT?timeout=5000000" "$E2E_WORK/reference.log"
-REF_PID=$VIEWER_PID
-wait_until 10 "the ffmpeg viewer's RTP port $FF_PORT" udp_bound "$FF_PORT"
-wait_until 10 "the reference ffmpeg's RTP port $REF_PORT" udp_bound "$REF_PORT"
+start_ffmpeg_pair "rtp://127.0.0.1:PORT?timeout=5000000" "$FF_PORT" "$REF_PORT"
 
 control_open S_FF
 control_cmd "$S_FF" "CONNECT $FF_PORT" OK
@@ -47,10 +42,7 @@ end_viewer 6 "$REF_PID"
 control_close "$S_FF"
 stop_relay
 
-REF_FRAMES=$(ffmpeg_frames "$E2E_WORK/reference.log")
-REF_ERRORS=$(ffmpeg_errors "$E2E_WORK/reference.log")
-FF_FRAMES=$(ffmpeg_frames "$E2E_WORK/ffmpeg-viewer.log")
-FF_ERRORS=$(ffmpeg_errors "$E2E_WORK/ffmpeg-viewer.log")
+ffmpeg_pair_figures
 echo "RESULT file: $VIDEO_FRAMES frames; VLC sent over RTP (reference decoded): $REF_FRAMES frames, $REF_ERRORS error lines"
 echo "RESULT ffmpeg viewer (rtp://): $FF_FRAMES frames decoded ($(percent "$FF_FRAMES" "$REF_FRAMES")%), $FF_ERRORS error lines"
 

@@ -29,16 +29,11 @@ as_nobody timeout 90 cvlc --vout dummy --aout dummy --network-caching=500 \
 CVLC_PID=$!
 track "$CVLC_PID"
 UDP_OPTS="timeout=5000000&overrun_nonfatal=1&fifo_size=100000"
-start_ffmpeg_viewer "udp://0.0.0.0:$FF_PORT?$UDP_OPTS" "$E2E_WORK/ffmpeg-viewer.log"
-FF_PID=$VIEWER_PID
-start_ffmpeg_viewer "udp://0.0.0.0:$REF_PORT?$UDP_OPTS" "$E2E_WORK/reference.log"
-REF_PID=$VIEWER_PID
+start_ffmpeg_pair "udp://0.0.0.0:PORT?$UDP_OPTS" "$FF_PORT" "$REF_PORT"
 
 wait_until 20 "the cvlc viewer's UDP port $VLC_PORT (VLC refused to run?)" udp_bound "$VLC_PORT"
 wait_until 20 "the cvlc viewer's rc port $RC_PORT" tcp_listening "$RC_PORT"
 check_vlc_log "$E2E_WORK/cvlc-viewer.log"
-wait_until 10 "the ffmpeg viewer's UDP port $FF_PORT" udp_bound "$FF_PORT"
-wait_until 10 "the reference ffmpeg's UDP port $REF_PORT" udp_bound "$REF_PORT"
 
 # --- subscribe both viewers; the sessions stay open while the video plays ----------------
 control_open S_VLC
@@ -74,10 +69,7 @@ control_close "$S_FF"
 stop_relay
 
 # --- figures and verdict ----------------------------------------------------------------
-REF_FRAMES=$(ffmpeg_frames "$E2E_WORK/reference.log")
-REF_ERRORS=$(ffmpeg_errors "$E2E_WORK/reference.log")
-FF_FRAMES=$(ffmpeg_frames "$E2E_WORK/ffmpeg-viewer.log")
-FF_ERRORS=$(ffmpeg_errors "$E2E_WORK/ffmpeg-viewer.log")
+ffmpeg_pair_figures
 echo "RESULT file: $VIDEO_FRAMES frames; VLC sent (reference decoded): $REF_FRAMES frames, $REF_ERRORS error lines"
 echo "RESULT cvlc viewer: $VLC_DISPLAYED frames displayed ($(percent "$VLC_DISPLAYED" "$REF_FRAMES")%)," \
   "lost $VLC_LOST, demux corrupted $VLC_CORRUPTED, discontinuities $VLC_DISCONT"
