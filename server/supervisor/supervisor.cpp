@@ -291,6 +291,23 @@ void Supervisor::finish_if_stopped() {
   ev_break(loop, EVBREAK_ALL);
 }
 
+// Each control session is a thread holding two descriptors (its socket and its loop's
+// wake-up eventfd): raise the limit to fit max_sessions, past the hard limit when root.
+void raise_descriptor_limit(const Config& config) {
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) return;
+  rlim_t wanted = rlim_t(config.control.max_sessions) * 2 + 1024;
+  if (nofile.rlim_max < wanted) {
+    rlimit raised{wanted, wanted};
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
+  }
+  nofile.rlim_cur = nofile.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &nofile);
+  if (nofile.rlim_max < wanted)
+    LOG_WARN("the descriptor limit (%lu) is too low for control.max_sessions=%u; raise LimitNOFILE",
+             (unsigned long)nofile.rlim_max, config.control.max_sessions);
+}
+
 // libev callbacks: the watcher's data field points back to the supervisor.
 Supervisor* owner(void* data) { return static_cast<Supervisor*>(data); }
 
@@ -343,12 +360,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   sup.segment->stats().supervisor.started_ns.store(now_ns(), std::memory_order_relaxed);
   sup.segment->publish();
 
-  // Each control session is a thread with its own socket: raise the descriptor limit.
-  rlimit nofile{};
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &nofile);
-  }
+  raise_descriptor_limit(config);
 
   sup.loop = ev_default_loop(EVFLAG_AUTO);
   auto on_stop_signal = [](struct ev_loop*, ev_signal* w, int) {
