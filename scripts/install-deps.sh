@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   g++ cmake make pkg-config
-  libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev
+  libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev nlohmann-json3-dev libedit-dev
   googletest libgtest-dev libgmock-dev
   ffmpeg vlc-bin vlc-plugin-base telnet expect
   mandoc groff-base procps iproute2 util-linux
