@@ -20,6 +20,25 @@ Endpoint endpoint_or_die(const std::string& text) {
   return *ep;
 }
 
+// A moderator token: the file's first line, surrounding whitespace removed. The token itself
+// never appears in an error message.
+std::string read_token_file(const std::string& path, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = "cannot read the token file " + path;
+    return "";
+  }
+  std::string token;
+  std::getline(in, token);
+  auto first = token.find_first_not_of(" \t\r");
+  auto last = token.find_last_not_of(" \t\r");
+  token = first == std::string::npos ? "" : token.substr(first, last - first + 1);
+  if (token.size() < 8) *error = "the token in " + path + " is shorter than 8 characters";
+  for (char ch : token)
+    if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) *error = "the token in " + path + " contains spaces or control bytes";
+  return token;
+}
+
 struct Loader {
   std::string origin;
 
@@ -86,6 +105,9 @@ struct Loader {
            {"max_line", [&](const YAML::Node& v, const std::string& kk) { c.control.max_line = number(v, kk, 64, 65536); }},
            {"orphan_grace", [&](const YAML::Node& v, const std::string& kk) { c.control.orphan_grace_s = number(v, kk, 0, 86400); }},
            {"thread_stack_kib", [&](const YAML::Node& v, const std::string& kk) { c.control.thread_stack_kib = number(v, kk, 64, 65536); }},
+           {"rate_limit", [&](const YAML::Node& v, const std::string& kk) { c.control.rate_limit = number(v, kk, 1, 1000000); }},
+           {"rate_burst", [&](const YAML::Node& v, const std::string& kk) { c.control.rate_burst = number(v, kk, 1, 1000000); }},
+           {"outbox_bytes", [&](const YAML::Node& v, const std::string& kk) { c.control.outbox_bytes = number(v, kk, 4096, 1 << 30); }},
            {"ports", [&](const YAML::Node& v, const std::string& kk) {
               std::string s = scalar(v, kk);
               auto dash = s.find('-');
@@ -106,6 +128,7 @@ struct Loader {
               if (c.ingest.ring_slots & (c.ingest.ring_slots - 1)) fail(v, kk, "must be a power of two");
             }},
            {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.ingest.socket_buffer = number(v, kk, 4096, 1 << 30); }},
+           {"stall_timeout", [&](const YAML::Node& v, const std::string& kk) { c.ingest.stall_timeout_s = number(v, kk, 1, 3600); }},
            {"allow", [&](const YAML::Node& v, const std::string& kk) {
               if (!v.IsSequence()) fail(v, kk, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
               if (v.size() == 0) fail(v, kk, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
@@ -123,6 +146,23 @@ struct Loader {
          section(n, k, {
            {"max_subscribers", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_subscribers = number(v, kk, 1, 65536); }},
            {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.fanout.socket_buffer = number(v, kk, 4096, 1 << 30); }},
+         });
+       }},
+      {"moderators", [&](const YAML::Node& n, const std::string& k) {
+         section(n, k, {
+           {"token_files", [&](const YAML::Node& v, const std::string& kk) {
+              if (!v.IsSequence()) fail(v, kk, "expected a list of file paths");
+              c.moderators.token_files.clear();
+              c.moderators.tokens.clear();
+              for (const auto& item : v) {
+                std::string path = scalar(item, kk);
+                std::string error;
+                std::string token = read_token_file(path, &error);
+                if (!error.empty()) fail(item, kk, error);
+                c.moderators.token_files.push_back(path);
+                c.moderators.tokens.push_back(token);
+              }
+            }},
          });
        }},
       {"log", [&](const YAML::Node& n, const std::string& k) {

@@ -22,7 +22,15 @@ struct Config {
     uint16_t port_min = 1025, port_max = 65535;
     uint32_t orphan_grace_s = 30;
     uint32_t thread_stack_kib = 256;
+    uint32_t rate_limit = 1000;        // lines per second per session
+    uint32_t rate_burst = 2000;
+    uint32_t outbox_bytes = 1 << 20;   // a session that lets more pile up is disconnected
   } control;
+
+  struct Moderators {
+    std::vector<std::string> token_files;
+    std::vector<std::string> tokens;   // read from the files at load time; never logged
+  } moderators;
 
   struct Ingest {
     Endpoint listen;                 // 127.0.0.1:65534
@@ -30,6 +38,7 @@ struct Config {
     uint32_t max_datagram = 1500;    // larger datagrams are dropped, never truncated
     uint32_t ring_slots = 4096;      // power of two
     uint32_t socket_buffer = 4 << 20;
+    uint32_t stall_timeout_s = 3;    // no datagram for this long: the source is stalled
   } ingest;
 
   struct Fanout {

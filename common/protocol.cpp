@@ -103,9 +103,32 @@ const std::vector<CommandSpec>& commands() {
        "send the stream again, from the next datagram on"},
       {CommandId::kDisconnect, "DESCONECTAR", {"DISCONNECT", "QUIT", "EXIT", nullptr}, 0, 0, false, Access::kAnyone,
        "DESCONECTAR", "end the subscription and the session"},
-      {CommandId::kPing, "PING", {nullptr}, 0, 0, false, Access::kAnyone, "PING", "answers OK PONG"},
+      {CommandId::kName, "NAME", {nullptr}, 1, 1, false, Access::kAnyone, "NAME <name>",
+       "take a name: 1 to 32 of A-Z a-z 0-9 _ . -, unique ignoring case"},
+      {CommandId::kList, "LIST", {"WHO", nullptr}, 0, 0, false, Access::kAnyone, "LIST", "the names of every session"},
+      {CommandId::kInfo, "INFO", {nullptr}, 1, 1, false, Access::kAnyone, "INFO <name>",
+       "a session's address, UDP port, stream state and since when"},
+      {CommandId::kMsg, "MSG", {nullptr}, 2, 2, true, Access::kAnyone, "MSG <name> <text>",
+       "a private message to one session"},
+      {CommandId::kBroadcast, "BROADCAST", {nullptr}, 1, 1, true, Access::kAnyone, "BROADCAST <text>",
+       "a message to every other session"},
       {CommandId::kEcho, "ECHO", {nullptr}, 0, 1, true, Access::kAnyone, "ECHO <text>", "answers OK <text>"},
+      {CommandId::kPing, "PING", {nullptr}, 0, 0, false, Access::kAnyone, "PING", "answers OK PONG"},
+      {CommandId::kStats, "STATS", {nullptr}, 0, 0, false, Access::kAnyone, "STATS", "the relay's figures"},
       {CommandId::kHelp, "HELP", {nullptr}, 0, 0, false, Access::kAnyone, "HELP", "lists the commands"},
+      {CommandId::kFormat, "FORMAT", {nullptr}, 1, 1, false, Access::kAnyone, "FORMAT JSON|TEXT",
+       "replies and events as JSON objects, or as text lines"},
+      {CommandId::kAuth, "AUTH", {nullptr}, 1, 1, false, Access::kAnyone, "AUTH <token>", "become a moderator"},
+      {CommandId::kKick, "KICK", {nullptr}, 1, 1, false, Access::kModerator, "KICK <name>",
+       "end that session (moderators)"},
+      {CommandId::kShutdown, "SHUTDOWN", {nullptr}, 0, 0, false, Access::kModerator, "SHUTDOWN",
+       "stop the whole relay (moderators)"},
+      {CommandId::kCall, "CALL", {nullptr}, 2, 2, false, Access::kAnyone, "CALL <name> <udp_port>",
+       "ask a session for a direct call; it learns your IP address and port"},
+      {CommandId::kAnswer, "ANSWER", {nullptr}, 2, 2, false, Access::kAnyone, "ANSWER <name> <udp_port>",
+       "accept a call; the caller learns your IP address and port"},
+      {CommandId::kHangup, "HANGUP", {nullptr}, 1, 1, false, Access::kAnyone, "HANGUP <name>",
+       "end or refuse a call"},
   };
   return table;
 }
@@ -235,6 +258,37 @@ std::string event_line(std::string_view type, std::string_view text) {
   }
   out += "\r\n";
   return out;
+}
+
+Reply ok(std::string text, Fields fields) { return Reply{true, ErrorCode::kBadArgument, std::move(text), std::move(fields)}; }
+
+Reply err(ErrorCode code, std::string text) { return Reply{false, code, std::move(text), Fields::object()}; }
+
+namespace {
+std::string dump_line(const Fields& object) {
+  // Text reaching here is valid UTF-8 (checked on input); replace anything else anyway.
+  return object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\r\n";
+}
+}  // namespace
+
+std::string render(const Reply& reply, bool json) {
+  if (!json) return reply.ok ? ok_line(reply.text) : err_line(reply.error, reply.text);
+  Fields out = Fields::object();
+  out["ok"] = reply.ok;
+  if (!reply.ok) out["error"] = error_word(reply.error);
+  out["text"] = reply.text;
+  for (const auto& [key, value] : reply.fields.items()) out[key] = value;
+  return dump_line(out);
+}
+
+std::string render(const Event& event, bool json) {
+  if (!json) return event_line(event.type, event.text);
+  Fields out = Fields::object();
+  std::string type = event.type;
+  for (char& c : type) c = char(tolower(static_cast<unsigned char>(c)));
+  out["event"] = type;
+  for (const auto& [key, value] : event.fields.items()) out[key] = value;
+  return dump_line(out);
 }
 
 std::string help_text() {

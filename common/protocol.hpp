@@ -3,6 +3,7 @@
 // Used by the control process and by the clients; fuzzable and unit-tested.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,7 +39,10 @@ enum class ErrorCode {
 };
 const char* error_word(ErrorCode code);
 
-enum class CommandId { kConnect, kPause, kResume, kDisconnect, kPing, kEcho, kHelp };
+enum class CommandId {
+  kConnect, kPause, kResume, kDisconnect, kName, kList, kInfo, kMsg, kBroadcast, kEcho, kPing, kStats,
+  kHelp, kFormat, kAuth, kKick, kShutdown, kCall, kAnswer, kHangup
+};
 enum class Access { kAnyone, kModerator };
 
 struct CommandSpec {
@@ -74,5 +78,27 @@ std::string ok_line(std::string_view text = {});                        // "OK t
 std::string err_line(ErrorCode code, std::string_view text);            // "ERR code text\r\n"
 std::string event_line(std::string_view type, std::string_view text);   // "EVENT TYPE text\r\n"
 std::string help_text();                                                // command names
+
+// A reply or an event with its structured fields, rendered per session in the text form
+// of PROTOCOL.md or as one JSON object per line (FORMAT JSON).
+using Fields = nlohmann::ordered_json;  // a JSON object; empty = none
+
+struct Reply {
+  bool ok = true;
+  ErrorCode error = ErrorCode::kBadArgument;
+  std::string text;
+  Fields fields = Fields::object();
+};
+Reply ok(std::string text = {}, Fields fields = Fields::object());
+Reply err(ErrorCode code, std::string text);
+
+struct Event {
+  std::string type;  // upper case: "MSG"
+  std::string text;  // what follows the type in the text form
+  Fields fields = Fields::object();
+};
+
+std::string render(const Reply& reply, bool json);  // one line, CRLF included
+std::string render(const Event& event, bool json);
 
 }  // namespace vrelay::protocol

@@ -1,5 +1,6 @@
 // vrelayd's control process: accepts control sessions on the main thread (libev), enforces
-// the session limits, and runs each session on a thread of its own with a small stack.
+// the session limits, runs each session on a thread of its own with a small stack, and
+// keeps the registry the sessions share: names, calls, moderation.
 #include "control.hpp"
 
 #include <fcntl.h>
@@ -8,14 +9,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <vector>
 
 #include "log.hpp"
 
 namespace vrelay {
+
+using protocol::ErrorCode;
+using protocol::Event;
+using protocol::Fields;
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = char(tolower(static_cast<unsigned char>(c)));
+  return out;
+}
 
 Control::Control(ChildContext& c)
     : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * 1000000000ull),
@@ -25,7 +36,7 @@ namespace {
 int g_reserve_fd = -1;  // released at the descriptor limit so one connection can be shed
 
 void refuse(int fd, const char* why) {
-  std::string line = protocol::err_line(protocol::ErrorCode::kBusy, why);
+  std::string line = protocol::err_line(ErrorCode::kBusy, why);
   ssize_t ignored = send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   (void)ignored;
   close(fd);
@@ -50,6 +61,10 @@ void Control::accept_ready() {
       }
       return;
     }
+    if (stopping.load()) {
+      refuse(fd, "the relay is stopping");
+      continue;
+    }
     Endpoint peer = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
     std::shared_ptr<Session> session;
     const char* refusal = nullptr;
@@ -63,6 +78,8 @@ void Control::accept_ready() {
       } else {
         ++from_ip;
         session = std::make_shared<Session>(*this, fd, next_id_++, peer);
+        session->name_ = "guest-" + std::to_string(session->id());
+        names_[session->name_] = session->id();
         sessions_[session->id()] = session;
       }
       if (from_ip == 0) per_ip_.erase(peer.host());
@@ -84,7 +101,7 @@ void Control::start_thread(std::shared_ptr<Session> session) {
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, size_t(ctx.config.control.thread_stack_kib) * 1024);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  // Session threads never take signals: the main thread's libev loop handles them.
+  // Session threads never take signals: the main thread's loop handles them.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -101,20 +118,196 @@ void Control::start_thread(std::shared_ptr<Session> session) {
     delete arg;
     LOG_WARN("cannot start a session thread: %s", strerror(rc));
     stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);
-    std::string line = protocol::err_line(protocol::ErrorCode::kBusy, "the relay cannot take more sessions");
+    std::string line = protocol::err_line(ErrorCode::kBusy, "the relay cannot take more sessions");
     ssize_t ignored = send(session->fd(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)ignored;
     session_ended(*session);  // the last reference goes: the socket closes
   }
 }
 
-void Control::session_ended(Session& session) {
+size_t Control::session_count() {
   std::lock_guard lock(mutex_);
-  if (!sessions_.erase(session.id())) return;
-  auto it = per_ip_.find(session.peer().host());
-  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
-  stats.sessions_open.fetch_sub(1, std::memory_order_relaxed);
-  all_ended_.notify_all();
+  return sessions_.size();
+}
+
+void Control::session_started(Session& session) {
+  // Only the sessions that were there before hear the JOIN: a later one sees this one in
+  // LIST already, whichever thread runs first.
+  std::string name = name_of(session);
+  Event event{"JOIN", name, Fields{{"name", name}}};
+  std::string text = protocol::render(event, false), json = protocol::render(event, true);
+  std::vector<std::shared_ptr<Session>> earlier;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = sessions_.begin(); it != sessions_.end() && it->first < session.id(); ++it)
+      earlier.push_back(it->second);
+  }
+  for (auto& s : earlier) s->post_rendered(text, json);
+}
+
+void Control::session_ended(Session& session) {
+  std::string name;
+  std::vector<std::pair<std::shared_ptr<Session>, std::string>> hung_up;  // peer, who hung up
+  {
+    std::lock_guard lock(mutex_);
+    if (!sessions_.erase(session.id())) return;
+    name = session.name_;
+    names_.erase(lower(name));
+    auto it = per_ip_.find(session.peer().host());
+    if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+    // Calls of a session that leaves end: the other side hears a HANGUP.
+    for (auto c = calls_.begin(); c != calls_.end();) {
+      if (c->caller == session.id() || c->callee == session.id()) {
+        uint64_t other = c->caller == session.id() ? c->callee : c->caller;
+        if (auto peer = sessions_.find(other); peer != sessions_.end()) hung_up.emplace_back(peer->second, name);
+        c = calls_.erase(c);
+      } else {
+        ++c;
+      }
+    }
+    stats.sessions_open.fetch_sub(1, std::memory_order_relaxed);
+    all_ended_.notify_all();
+  }
+  for (auto& [peer, who] : hung_up) peer->post(Event{"HANGUP", who, Fields{{"from", who}}});
+  if (!stopping.load()) send_to_others(session, Event{"LEAVE", name, Fields{{"name", name}}});
+}
+
+std::string Control::name_of(const Session& session) {
+  std::lock_guard lock(mutex_);
+  return session.name_;
+}
+
+namespace {
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 32) return false;
+  for (char c : name)
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  std::string l = lower(name);
+  return l.rfind("guest-", 0) != 0 && l != "server";
+}
+}  // namespace
+
+protocol::Reply Control::rename(Session& session, const std::string& wanted) {
+  if (!valid_name(wanted))
+    return protocol::err(ErrorCode::kBadArgument,
+                         "a name is 1 to 32 of A-Z a-z 0-9 _ . - and not guest-* or server");
+  std::string old;
+  {
+    std::lock_guard lock(mutex_);
+    old = session.name_;
+    if (old == wanted) return protocol::ok();
+    auto it = names_.find(lower(wanted));
+    if (it != names_.end() && it->second != session.id())
+      return protocol::err(ErrorCode::kNameTaken, "'" + wanted + "' is taken");
+    names_.erase(lower(old));
+    names_[lower(wanted)] = session.id();  // the check and the claim under one lock: one winner
+    session.name_ = wanted;
+  }
+  LOG_INFO("%s (%s) is now %s", old.c_str(), session.peer().to_string().c_str(), wanted.c_str());
+  session.after_reply([this, &session, old, wanted] {
+    send_to_others(session, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}});
+  });
+  return protocol::ok();
+}
+
+std::vector<std::string> Control::names() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  out.reserve(sessions_.size());
+  for (auto& [id, s] : sessions_) out.push_back(s->name_);
+  return out;
+}
+
+std::shared_ptr<Session> Control::find(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto it = names_.find(lower(name));
+  if (it == names_.end()) return nullptr;
+  auto s = sessions_.find(it->second);
+  return s == sessions_.end() ? nullptr : s->second;
+}
+
+size_t Control::send_to_others(const Session& from, const Event& event) {
+  // Render once per format, then queue to each: the sender never waits for a reader.
+  std::string text = protocol::render(event, false), json = protocol::render(event, true);
+  std::vector<std::shared_ptr<Session>> others;
+  {
+    std::lock_guard lock(mutex_);
+    others.reserve(sessions_.size());
+    for (auto& [id, s] : sessions_)
+      if (id != from.id()) others.push_back(s);
+  }
+  for (auto& s : others) s->post_rendered(text, json);
+  return others.size();
+}
+
+protocol::Reply Control::call(Session& from, const std::string& to, uint16_t port) {
+  std::shared_ptr<Session> callee = find(to);
+  if (!callee) return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + to + "'");
+  if (callee.get() == &from) return protocol::err(ErrorCode::kBadArgument, "you cannot call yourself");
+  std::string caller_name;
+  {
+    std::lock_guard lock(mutex_);
+    caller_name = from.name_;
+    // A new CALL to the same session replaces the pending one.
+    calls_.erase(std::remove_if(calls_.begin(), calls_.end(),
+                                [&](const Call& c) { return c.caller == from.id() && c.callee == callee->id(); }),
+                 calls_.end());
+    calls_.push_back({from.id(), callee->id(), false});
+  }
+  std::string ip = from.peer().host();
+  from.after_reply([callee, caller_name, ip, port] {
+    callee->post(Event{"CALL", caller_name + " " + ip + " " + std::to_string(port),
+                       Fields{{"from", caller_name}, {"ip", ip}, {"port", port}}});
+  });
+  return protocol::ok();
+}
+
+protocol::Reply Control::answer(Session& from, const std::string& caller_name, uint16_t port) {
+  std::shared_ptr<Session> caller = find(caller_name);
+  std::string my_name;
+  {
+    std::lock_guard lock(mutex_);
+    my_name = from.name_;
+    auto c = std::find_if(calls_.begin(), calls_.end(), [&](const Call& call) {
+      return caller && call.caller == caller->id() && call.callee == from.id() && !call.answered;
+    });
+    if (c == calls_.end()) return protocol::err(ErrorCode::kNoSuchCall, "no pending call from '" + caller_name + "'");
+    c->answered = true;
+  }
+  std::string ip = from.peer().host();
+  from.after_reply([caller, my_name, ip, port] {
+    caller->post(Event{"ANSWER", my_name + " " + ip + " " + std::to_string(port),
+                       Fields{{"from", my_name}, {"ip", ip}, {"port", port}}});
+  });
+  return protocol::ok();
+}
+
+protocol::Reply Control::hangup(Session& from, const std::string& other_name) {
+  std::shared_ptr<Session> other = find(other_name);
+  std::string my_name;
+  {
+    std::lock_guard lock(mutex_);
+    my_name = from.name_;
+    auto c = std::find_if(calls_.begin(), calls_.end(), [&](const Call& call) {
+      return other && ((call.caller == from.id() && call.callee == other->id()) ||
+                       (call.callee == from.id() && call.caller == other->id()));
+    });
+    if (c == calls_.end()) return protocol::err(ErrorCode::kNoSuchCall, "no call with '" + other_name + "'");
+    calls_.erase(c);
+  }
+  from.after_reply([other, my_name] { other->post(Event{"HANGUP", my_name, Fields{{"from", my_name}}}); });
+  return protocol::ok();
+}
+
+uint32_t Control::auth_failed(const Endpoint& peer) {
+  std::lock_guard lock(mutex_);
+  if (auth_failures_.size() > 100000) auth_failures_.clear();  // bounded memory under a flood
+  return ++auth_failures_[peer.host()];
+}
+
+void Control::auth_succeeded(const Endpoint& peer) {
+  std::lock_guard lock(mutex_);
+  auth_failures_.erase(peer.host());
 }
 
 void Control::expire_orphans() {
@@ -122,13 +315,27 @@ void Control::expire_orphans() {
   if (removed) LOG_INFO("removed %d subscriptions of a previous control process nobody took over", removed);
 }
 
+void Control::request_shutdown(const std::string& by) {
+  {
+    std::lock_guard lock(mutex_);
+    shutdown_reason_ = "the relay is stopping (SHUTDOWN by " + by + ")";
+  }
+  LOG_NOTICE("SHUTDOWN requested by moderator %s", by.c_str());
+  kill(getppid(), SIGTERM);  // the supervisor stops every process, this one included
+}
+
 void Control::shutdown(const std::string& reason) {
+  stopping.store(true);
   std::vector<std::shared_ptr<Session>> all;
+  std::string text;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, s] : sessions_) all.push_back(s);
+    text = shutdown_reason_.empty() ? reason : shutdown_reason_;
   }
-  for (auto& s : all) s->post(protocol::event_line("SHUTDOWN", reason), true);
+  Event event{"SHUTDOWN", text, Fields{{"text", text}}};
+  std::string as_text = protocol::render(event, false), as_json = protocol::render(event, true);
+  for (auto& s : all) s->post_rendered(as_text, as_json, true);
   std::unique_lock lock(mutex_);
   all_ended_.wait_for(lock, std::chrono::seconds(3), [&] { return sessions_.empty(); });
 }

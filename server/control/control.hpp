@@ -1,14 +1,19 @@
-// The control process: a libev acceptor on the main thread and one thread per session.
-// Internal to server/control/.
+// The control process: a libev acceptor on the main thread, one thread per session, and
+// the registry every session thread consults (names, calls, moderation). Internal to
+// server/control/.
 #pragma once
 #include <ev.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "child.hpp"
 #include "protocol.hpp"
@@ -18,50 +23,83 @@ namespace vrelay {
 
 class Control;
 
+// Lines per second allowed to one session: a token bucket.
+class RateLimit {
+ public:
+  RateLimit(double per_second, double burst) : rate_(per_second), burst_(burst), tokens_(burst) {}
+  bool allow(double now_s);
+
+ private:
+  double rate_, burst_, tokens_;
+  double last_s_ = 0;
+};
+
 // One client connection, served by its own thread running its own small libev loop:
-// its socket, an ev_async that says "lines wait in the outbox", and the idle timer.
+// its socket, an ev_async that says "lines wait in the outbox", and a timer.
 class Session : public std::enable_shared_from_this<Session>, private protocol::LineReader::Sink {
  public:
   Session(Control& control, int fd, uint64_t id, const Endpoint& peer);
   ~Session() override;
-  void run();                                   // the thread body
-  // From any thread: queue a whole line (never interleaved with another) and wake the loop.
-  void post(const std::string& line, bool then_close = false);
+  void run();  // the thread body
+
+  // From any thread: queue an event, rendered in this session's format, as whole lines
+  // (never interleaved with another). A session whose outbox overflows is cut off.
+  void post(const protocol::Event& event, bool then_close = false);
+  void post_rendered(const std::string& text_line, const std::string& json_line, bool then_close = false);
 
   uint64_t id() const { return id_; }
   int fd() const { return fd_; }
   const Endpoint& peer() const { return peer_; }
+  uint64_t started_ns() const { return started_ns_; }
+  int subscription() const { return subscription_.load(std::memory_order_acquire); }
 
  private:
+  friend class Control;
   void on_line(std::string_view line) override;
   void on_line_too_long() override;
   void on_telnet_reply(std::string_view bytes) override;
 
   void on_readable();
   void flush();
-  void reply(std::string line);
-  std::string execute(const protocol::Parsed& command);
+  void reply(const protocol::Reply& reply);
+  void after_reply(std::function<void()> action) { after_reply_.push_back(std::move(action)); }
+  protocol::Reply execute(const protocol::Parsed& command);  // commands.cpp
+  protocol::Reply authenticate(std::string_view token);
   void end_subscription();
-  void arm_idle();
+  void arm_timer();
+  std::string name() const;
 
   Control& control_;
   int fd_;
   uint64_t id_;
   Endpoint peer_;
-  std::string name_;
+  uint64_t started_ns_;
   protocol::LineReader reader_;
-  int subscription_ = -1;
-  bool closing_ = false;  // close once the outbox is sent
+  RateLimit rate_;
+  std::atomic<int> subscription_{-1};
+  std::atomic<bool> json_{false};
+  bool moderator_ = false;
+  bool closing_ = false;     // close once the outbox is sent
+  bool reading_ = true;      // input paused while our own replies wait to be read
+  std::vector<std::function<void()>> after_reply_;
 
-  std::mutex out_mutex_;  // guards outbox_, close_requested_ and loop_alive_
+  std::mutex out_mutex_;     // guards outbox_, close_requested_, loop_alive_
   std::string outbox_;
   bool close_requested_ = false;
   bool loop_alive_ = false;
+
+  std::string name_;         // guarded by Control::mutex_
 
   struct ev_loop* loop_ = nullptr;
   ev_io read_watcher_{}, write_watcher_{};
   ev_async wake_{};
   ev_timer timer_{};
+};
+
+// What a CALL is: who called whom, and whether it was answered.
+struct Call {
+  uint64_t caller, callee;
+  bool answered = false;
 };
 
 class Control {
@@ -70,20 +108,43 @@ class Control {
   void accept_ready();
   void expire_orphans();
   void shutdown(const std::string& reason);   // tell every session, wait for them (bounded)
-  void session_ended(Session& session);
+  void request_shutdown(const std::string& by);  // a moderator's SHUTDOWN
+
+  // Registry, callable from any session thread.
+  void session_started(Session& session);     // EVENT JOIN to the others
+  void session_ended(Session& session);       // EVENT LEAVE, calls hung up
+  std::string name_of(const Session& session);
+  protocol::Reply rename(Session& session, const std::string& wanted);
+  std::vector<std::string> names();
+  std::shared_ptr<Session> find(const std::string& name);
+  size_t send_to_others(const Session& from, const protocol::Event& event);
+  protocol::Reply call(Session& from, const std::string& to, uint16_t port);
+  protocol::Reply answer(Session& from, const std::string& caller, uint16_t port);
+  protocol::Reply hangup(Session& from, const std::string& other);
+  // Consecutive AUTH failures from this address (for the growing delay); reset on success.
+  uint32_t auth_failed(const Endpoint& peer);
+  void auth_succeeded(const Endpoint& peer);
+  size_t session_count();
 
   ChildContext& ctx;
   SubscriberTable table;
   control_stats& stats;
+  std::atomic<bool> stopping{false};
 
  private:
   void start_thread(std::shared_ptr<Session> session);
 
-  std::mutex mutex_;  // guards sessions_ and per_ip_
+  std::mutex mutex_;  // guards everything below and every Session::name_
   std::condition_variable all_ended_;
-  std::unordered_map<uint64_t, std::shared_ptr<Session>> sessions_;
+  std::map<uint64_t, std::shared_ptr<Session>> sessions_;  // by id: join order
+  std::unordered_map<std::string, uint64_t> names_;        // lower-case name -> id
   std::unordered_map<std::string, uint32_t> per_ip_;
+  std::unordered_map<std::string, uint32_t> auth_failures_;
+  std::vector<Call> calls_;
+  std::string shutdown_reason_;
   uint64_t next_id_ = 1;
 };
+
+std::string lower(std::string_view text);
 
 }  // namespace vrelay

@@ -1,4 +1,5 @@
-// One control session (PROTOCOL.md): its thread, its line discipline and its commands.
+// One control session (PROTOCOL.md): its thread, its loop, its line discipline and its
+// outbox. The commands themselves are in commands.cpp.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,36 +12,60 @@
 
 namespace vrelay {
 
-using protocol::CommandId;
 using protocol::ErrorCode;
 
 namespace {
-constexpr size_t kOutboxLimit = 1 << 20;   // a session that lets this much pile up is cut off
-constexpr double kCloseGraceSeconds = 2.0; // to send the last lines before closing
+constexpr double kCloseGraceSeconds = 2.0;  // to send the last lines before closing
 }  // namespace
 
+bool RateLimit::allow(double now_s) {
+  tokens_ = std::min(burst_, tokens_ + (now_s - last_s_) * rate_);
+  last_s_ = now_s;
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
 Session::Session(Control& control, int fd, uint64_t id, const Endpoint& peer)
-    : control_(control), fd_(fd), id_(id), peer_(peer), name_("guest-" + std::to_string(id)),
-      reader_(control.ctx.config.control.max_line) {}
+    : control_(control), fd_(fd), id_(id), peer_(peer), started_ns_(now_ns()),
+      reader_(control.ctx.config.control.max_line),
+      rate_(control.ctx.config.control.rate_limit, control.ctx.config.control.rate_burst) {}
 
 Session::~Session() {
   if (fd_ >= 0) close(fd_);
 }
 
-void Session::post(const std::string& line, bool then_close) {
-  std::lock_guard lock(out_mutex_);
-  if (outbox_.size() + line.size() > kOutboxLimit) {
-    close_requested_ = true;  // a reader this slow is cut off, never waited for
-  } else {
-    outbox_ += line;
-  }
-  if (then_close) close_requested_ = true;
-  if (loop_alive_) ev_async_send(loop_, &wake_);
+std::string Session::name() const { return control_.name_of(*this); }
+
+void Session::post(const protocol::Event& event, bool then_close) {
+  post_rendered(protocol::render(event, false), protocol::render(event, true), then_close);
 }
 
-void Session::reply(std::string line) {
-  auto& counter = line.compare(0, 2, "OK") == 0 ? control_.stats.commands_ok : control_.stats.commands_err;
+void Session::post_rendered(const std::string& text_line, const std::string& json_line, bool then_close) {
+  const std::string& line = json_.load(std::memory_order_relaxed) ? json_line : text_line;
+  bool cut_off = false;
+  {
+    std::lock_guard lock(out_mutex_);
+    if (close_requested_ && !then_close) return;  // leaving: nothing more to say
+    if (outbox_.size() + line.size() > control_.ctx.config.control.outbox_bytes) {
+      cut_off = !close_requested_;
+      close_requested_ = true;  // a reader this slow is cut off, never waited for
+    } else {
+      outbox_ += line;
+    }
+    if (then_close) close_requested_ = true;
+    if (loop_alive_) ev_async_send(loop_, &wake_);
+  }
+  if (cut_off) {
+    control_.stats.slow_disconnects.fetch_add(1, std::memory_order_relaxed);
+    LOG_NOTICE("%s: disconnected, it does not read what it is sent", peer_.to_string().c_str());
+  }
+}
+
+void Session::reply(const protocol::Reply& r) {
+  auto& counter = r.ok ? control_.stats.commands_ok : control_.stats.commands_err;
   counter.fetch_add(1, std::memory_order_relaxed);
+  std::string line = protocol::render(r, json_.load(std::memory_order_relaxed));
   std::lock_guard lock(out_mutex_);
   outbox_ += line;
 }
@@ -53,12 +78,14 @@ void Session::run() {
              EV_WRITE);
   ev_async_init(&wake_, [](struct ev_loop*, ev_async* w, int) {
     auto* self = static_cast<Session*>(w->data);
+    bool close_now;
     {
       std::lock_guard lock(self->out_mutex_);
-      if (self->close_requested_ && !self->closing_) {
-        self->closing_ = true;
-        self->arm_idle();
-      }
+      close_now = self->close_requested_ && !self->closing_;
+    }
+    if (close_now) {
+      self->closing_ = true;
+      self->arm_timer();
     }
     self->flush();
   });
@@ -69,24 +96,26 @@ void Session::run() {
       return;
     }
     self->control_.stats.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
-    LOG_INFO("%s (%s): idle timeout", self->name_.c_str(), self->peer_.to_string().c_str());
-    self->post(protocol::event_line("BYE", "idle"), true);
+    LOG_INFO("%s (%s): idle timeout", self->name().c_str(), self->peer_.to_string().c_str());
+    self->post(protocol::Event{"BYE", "idle", protocol::Fields{{"reason", "idle"}}}, true);
   });
   for (auto* w : {reinterpret_cast<ev_watcher*>(&read_watcher_), reinterpret_cast<ev_watcher*>(&write_watcher_),
                   reinterpret_cast<ev_watcher*>(&wake_), reinterpret_cast<ev_watcher*>(&timer_)})
     w->data = this;
   ev_io_start(loop_, &read_watcher_);
   ev_async_start(loop_, &wake_);
-  arm_idle();
+  arm_timer();
 
+  std::string hello = protocol::event_line("HELLO", std::string("vrelay ") + VRELAY_VERSION + " " + name());
   {
     std::lock_guard lock(out_mutex_);
     loop_alive_ = true;
-    outbox_.insert(0, protocol::event_line("HELLO", std::string("vrelay ") + VRELAY_VERSION + " " + name_));
+    outbox_.insert(0, hello);
     if (close_requested_) closing_ = true;
   }
-  LOG_DEBUG("%s connected from %s", name_.c_str(), peer_.to_string().c_str());
+  LOG_DEBUG("%s connected from %s", name().c_str(), peer_.to_string().c_str());
   flush();
+  control_.session_started(*this);
   ev_run(loop_, 0);
 
   {
@@ -97,11 +126,11 @@ void Session::run() {
   ev_loop_destroy(loop_);
   loop_ = nullptr;
   shutdown(fd_, SHUT_RDWR);
-  LOG_DEBUG("%s (%s) ended", name_.c_str(), peer_.to_string().c_str());
+  LOG_DEBUG("%s (%s) ended", name().c_str(), peer_.to_string().c_str());
   control_.session_ended(*this);
 }
 
-void Session::arm_idle() {
+void Session::arm_timer() {
   double after = closing_ ? kCloseGraceSeconds : double(control_.ctx.config.control.idle_timeout_s);
   if (after <= 0) {
     ev_timer_stop(loop_, &timer_);
@@ -125,7 +154,7 @@ void Session::on_readable() {
 
 void Session::flush() {
   bool broken = false;
-  bool done;
+  size_t left;
   {
     std::lock_guard lock(out_mutex_);
     size_t sent = 0;
@@ -141,11 +170,19 @@ void Session::flush() {
       }
     }
     outbox_.erase(0, sent);
-    done = outbox_.empty();
+    left = outbox_.size();
   }
   if (broken) {
     ev_break(loop_, EVBREAK_ALL);
-  } else if (!done) {
+    return;
+  }
+  // A client that sends commands without reading the replies is not read either until it
+  // catches up: its own replies never grow the outbox past half the limit.
+  bool backlog = left > control_.ctx.config.control.outbox_bytes / 2;
+  if (backlog && reading_) ev_io_stop(loop_, &read_watcher_);
+  if (!backlog && !reading_) ev_io_start(loop_, &read_watcher_);
+  reading_ = !backlog;
+  if (left) {
     ev_io_start(loop_, &write_watcher_);
   } else {
     ev_io_stop(loop_, &write_watcher_);
@@ -154,19 +191,26 @@ void Session::flush() {
 }
 
 void Session::on_line(std::string_view line) {
-  if (closing_) return;  // lines pipelined after DESCONECTAR are not executed
-  arm_idle();
+  if (closing_) return;  // lines pipelined after DESCONECTAR, KICK or SHUTDOWN are not run
+  arm_timer();
   protocol::Parsed parsed = protocol::parse(line);
-  if (!parsed.ok) {
-    if (!parsed.message.empty()) reply(protocol::err_line(parsed.error, parsed.message));
+  if (!parsed.ok && parsed.message.empty()) return;  // blank line: no reply
+  if (!rate_.allow(double(monotonic_ns()) / 1e9)) {
+    control_.stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
+    reply(protocol::err(ErrorCode::kTooFast, "more than " + std::to_string(control_.ctx.config.control.rate_limit) +
+                                                 " lines per second; slow down"));
     return;
   }
-  reply(execute(parsed));
+  reply(parsed.ok ? execute(parsed) : protocol::err(parsed.error, parsed.message));
+  // Events a command causes (to this session too) follow its reply.
+  auto actions = std::move(after_reply_);
+  after_reply_.clear();
+  for (auto& action : actions) action();
 }
 
 void Session::on_line_too_long() {
-  reply(protocol::err_line(ErrorCode::kLineTooLong,
-                           "lines are limited to " + std::to_string(control_.ctx.config.control.max_line) + " bytes"));
+  reply(protocol::err(ErrorCode::kLineTooLong,
+                      "lines are limited to " + std::to_string(control_.ctx.config.control.max_line) + " bytes"));
 }
 
 void Session::on_telnet_reply(std::string_view bytes) {
@@ -175,53 +219,10 @@ void Session::on_telnet_reply(std::string_view bytes) {
 }
 
 void Session::end_subscription() {
-  if (subscription_ < 0) return;
-  control_.table.release(subscription_);
-  LOG_INFO("%s (%s): subscription ended", name_.c_str(), peer_.to_string().c_str());
-  subscription_ = -1;
-}
-
-std::string Session::execute(const protocol::Parsed& command) {
-  const Config& config = control_.ctx.config;
-  switch (command.spec->id) {
-    case CommandId::kConnect: {
-      auto port = parse_port(command.args[0], config.control.port_min, config.control.port_max);
-      if (!port)
-        return protocol::err_line(ErrorCode::kBadPort, "the port must be a number from " +
-                                                           std::to_string(config.control.port_min) + " to " +
-                                                           std::to_string(config.control.port_max));
-      if (subscription_ >= 0) return protocol::err_line(ErrorCode::kAlreadyConnected, "this session already receives the stream");
-      Endpoint destination = peer_;  // always the peer's own address: never another host
-      destination.set_port(*port);
-      bool adopted = false;
-      int slot = control_.table.subscribe(destination, id_, &adopted);
-      if (slot < 0) return protocol::err_line(ErrorCode::kBusy, "the subscriber table is full");
-      subscription_ = slot;
-      LOG_INFO("%s (%s): %s the stream to %s", name_.c_str(), peer_.to_string().c_str(),
-               adopted ? "took over" : "subscribed", destination.to_string().c_str());
-      return protocol::ok_line();
-    }
-    case CommandId::kPause:
-      if (subscription_ < 0) return protocol::err_line(ErrorCode::kNotConnected, "CONECTAR first");
-      control_.table.pause(subscription_);
-      return protocol::ok_line();
-    case CommandId::kResume:
-      if (subscription_ < 0) return protocol::err_line(ErrorCode::kNotConnected, "CONECTAR first");
-      control_.table.resume(subscription_);
-      return protocol::ok_line();
-    case CommandId::kDisconnect:
-      end_subscription();
-      closing_ = true;
-      arm_idle();
-      return protocol::ok_line();
-    case CommandId::kPing:
-      return protocol::ok_line("PONG");
-    case CommandId::kEcho:
-      return protocol::ok_line(command.args.empty() ? std::string_view() : command.args[0]);
-    case CommandId::kHelp:
-      return protocol::ok_line(protocol::help_text());
-  }
-  return protocol::err_line(ErrorCode::kUnknownCommand, "not implemented");
+  int slot = subscription_.exchange(-1);
+  if (slot < 0) return;
+  control_.table.release(slot);
+  LOG_INFO("%s (%s): subscription ended", name().c_str(), peer_.to_string().c_str());
 }
 
 }  // namespace vrelay

@@ -35,6 +35,11 @@ sockaddr_in loopback(uint16_t port, const char* host = "127.0.0.1") {
 
 std::atomic<int> g_instances{0};
 
+std::string lower_copy(std::string s) {
+  for (char& c : s) c = char(tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 // The port of "key=HOST:PORT" in the ready line, or 0.
 uint16_t port_of(const std::string& line, const std::string& key) {
   auto at = line.find(" " + key);
@@ -228,8 +233,50 @@ std::string Session::read_bytes(size_t count, std::chrono::milliseconds limit) {
 
 std::string Session::command(const std::string& line) {
   send_raw(line + "\r\n");
-  auto reply = read_line();
-  return reply.value_or("(no reply)");
+  return reply().value_or("(no reply)");
+}
+
+namespace {
+bool is_event(const std::string& line) { return line.rfind("EVENT ", 0) == 0 || line.rfind("{\"event\"", 0) == 0; }
+}  // namespace
+
+std::optional<std::string> Session::reply(std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (auto line = read_line(std::chrono::milliseconds(remaining_ms(deadline)))) {
+    if (!is_event(*line)) return line;
+    events_.push_back(*line);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> Session::next_event(std::chrono::milliseconds limit) {
+  if (!events_.empty()) {
+    std::string e = events_.front();
+    events_.pop_front();
+    return e;
+  }
+  auto line = read_line(limit);
+  if (line && !is_event(*line)) return std::nullopt;
+  return line;
+}
+
+std::optional<std::string> Session::wait_event(const std::string& type, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  std::string prefix = "EVENT " + type;
+  auto matches = [&](const std::string& e) {
+    return e == prefix || e.rfind(prefix + " ", 0) == 0 || e.find("\"event\":\"" + lower_copy(type) + "\"") != std::string::npos;
+  };
+  for (auto it = events_.begin(); it != events_.end(); ++it)
+    if (matches(*it)) {
+      std::string e = *it;
+      events_.erase(it);
+      return e;
+    }
+  while (auto line = read_line(std::chrono::milliseconds(remaining_ms(deadline)))) {
+    if (!is_event(*line)) return std::nullopt;
+    if (matches(*line)) return line;
+  }
+  return std::nullopt;
 }
 
 bool Session::closed_by_peer(std::chrono::milliseconds limit) {

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -59,9 +60,16 @@ class Session {
   explicit Session(uint16_t port, bool expect_hello = true);
   ~Session();
   void send_raw(const std::string& bytes);
-  // Sends one line (CRLF added) and returns the reply line without its CRLF.
+  // Sends one line (CRLF added) and returns its reply line without CRLF; events that
+  // arrive meanwhile are kept for next_event().
   std::string command(const std::string& line);
-  // The next line, without CRLF; nullopt on timeout or close.
+  // The next line that is not an EVENT (events are kept); nullopt on timeout or close.
+  std::optional<std::string> reply(std::chrono::milliseconds limit = 5000ms);
+  // The next EVENT line, kept or new; replies read meanwhile are an error (nullopt).
+  std::optional<std::string> next_event(std::chrono::milliseconds limit = 5000ms);
+  // The next event of this type ("MSG"), skipping others; nullopt if none comes in time.
+  std::optional<std::string> wait_event(const std::string& type, std::chrono::milliseconds limit = 5000ms);
+  // The next line as it comes, event or not; nullopt on timeout or close.
   std::optional<std::string> read_line(std::chrono::milliseconds limit = 5000ms);
   // Raw bytes available within the limit (for telnet replies).
   std::string read_bytes(size_t count, std::chrono::milliseconds limit = 5000ms);
@@ -72,6 +80,7 @@ class Session {
  private:
   int fd_ = -1;
   std::string buffer_;
+  std::deque<std::string> events_;
   bool fill(std::chrono::milliseconds limit);
 };
 

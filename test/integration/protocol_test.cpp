@@ -64,7 +64,7 @@ TEST_F(Protocol, EveryDisconnectAliasClosesTheSession) {
 TEST_F(Protocol, BlankLinesGetNoReplyAndLfAloneWorks) {
   Session s(relay.control_port());
   s.send_raw("\r\n   \r\n\t\n\nPING\n");
-  EXPECT_EQ(s.read_line(), "OK PONG");  // the first reply is PING's: blank lines got none
+  EXPECT_EQ(s.reply(), "OK PONG");  // the first reply is PING's: blank lines got none
 }
 
 TEST_F(Protocol, SplitAndPipelinedLines) {
@@ -72,25 +72,25 @@ TEST_F(Protocol, SplitAndPipelinedLines) {
   s.send_raw("PI");
   s.send_raw("NG\r");
   s.send_raw("\nECHO a\r\nECHO b\r\nPING\r\n");
-  EXPECT_EQ(s.read_line(), "OK PONG");
-  EXPECT_EQ(s.read_line(), "OK a");
-  EXPECT_EQ(s.read_line(), "OK b");
-  EXPECT_EQ(s.read_line(), "OK PONG");
+  EXPECT_EQ(s.reply(), "OK PONG");
+  EXPECT_EQ(s.reply(), "OK a");
+  EXPECT_EQ(s.reply(), "OK b");
+  EXPECT_EQ(s.reply(), "OK PONG");
 }
 
 TEST_F(Protocol, LinesPipelinedAfterDisconnectAreNotRun) {
   Session s(relay.control_port());
   s.send_raw("QUIT\r\nPING\r\n");
-  EXPECT_EQ(s.read_line(), "OK");
+  EXPECT_EQ(s.reply(), "OK");
   EXPECT_TRUE(s.closed_by_peer());
 }
 
 TEST_F(Protocol, OverlongLineIsRefusedAndTheSessionStaysUsable) {
   Session s(relay.control_port());
   s.send_raw("ECHO " + std::string(3000, 'x'));  // no LF yet: refused as soon as it passes
-  EXPECT_EQ(s.read_line()->rfind("ERR line-too-long", 0), 0u);
+  EXPECT_EQ(s.reply()->rfind("ERR line-too-long", 0), 0u);
   s.send_raw(std::string(100000, 'y') + "\r\nPING\r\n");
-  EXPECT_EQ(s.read_line(), "OK PONG");
+  EXPECT_EQ(s.reply(), "OK PONG");
   std::string max_line = "ECHO " + std::string(1024 - 5 - 2, 'z');  // exactly 1024 with CRLF
   EXPECT_EQ(s.command(max_line), "OK " + std::string(1024 - 7, 'z'));
 }
@@ -100,11 +100,11 @@ TEST_F(Protocol, TelnetCtrlCGetsWontTimingMarkAndTheNextLineWorks) {
   s.send_raw("\xff\xf4\xff\xfd\x06");  // IAC IP, IAC DO TIMING-MARK, as telnet sends on Ctrl-C
   EXPECT_EQ(s.read_bytes(3), "\xff\xfc\x06");
   s.send_raw("PING\r\n");
-  EXPECT_EQ(s.read_line(), "OK PONG");
+  EXPECT_EQ(s.reply(), "OK PONG");
   s.send_raw("\xff\xfd");  // an IAC sequence split across two writes
   s.send_raw("\x01PING\r\n");
   EXPECT_EQ(s.read_bytes(3), "\xff\xfc\x01");
-  EXPECT_EQ(s.read_line(), "OK PONG");
+  EXPECT_EQ(s.reply(), "OK PONG");
 }
 
 TEST_F(Protocol, ControlBytesAndInvalidUtf8AreBadArgument) {
@@ -120,7 +120,7 @@ TEST(ProtocolLimits, MaxSessionsAnswersBusyThenCloses) {
   Session a(relay.control_port());
   Session b(relay.control_port());
   Session c(relay.control_port(), false);
-  auto line = c.read_line();
+  auto line = c.reply();
   ASSERT_TRUE(line);
   EXPECT_EQ(line->rfind("ERR busy", 0), 0u) << *line;
   EXPECT_TRUE(c.closed_by_peer());
@@ -136,7 +136,7 @@ TEST(ProtocolLimits, MaxSessionsPerIp) {
   Relay relay("control:\n  max_sessions_per_ip: 1\n");
   Session a(relay.control_port());
   Session b(relay.control_port(), false);
-  EXPECT_EQ(b.read_line()->rfind("ERR busy", 0), 0u);
+  EXPECT_EQ(b.reply()->rfind("ERR busy", 0), 0u);
   EXPECT_EQ(a.command("PING"), "OK PONG");
 }
 
@@ -145,7 +145,7 @@ TEST(ProtocolLimits, IdleTimeoutSaysByeAndEndsTheSubscription) {
   Session idle(relay.control_port());
   UdpSink sink;
   EXPECT_EQ(idle.command("CONECTAR " + std::to_string(sink.port())), "OK");
-  EXPECT_EQ(idle.read_line(3000ms), "EVENT BYE idle");
+  EXPECT_EQ(idle.wait_event("BYE", 3000ms), "EVENT BYE idle");
   EXPECT_TRUE(idle.closed_by_peer());
   EXPECT_TRUE(wait_until([&] { return relay.shm().stats().control.subscribers.load() == 0; }));
   EXPECT_EQ(relay.shm().stats().control.idle_timeouts.load(), 1u);
