@@ -170,8 +170,9 @@ std::string Relay::log() const {
   return s.str();
 }
 
-Session::Session(uint16_t port, bool expect_hello) {
+Session::Session(uint16_t port, bool expect_hello, int receive_buffer) {
   fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (receive_buffer > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   sockaddr_in a = loopback(port);
   if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
     throw std::runtime_error(std::string("connect: ") + strerror(errno));

@@ -57,7 +57,8 @@ class Relay {
 // A control session.
 class Session {
  public:
-  explicit Session(uint16_t port, bool expect_hello = true);
+  // receive_buffer: SO_RCVBUF before connecting (0 = the kernel's default).
+  explicit Session(uint16_t port, bool expect_hello = true, int receive_buffer = 0);
   ~Session();
   void send_raw(const std::string& bytes);
   // Sends one line (CRLF added) and returns its reply line without CRLF; events that
