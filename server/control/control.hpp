@@ -17,22 +17,12 @@
 
 #include "child.hpp"
 #include "protocol.hpp"
+#include "rate_limit.hpp"
 #include "subscriber_table.hpp"
 
 namespace vrelay {
 
 class Control;
-
-// Lines per second allowed to one session: a token bucket.
-class RateLimit {
- public:
-  RateLimit(double per_second, double burst) : rate_(per_second), burst_(burst), tokens_(burst) {}
-  bool allow(double now_s);
-
- private:
-  double rate_, burst_, tokens_;
-  double last_s_ = 0;
-};
 
 // One client connection, served by its own thread running its own small libev loop:
 // its socket, an ev_async that says "lines wait in the outbox", and a timer.

@@ -18,14 +18,6 @@ namespace {
 constexpr double kCloseGraceSeconds = 2.0;  // to send the last lines before closing
 }  // namespace
 
-bool RateLimit::allow(double now_s) {
-  tokens_ = std::min(burst_, tokens_ + (now_s - last_s_) * rate_);
-  last_s_ = now_s;
-  if (tokens_ < 1) return false;
-  tokens_ -= 1;
-  return true;
-}
-
 Session::Session(Control& control, int fd, uint64_t id, const Endpoint& peer)
     : control_(control), fd_(fd), id_(id), peer_(peer), started_ns_(now_ns()),
       reader_(control.ctx.config.control.max_line),

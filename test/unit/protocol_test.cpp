@@ -201,3 +201,51 @@ TEST(CommandTable, HelpListsEveryCommandAndAlias) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Parser, EveryCommandOfTheContract) {
+  struct Case { const char* line; CommandId id; size_t args; };
+  for (const Case& c : {Case{"NAME ana", CommandId::kName, 1}, Case{"LIST", CommandId::kList, 0},
+                        Case{"who", CommandId::kList, 0}, Case{"INFO ana", CommandId::kInfo, 1},
+                        Case{"MSG ana hola  mundo", CommandId::kMsg, 2}, Case{"BROADCAST a  b", CommandId::kBroadcast, 1},
+                        Case{"STATS", CommandId::kStats, 0}, Case{"FORMAT json", CommandId::kFormat, 1},
+                        Case{"AUTH t0ken", CommandId::kAuth, 1}, Case{"KICK bob", CommandId::kKick, 1},
+                        Case{"SHUTDOWN", CommandId::kShutdown, 0}, Case{"CALL bob 5000", CommandId::kCall, 2},
+                        Case{"ANSWER ana 5002", CommandId::kAnswer, 2}, Case{"HANGUP ana", CommandId::kHangup, 1}}) {
+    Parsed p = parse(c.line);
+    ASSERT_TRUE(p.ok) << c.line;
+    EXPECT_EQ(p.spec->id, c.id) << c.line;
+    EXPECT_EQ(p.args.size(), c.args) << c.line;
+  }
+  Parsed msg = parse("MSG ana hola  mundo ");
+  EXPECT_EQ(msg.args[1], "hola  mundo");
+  for (auto bad : {"MSG ana", "BROADCAST", "NAME", "NAME a b", "CALL bob", "CALL bob 1 2", "KICK", "SHUTDOWN x",
+                   "FORMAT", "AUTH", "HANGUP"})
+    EXPECT_EQ(parse(bad).error, ErrorCode::kBadArgument) << bad;
+  EXPECT_EQ(parse("KICK bob").spec->access, Access::kModerator);
+  EXPECT_EQ(parse("SHUTDOWN").spec->access, Access::kModerator);
+  EXPECT_EQ(parse("MSG a b").spec->access, Access::kAnyone);
+}
+
+TEST(Render, TextForms) {
+  EXPECT_EQ(render(ok(), false), "OK\r\n");
+  EXPECT_EQ(render(ok("2 ana bob", Fields{{"count", 2}}), false), "OK 2 ana bob\r\n");
+  EXPECT_EQ(render(err(ErrorCode::kNameTaken, "'ana' is taken"), false), "ERR name-taken 'ana' is taken\r\n");
+  EXPECT_EQ(render(Event{"MSG", "ana hola", Fields{{"from", "ana"}, {"text", "hola"}}}, false), "EVENT MSG ana hola\r\n");
+}
+
+TEST(Render, JsonForms) {
+  EXPECT_EQ(render(ok(), true), "{\"ok\":true,\"text\":\"\"}\r\n");
+  EXPECT_EQ(render(ok("2 ana bob", Fields{{"count", 2}, {"names", {"ana", "bob"}}}), true),
+            "{\"ok\":true,\"text\":\"2 ana bob\",\"count\":2,\"names\":[\"ana\",\"bob\"]}\r\n");
+  EXPECT_EQ(render(err(ErrorCode::kTooFast, "slow down"), true),
+            "{\"ok\":false,\"error\":\"too-fast\",\"text\":\"slow down\"}\r\n");
+  EXPECT_EQ(render(Event{"MSG", "ana \"hi\"", Fields{{"from", "ana"}, {"text", "\"hi\" \\ é"}}}, true),
+            "{\"event\":\"msg\",\"from\":\"ana\",\"text\":\"\\\"hi\\\" \\\\ é\"}\r\n");
+  // Invalid UTF-8 never reaches here (refused on input), but would not break the line.
+  std::string line = render(ok("\xff"), true);
+  EXPECT_EQ(line.find('\n'), line.size() - 1);
+}
+
+}  // namespace
