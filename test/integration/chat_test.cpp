@@ -39,8 +39,9 @@ TEST_F(Chat, NamesAreUniqueIgnoringCaseAndRenamesAreAnnounced) {
   EXPECT_TRUE(no_event(other, "RENAME"));
   EXPECT_TRUE(starts_with(other.command("NAME ANA"), "ERR name-taken"));
   EXPECT_TRUE(starts_with(other.command("name Ana"), "ERR name-taken"));
-  for (auto bad : {"NAME guest-7", "NAME GUEST-x", "NAME server", "NAME Server", "NAME a/b", "NAME ñandú",
-                   ("NAME " + std::string(33, 'a')).c_str(), "NAME", "NAME a b"})
+  for (const std::string& bad : {std::string("NAME guest-7"), std::string("NAME GUEST-x"), std::string("NAME server"),
+                                 std::string("NAME Server"), std::string("NAME a/b"), std::string("NAME ñandú"),
+                                 "NAME " + std::string(33, 'a'), std::string("NAME"), std::string("NAME a b")})
     EXPECT_TRUE(starts_with(other.command(bad), "ERR bad-argument")) << bad;
   EXPECT_EQ(other.command("NAME " + std::string(32, 'b')), "OK");
   EXPECT_EQ(other.command("NAME b.o_b-1"), "OK");
