@@ -115,7 +115,8 @@ const std::vector<CommandSpec>& commands() {
       {CommandId::kEcho, "ECHO", {nullptr}, 0, 1, true, Access::kAnyone, "ECHO <text>", "answers OK <text>"},
       {CommandId::kPing, "PING", {nullptr}, 0, 0, false, Access::kAnyone, "PING", "answers OK PONG"},
       {CommandId::kStats, "STATS", {nullptr}, 0, 0, false, Access::kAnyone, "STATS", "the relay's figures"},
-      {CommandId::kHelp, "HELP", {nullptr}, 0, 0, false, Access::kAnyone, "HELP", "lists the commands"},
+      {CommandId::kHelp, "HELP", {nullptr}, 0, 1, false, Access::kAnyone, "HELP [command]",
+       "lists the commands, or explains one"},
       {CommandId::kFormat, "FORMAT", {nullptr}, 1, 1, false, Access::kAnyone, "FORMAT JSON|TEXT",
        "replies and events as JSON objects, or as text lines"},
       {CommandId::kAuth, "AUTH", {nullptr}, 1, 1, false, Access::kAnyone, "AUTH <token>", "become a moderator"},
@@ -183,6 +184,8 @@ bool same_word(std::string_view word, const char* name) {
   return word.size() == strlen(name) && strncasecmp(word.data(), name, word.size()) == 0;
 }
 
+}  // namespace
+
 const CommandSpec* find_command(std::string_view word) {
   for (const auto& spec : commands()) {
     if (same_word(word, spec.name)) return &spec;
@@ -192,6 +195,7 @@ const CommandSpec* find_command(std::string_view word) {
   return nullptr;
 }
 
+namespace {
 Parsed fail(ErrorCode code, std::string message) {
   Parsed p;
   p.error = code;
@@ -206,8 +210,13 @@ Parsed parse(std::string_view line) {
   auto words = split_words(line);
   const CommandSpec* spec = find_command(words[0]);
   if (!spec) {
-    std::string shown(words[0].substr(0, 32));
-    return fail(ErrorCode::kUnknownCommand, "unknown command '" + shown + "', try HELP");
+    std::string_view shown = words[0];
+    if (shown.size() > 32) {  // cut on a character boundary: replies stay valid UTF-8
+      size_t cut = 32;
+      while (cut > 0 && (static_cast<unsigned char>(shown[cut]) & 0xC0) == 0x80) --cut;
+      shown = shown.substr(0, cut);
+    }
+    return fail(ErrorCode::kUnknownCommand, "unknown command '" + std::string(shown) + "', try HELP");
   }
   Parsed p;
   p.spec = spec;

@@ -65,6 +65,8 @@ struct Parsed {
   std::string message;                // the human text of an error
 };
 
+// The command a word names (name or alias, any case), or nullptr.
+const CommandSpec* find_command(std::string_view word);
 // True if the line is valid UTF-8 without control bytes other than tab.
 bool is_clean_text(std::string_view line);
 // Splits on spaces and tabs.

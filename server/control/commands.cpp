@@ -56,8 +56,10 @@ Reply Session::authenticate(std::string_view token) {
     LOG_NOTICE("%s (%s) is a moderator", name().c_str(), peer_.to_string().c_str());
     return protocol::ok();
   }
-  // Each failure from the same address doubles the delay, 1 s up to 8 s. Only this session's
-  // thread waits; the wait ends early if the relay stops.
+  // A failed AUTH ends moderation too: the session is what its last AUTH said. Each failure
+  // from the same address doubles the delay, 1 s up to 8 s. Only this session's thread
+  // waits; the wait ends early if the relay stops.
+  moderator_ = false;
   uint32_t failures = control_.auth_failed(peer_);
   control_.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
   LOG_WARN("%s (%s): AUTH failed (%u in a row from this address)", name().c_str(), peer_.to_string().c_str(), failures);
@@ -84,6 +86,8 @@ Reply Session::execute(const protocol::Parsed& command) {
       destination.set_port(*port);
       bool adopted = false;
       int slot = control_.table.subscribe(destination, id_, &adopted);
+      if (slot == SubscriberTable::kTaken)
+        return protocol::err(ErrorCode::kBusy, destination.to_string() + " already receives the stream for another session");
       if (slot < 0) return protocol::err(ErrorCode::kBusy, "the subscriber table is full");
       subscription_.store(slot, std::memory_order_release);
       LOG_INFO("%s (%s): %s the stream to %s", name().c_str(), peer_.to_string().c_str(),
@@ -157,7 +161,7 @@ Reply Session::execute(const protocol::Parsed& command) {
       bool live = last && now - last < uint64_t(config.ingest.stall_timeout_s) * 1000000000ull;
       Fields f{{"sessions", control_.session_count()},
                {"subscribers", st.control.subscribers.load(std::memory_order_relaxed)},
-               {"playing", st.fanout.playing.load(std::memory_order_relaxed)},
+               {"playing", control_.table.count_playing()},  // as of now, not as of the last datagram
                {"ingest_datagrams", st.ingest.datagrams.load(std::memory_order_relaxed)},
                {"ingest_bytes", st.ingest.bytes.load(std::memory_order_relaxed)},
                {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
@@ -168,12 +172,17 @@ Reply Session::execute(const protocol::Parsed& command) {
         text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
       return protocol::ok(text, f);
     }
-    case CommandId::kHelp:
-      return protocol::ok(protocol::help_text());
+    case CommandId::kHelp: {
+      if (args.empty()) return protocol::ok(protocol::help_text());
+      const protocol::CommandSpec* spec = protocol::find_command(args[0]);
+      if (!spec) return protocol::err(ErrorCode::kBadArgument, "no such command; HELP lists them");
+      return protocol::ok(std::string(spec->usage) + " - " + spec->help,
+                          Fields{{"usage", spec->usage}, {"help", spec->help}});
+    }
     case CommandId::kFormat: {
       std::string wanted = lower(args[0]);
       if (wanted != "json" && wanted != "text") return protocol::err(ErrorCode::kBadArgument, "usage: FORMAT JSON|TEXT");
-      json_.store(wanted == "json", std::memory_order_relaxed);
+      format_change_ = wanted == "json";  // applied with the reply (Session::reply)
       return protocol::ok();
     }
     case CommandId::kAuth:

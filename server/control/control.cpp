@@ -301,8 +301,13 @@ protocol::Reply Control::hangup(Session& from, const std::string& other_name) {
 
 uint32_t Control::auth_failed(const Endpoint& peer) {
   std::lock_guard lock(mutex_);
+  constexpr uint64_t kForgetNs = 600'000'000'000;  // ten quiet minutes wipe the slate
   if (auth_failures_.size() > 100000) auth_failures_.clear();  // bounded memory under a flood
-  return ++auth_failures_[peer.host()];
+  uint64_t now = monotonic_ns();
+  Failures& f = auth_failures_[peer.host()];
+  if (f.count && now - f.last_ns > kForgetNs) f.count = 0;
+  f.last_ns = now;
+  return ++f.count;
 }
 
 void Control::auth_succeeded(const Endpoint& peer) {

@@ -58,6 +58,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   void end_subscription();
   void arm_timer();
   std::string name() const;
+  bool watching() const;  // subscribed and playing
 
   Control& control_;
   int fd_;
@@ -67,7 +68,8 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   protocol::LineReader reader_;
   RateLimit rate_;
   std::atomic<int> subscription_{-1};
-  std::atomic<bool> json_{false};
+  bool json_ = false;                    // guarded by out_mutex_
+  std::optional<bool> format_change_;    // FORMAT's new form, applied with its reply
   bool moderator_ = false;
   bool closing_ = false;     // close once the outbox is sent
   bool reading_ = true;      // input paused while our own replies wait to be read
@@ -129,7 +131,11 @@ class Control {
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;  // by id: join order
   std::unordered_map<std::string, uint64_t> names_;        // lower-case name -> id
   std::unordered_map<std::string, uint32_t> per_ip_;
-  std::unordered_map<std::string, uint32_t> auth_failures_;
+  struct Failures {
+    uint32_t count;
+    uint64_t last_ns;
+  };
+  std::unordered_map<std::string, Failures> auth_failures_;  // by address
   std::vector<Call> calls_;
   std::string shutdown_reason_;
   uint64_t next_id_ = 1;

@@ -1,10 +1,13 @@
 // One control session (PROTOCOL.md): its thread, its loop, its line discipline and its
 // outbox. The commands themselves are in commands.cpp.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "control.hpp"
 #include "log.hpp"
@@ -29,15 +32,21 @@ Session::~Session() {
 
 std::string Session::name() const { return control_.name_of(*this); }
 
+bool Session::watching() const {
+  int slot = subscription();
+  return slot >= 0 && control_.ctx.segment.subscribers()[slot].state.load(std::memory_order_relaxed) ==
+                          uint32_t(SubscriberState::kPlaying);
+}
+
 void Session::post(const protocol::Event& event, bool then_close) {
   post_rendered(protocol::render(event, false), protocol::render(event, true), then_close);
 }
 
 void Session::post_rendered(const std::string& text_line, const std::string& json_line, bool then_close) {
-  const std::string& line = json_.load(std::memory_order_relaxed) ? json_line : text_line;
   bool cut_off = false;
   {
     std::lock_guard lock(out_mutex_);
+    const std::string& line = json_ ? json_line : text_line;  // the form in force at this point
     if (close_requested_ && !then_close) return;  // leaving: nothing more to say
     if (outbox_.size() + line.size() > control_.ctx.config.control.outbox_bytes) {
       cut_off = !close_requested_;
@@ -57,9 +66,11 @@ void Session::post_rendered(const std::string& text_line, const std::string& jso
 void Session::reply(const protocol::Reply& r) {
   auto& counter = r.ok ? control_.stats.commands_ok : control_.stats.commands_err;
   counter.fetch_add(1, std::memory_order_relaxed);
-  std::string line = protocol::render(r, json_.load(std::memory_order_relaxed));
   std::lock_guard lock(out_mutex_);
-  outbox_ += line;
+  // FORMAT switches under the lock its reply is queued with: every line after that reply,
+  // events from other threads included, is in the new form, and none before it.
+  if (format_change_) json_ = *std::exchange(format_change_, std::nullopt);
+  outbox_ += protocol::render(r, json_);
 }
 
 void Session::run() {
@@ -87,6 +98,10 @@ void Session::run() {
       ev_break(loop, EVBREAK_ALL);
       return;
     }
+    if (self->watching()) {  // a viewer watching the stream is not idle; keepalive finds dead peers
+      self->arm_timer();
+      return;
+    }
     self->control_.stats.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
     LOG_INFO("%s (%s): idle timeout", self->name().c_str(), self->peer_.to_string().c_str());
     self->post(protocol::Event{"BYE", "idle", protocol::Fields{{"reason", "idle"}}}, true);
@@ -97,6 +112,12 @@ void Session::run() {
   ev_io_start(loop_, &read_watcher_);
   ev_async_start(loop_, &wake_);
   arm_timer();
+  // A viewer's host that vanishes (no FIN, no RST) is found within about 2 minutes.
+  int on = 1, idle = 60, interval = 10, count = 6;
+  setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd_, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd_, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 
   std::string hello = protocol::event_line("HELLO", std::string("vrelay ") + VRELAY_VERSION + " " + name());
   {
@@ -140,7 +161,10 @@ void Session::on_readable() {
     return;
   }
   if (n < 0) return;
-  if (!closing_) reader_.feed(buffer, size_t(n), *this);
+  if (!closing_) {
+    arm_timer();  // any input is activity, an over-long line or a telnet NOP too
+    reader_.feed(buffer, size_t(n), *this);
+  }
   flush();
 }
 
@@ -184,7 +208,6 @@ void Session::flush() {
 
 void Session::on_line(std::string_view line) {
   if (closing_) return;  // lines pipelined after DESCONECTAR, KICK or SHUTDOWN are not run
-  arm_timer();
   protocol::Parsed parsed = protocol::parse(line);
   if (!parsed.ok && parsed.message.empty()) return;  // blank line: no reply
   if (!rate_.allow(double(monotonic_ns()) / 1e9)) {

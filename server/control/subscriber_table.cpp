@@ -52,19 +52,29 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
       if (free_slot < 0) free_slot = int(i);
       continue;
     }
-    if (slot.owner.load(kRelaxed) != 0) continue;
     SubscriberSnapshot s;
-    if (read_subscriber(slot, &s) && s.destination.length == destination.length &&
-        std::memcmp(&s.destination.storage, &destination.storage, destination.length) == 0) {
+    if (!read_subscriber(slot, &s) || s.destination.length != destination.length ||
+        std::memcmp(&s.destination.storage, &destination.storage, destination.length) != 0)
+      continue;
+    // One subscription per destination: two would send every datagram twice to one player.
+    if (s.owner != 0) return kTaken;
+    {
       SubscriberWrite write(slot, segment_.table());
       slot.owner.store(owner, kPublish);
       slot.orphan_deadline_ns.store(0, kPublish);
-      *adopted = true;
-      segment_.stats().control.orphans_adopted.fetch_add(1, kRelaxed);
-      return int(i);
+      if (s.state == SubscriberState::kPaused) {  // CONECTAR means play, from now on
+        uint64_t now = now_ns();
+        slot.from_ns.store(now, kPublish);
+        slot.until_ns.store(kForever, kPublish);
+        slot.since_ns.store(now, kPublish);
+        slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
+      }
     }
+    *adopted = true;
+    segment_.stats().control.orphans_adopted.fetch_add(1, kRelaxed);
+    return int(i);
   }
-  if (free_slot < 0) return -1;
+  if (free_slot < 0) return kFull;
   SubscriberSlot& slot = slots_[free_slot];
   {
     SubscriberWrite write(slot, segment_.table());
@@ -139,6 +149,14 @@ int SubscriberTable::expire_orphans(uint64_t now) {
     update_gauge();
   }
   return removed;
+}
+
+uint64_t SubscriberTable::count_playing() {
+  std::lock_guard lock(mutex_);
+  uint64_t playing = 0;
+  for (uint32_t i = 0; i < capacity_; ++i)
+    playing += slots_[i].state.load(kRelaxed) == uint32_t(SubscriberState::kPlaying);
+  return playing;
 }
 
 uint64_t SubscriberTable::count() {

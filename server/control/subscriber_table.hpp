@@ -16,14 +16,17 @@ class SubscriberTable {
   // Subscriptions left by a control process that died become orphans: they keep playing
   // until a client takes them over or the grace period ends.
   void orphan_all();
-  // A new subscription, or an orphan with the same destination taken over. Returns the slot,
-  // or -1 when the table is full.
+  // A new subscription, or an orphan with the same destination taken over (and playing).
+  // Returns the slot, kFull, or kTaken when another session's subscription already sends
+  // to that destination.
+  static constexpr int kFull = -1, kTaken = -2;
   int subscribe(const Endpoint& destination, uint64_t owner, bool* adopted);
   void pause(int slot);
   void resume(int slot);
   void release(int slot);
   int expire_orphans(uint64_t now);  // returns how many were removed
   uint64_t count();
+  uint64_t count_playing();
 
  private:
   void update_gauge();

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -344,6 +345,84 @@ TEST(Limits, SessionsThatSendWithoutReadingAreNotReadUntilTheyCatchUp) {
   }
   writer.join();
   EXPECT_EQ(relay.shm().stats().control.slow_disconnects.load(), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Fixes, FormatSwitchesExactlyWithItsReplyWhileEventsPourIn) {
+  Relay relay("control:\n  rate_limit: 1000000\n  rate_burst: 1000000\n");
+  Session watcher(relay.control_port());
+  std::atomic<bool> done{false};
+  std::vector<std::thread> talkers;
+  for (int t = 0; t < 3; ++t)
+    talkers.emplace_back([&] {
+      Session talker(relay.control_port());
+      for (int i = 0; i < 5000 && !done.load(); ++i) talker.command("BROADCAST x");
+    });
+  bool json = false;
+  for (int round = 0; round < 200; ++round) {
+    json = !json;
+    watcher.send_raw(json ? "FORMAT JSON\r\n" : "FORMAT TEXT\r\n");
+    // Lines before the reply may be in either form; from the reply on, only the new one.
+    std::optional<std::string> line;
+    auto is_event = [](const std::string& l) { return l.rfind("EVENT ", 0) == 0 || l.rfind("{\"event\"", 0) == 0; };
+    while ((line = watcher.read_line()) && is_event(*line)) {
+    }
+    ASSERT_TRUE(line);
+    ASSERT_EQ(*line, json ? R"({"ok":true,"text":""})" : "OK") << "round " << round;
+    watcher.send_raw("PING\r\n");
+    while ((line = watcher.read_line())) {
+      bool is_json = line->front() == '{';
+      ASSERT_EQ(is_json, json) << "round " << round << ": " << *line;
+      if (line->find("PONG") != std::string::npos) break;
+    }
+  }
+  done = true;
+  for (auto& t : talkers) t.join();
+}
+
+TEST(Fixes, OneSubscriptionPerDestination) {
+  Relay relay;
+  UdpSink sink;
+  Session a(relay.control_port()), b(relay.control_port());
+  ASSERT_EQ(a.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  EXPECT_TRUE(starts_with(b.command("CONECTAR " + std::to_string(sink.port())), "ERR busy 127.0.0.1:"));
+  UdpSource source(relay.ingest_port());
+  source.send("once");
+  EXPECT_EQ(sink.receive(), "once");
+  EXPECT_TRUE(no_event(a, "X"));  // a round trip: the fan-out has long sent any second copy
+  EXPECT_EQ(sink.drain(), 0u);
+}
+
+TEST(Fixes, HelpExplainsOneCommand) {
+  Relay relay;
+  Session s(relay.control_port());
+  EXPECT_EQ(s.command("HELP connect"),
+            "OK CONECTAR <port> - receive the stream by UDP at <port> of this connection's IP address");
+  EXPECT_TRUE(starts_with(s.command("HELP frob"), "ERR bad-argument"));
+  EXPECT_TRUE(starts_with(s.command("HELP a b"), "ERR bad-argument"));
+}
+
+TEST(Fixes, AnyInputKeepsASessionAwake) {
+  Relay relay("control:\n  idle_timeout: 1\n");
+  Session s(relay.control_port());
+  auto start = Clock::now();
+  while (Clock::now() - start < 2500ms) {  // over-long lines only, for 2.5 idle periods
+    s.send_raw(std::string(1500, 'x') + "\r\n");
+    ASSERT_TRUE(starts_with(s.reply(), "ERR line-too-long"));
+    std::this_thread::sleep_for(300ms);  // the pace of a person typing
+  }
+  EXPECT_EQ(s.command("PING"), "OK PONG");
+}
+
+TEST_F(Moderation, AFailedAuthEndsModeration) {
+  Session s(relay.control_port());
+  ASSERT_EQ(s.command("AUTH s3cret-Token-42"), "OK");
+  EXPECT_TRUE(starts_with(s.command("KICK nobody"), "ERR no-such-user"));
+  EXPECT_TRUE(starts_with(s.command("AUTH wrong-token"), "ERR forbidden"));
+  EXPECT_TRUE(starts_with(s.command("KICK nobody"), "ERR forbidden"));
 }
 
 }  // namespace

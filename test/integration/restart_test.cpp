@@ -115,6 +115,28 @@ TEST(Restart, ControlKilledLeavesTheStreamFlowingAndAReconnectTakesItOver) {
   EXPECT_TRUE(is_payload(sink.receive(), 4));
 }
 
+TEST(Restart, APausedOrphanPlaysAgainWhenItsClientReconnects) {
+  Relay relay;
+  UdpSink sink;
+  {
+    Session s(relay.control_port());
+    ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+    ASSERT_EQ(s.command("PAUSE"), "OK");
+    pid_t old_pid = relay.child_pid(kControl);
+    ASSERT_EQ(kill(old_pid, SIGKILL), 0);
+    EXPECT_TRUE(s.closed_by_peer());
+    ASSERT_TRUE(wait_until([&] {
+      pid_t now = relay.child_pid(kControl);
+      return now != 0 && now != old_pid && relay.shm().process(kControl).state.load() == uint32_t(ProcessState::kReady);
+    }, 10000ms));
+  }
+  Session again(relay.control_port());
+  ASSERT_EQ(again.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  UdpSource source(relay.ingest_port());
+  source.send(test_payload(7));
+  EXPECT_TRUE(is_payload(sink.receive(), 7));  // CONECTAR's OK means playing
+}
+
 TEST(Restart, UnclaimedOrphansAreRemovedAfterTheGrace) {
   Relay relay("control:\n  orphan_grace: 1\n");
   UdpSink sink;

@@ -14,7 +14,18 @@
 #                                              key the loader (common/config.cpp) knows is
 #                                              in config/vrelay.yaml
 #   check_man.sh check-config VRELAYD SRCDIR   vrelayd --check-config accepts the example
-#   check_man.sh all VRELAYD SRCDIR            the last four
+#   check_man.sh options-vrelayctl VRELAYCTL SRCDIR
+#                                              every option of `vrelayctl --help` is in
+#                                              OPTIONS of man/vrelayctl.1, and no other
+#   check_man.sh protocol VRELAYD SRCDIR       every command name and alias of the command
+#                                              table in common/protocol.cpp is in a .TP
+#                                              entry of COMMANDS of man/vrelay-protocol.7
+#                                              (aliases in their command's entry) and no
+#                                              other command is; the page quotes the HELP
+#                                              reply; every error word of error_word() has
+#                                              a .TP entry in ERROR CODES, and no other
+#   check_man.sh all VRELAYD SRCDIR            options, counters, config-keys,
+#                                              check-config and protocol
 #
 # Man pages escape hyphens (\-) and fonts (\fB): text is normalized before it is compared.
 set -u
@@ -211,8 +222,90 @@ check_config_example() {
   fi
 }
 
+# The command table of common/protocol.cpp, one entry per line: the name, then its
+# aliases, from entries written {CommandId::kX, "NAME", {"ALIAS", ..., nullptr}, ...}.
+protocol_commands() {
+  grep -oE '\{CommandId::k[A-Za-z]+, *"[^"]*", *\{[^}]*\}' "$1" | while IFS= read -r entry; do
+    printf '%s\n' "$entry" | sed -E 's/^\{CommandId::k[A-Za-z]+, *//' | grep -oE '"[^"]*"' | tr -d '"' |
+      paste -sd ' ' -
+  done
+}
+
+# The enumerators of `enum class NAME { kA, kB, ... };` in a header, one per line.
+enumerators() {
+  awk -v want="enum class $2 " '
+    index($0, want) == 1 { inside = 1 }
+    inside { print }
+    inside && /}/ { exit }' "$1" | sed -e 's/.*{//' -e 's/}.*//' | tr ',' '\n' | grep -oE 'k[A-Za-z0-9]+'
+}
+
+check_protocol() {
+  local source="$1" header="$2" page="$3" f
+  for f in "$source" "$header" "$page"; do
+    [ -f "$f" ] || { fail "$f: missing"; return; }
+  done
+  local text entries n_entries n_enum
+  text=$(normalize "$page")
+
+  # The command table, one entry per CommandId.
+  entries=$(protocol_commands "$source")
+  n_entries=$(printf '%s\n' "$entries" | grep -c .)
+  n_enum=$(enumerators "$header" CommandId | grep -c .)
+  [ "$n_entries" -gt 0 ] || { fail "$source: no command table entries found"; return; }
+  if [ "$(grep -oE '\{CommandId::k' "$source" | grep -c .)" -ne "$n_entries" ]; then
+    fail "$source: some command table entries do not read as {CommandId::kX, \"NAME\", {\"ALIAS\", ..., nullptr}, ...}"
+  fi
+  [ "$n_entries" -eq "$n_enum" ] || fail "$source: $n_entries command table entries for $n_enum CommandId values in $header"
+
+  # Every name has a .TP entry in COMMANDS, and its aliases are in the same entry.
+  local command_tags line name word found help="OK"
+  command_tags=$(printf '%s\n' "$text" | section COMMANDS | tags)
+  [ -n "$command_tags" ] || { fail "$page: no .TP entries in COMMANDS"; return; }
+  while IFS= read -r line; do
+    name=${line%% *}
+    help="$help $line"
+    found=$(printf '%s\n' "$command_tags" | while IFS= read -r t; do has_word "$name" "$t" && printf '%s\n' "$t"; done)
+    if [ -z "$found" ]; then
+      fail "$page: command $name has no .TP entry in COMMANDS"
+      continue
+    fi
+    for word in ${line#"$name"}; do
+      has_word "$word" "$found" || fail "$page: the COMMANDS entry of $name does not name its alias $word"
+    done
+  done <<< "$entries"
+  # And the other way: an entry of COMMANDS whose tag starts with a word in capitals is
+  # one of the table's commands (not a command that was removed or renamed).
+  local names
+  names=$(printf '%s\n' "$entries" | awk '{ print $1 }')
+  for word in $(printf '%s\n' "$command_tags" | sed -E 's/^\.[A-Z]+ +//' | tr -d '"' | awk '{ print $1 }' |
+                sed 's/,$//' | grep -E '^[A-Z]{2,}$' | sort -u); do
+    printf '%s\n' "$names" | grep -qxF -- "$word" ||
+      fail "$page: COMMANDS has an entry for $word, which is not a command of $source"
+  done
+  # The page quotes the reply to HELP: every name and alias in the table's order.
+  printf '%s\n' "$text" | grep -qxF -- "$help" || fail "$page: does not quote the HELP reply as one line: $help"
+
+  # Every word error_word() returns has a .B entry in ERROR CODES, and no other.
+  local errors n_errors n_codes error_tags
+  errors=$(sed -n '/^const char\* error_word(/,/^}/p' "$source" |
+           sed -nE 's/.*case ErrorCode::k[A-Za-z0-9]+: *return "([^"]*)";.*/\1/p')
+  n_errors=$(printf '%s\n' "$errors" | grep -c .)
+  n_codes=$(enumerators "$header" ErrorCode | grep -c .)
+  [ "$n_errors" -gt 0 ] || { fail "$source: no error words found in error_word()"; return; }
+  [ "$n_errors" -eq "$n_codes" ] || fail "$source: error_word() returns $n_errors words for $n_codes ErrorCode values in $header"
+  error_tags=$(printf '%s\n' "$text" | section "ERROR CODES" | tags)
+  for word in $errors; do
+    printf '%s\n' "$error_tags" | grep -qxE -- "\.B +$word" || fail "$page: error word $word has no '.B $word' entry in ERROR CODES"
+  done
+  for word in $(printf '%s\n' "$error_tags" | sed -nE 's/^\.B +([a-z-]+)$/\1/p'); do
+    printf '%s\n' "$errors" | grep -qxF -- "$word" || fail "$page: ERROR CODES documents $word, which error_word() does not return"
+  done
+  echo "protocol: checked $n_entries commands ($(printf '%s\n' "$entries" | wc -w) names and aliases) and $n_errors error words against $page"
+}
+
 usage() {
-  echo "usage: $0 mandoc|groff PAGE [PROGRAM] | options|counters|config-keys|check-config|all VRELAYD SRCDIR" >&2
+  echo "usage: $0 mandoc|groff PAGE [PROGRAM] | options|counters|config-keys|check-config|protocol|all VRELAYD SRCDIR" >&2
+  echo "       $0 options-vrelayctl VRELAYCTL SRCDIR" >&2
   exit 2
 }
 
@@ -221,7 +314,12 @@ what="$1"
 case "$what" in
   mandoc) lint mandoc "$2" "${3:-mandoc}" ;;
   groff) lint groff "$2" "${3:-groff}" ;;
-  options | counters | config-keys | check-config | all)
+  options-vrelayctl)
+    [ $# -eq 3 ] || usage
+    [ -x "$2" ] || { echo "FAIL: $2 is not an executable" >&2; exit 1; }
+    check_options "$2" "$3/man/vrelayctl.1"
+    ;;
+  options | counters | config-keys | check-config | protocol | all)
     [ $# -eq 3 ] || usage
     bin="$2"
     src="$3"
@@ -230,6 +328,9 @@ case "$what" in
     case "$what" in counters | all) check_counters "$src/common/counters.def" "$src/man/vrelayd.8" ;; esac
     case "$what" in config-keys | all) check_config_keys "$src/config/vrelay.yaml" "$src/man/vrelay.yaml.5" "$src/common/config.cpp" ;; esac
     case "$what" in check-config | all) check_config_example "$bin" "$src/config/vrelay.yaml" ;; esac
+    case "$what" in protocol | all)
+      check_protocol "$src/common/protocol.cpp" "$src/common/protocol.hpp" "$src/man/vrelay-protocol.7" ;;
+    esac
     ;;
   *) usage ;;
 esac

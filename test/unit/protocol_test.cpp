@@ -144,10 +144,16 @@ TEST(Parser, UnknownCommand) {
   Parsed p = parse("FROB 1");
   EXPECT_FALSE(p.ok);
   EXPECT_EQ(p.error, ErrorCode::kUnknownCommand);
+  // The quoted word is cut to 32 bytes on a character boundary: the reply stays UTF-8.
+  std::string word = "a";
+  for (int i = 0; i < 20; ++i) word += "\xc3\xb1";
+  Parsed long_word = parse(word);
+  EXPECT_TRUE(is_clean_text(long_word.message)) << long_word.message;
+  EXPECT_NE(long_word.message.find("'a\xc3\xb1"), std::string::npos);
 }
 
 TEST(Parser, WrongNumberOfWordsIsBadArgument) {
-  for (auto line : {"CONECTAR", "CONECTAR 1.2.3.4 5000", "PAUSE now", "PING PONG", "HELP me"}) {
+  for (auto line : {"CONECTAR", "CONECTAR 1.2.3.4 5000", "PAUSE now", "PING PONG", "HELP me now"}) {
     Parsed p = parse(line);
     EXPECT_FALSE(p.ok) << line;
     EXPECT_EQ(p.error, ErrorCode::kBadArgument) << line;
