@@ -108,6 +108,11 @@ struct Loader {
            {"rate_limit", [&](const YAML::Node& v, const std::string& kk) { c.control.rate_limit = number(v, kk, 1, 1000000); }},
            {"rate_burst", [&](const YAML::Node& v, const std::string& kk) { c.control.rate_burst = number(v, kk, 1, 1000000); }},
            {"outbox_bytes", [&](const YAML::Node& v, const std::string& kk) { c.control.outbox_bytes = number(v, kk, 4096, 1 << 30); }},
+           {"presence_events", [&](const YAML::Node& v, const std::string& kk) {
+              std::string s = scalar(v, kk);
+              if (s != "all" && s != "named") fail(v, kk, "expected all or named, got '" + s + "'");
+              c.control.presence_to_named_only = s == "named";
+            }},
            {"ports", [&](const YAML::Node& v, const std::string& kk) {
               std::string s = scalar(v, kk);
               auto dash = s.find('-');

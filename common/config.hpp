@@ -25,6 +25,9 @@ struct Config {
     uint32_t rate_limit = 1000;        // lines per second per session
     uint32_t rate_burst = 2000;
     uint32_t outbox_bytes = 1 << 20;   // a session that lets more pile up is disconnected
+    // Who hears JOIN, LEAVE and RENAME: every session (the contract), or only the sessions
+    // that took a NAME (chat users): O(named) per event instead of O(all) on big relays.
+    bool presence_to_named_only = false;
   } control;
 
   struct Moderators {

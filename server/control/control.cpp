@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,9 +29,23 @@ std::string lower(std::string_view text) {
   return out;
 }
 
+namespace {
+// Sessions this process can hold: one descriptor each, plus a reserve for everything else.
+uint32_t sessions_that_fit(uint32_t wanted) {
+  constexpr rlim_t kReserve = 64;
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return wanted;
+  rlim_t room = nofile.rlim_cur > kReserve ? nofile.rlim_cur - kReserve : 0;
+  if (room >= wanted) return wanted;
+  LOG_WARN("control.max_sessions=%u does not fit the descriptor limit (%lu): at most %lu sessions; raise LimitNOFILE",
+           wanted, (unsigned long)nofile.rlim_cur, (unsigned long)room);
+  return uint32_t(room);
+}
+}  // namespace
+
 Control::Control(ChildContext& c)
     : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * 1000000000ull),
-      stats(c.segment.stats().control) {}
+      stats(c.segment.stats().control), max_sessions_(sessions_that_fit(c.config.control.max_sessions)) {}
 
 namespace {
 int g_reserve_fd = -1;  // released at the descriptor limit so one connection can be shed
@@ -44,7 +59,8 @@ void refuse(int fd, const char* why) {
 }  // namespace
 
 void Control::accept_ready() {
-  while (true) {
+  // A bounded batch per wake-up, so a connection storm never starves this loop's timers.
+  for (int accepted = 0; accepted < 256; ++accepted) {
     sockaddr_storage ss;
     socklen_t len = sizeof ss;
     int fd = accept4(ctx.sockets.control, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -71,7 +87,7 @@ void Control::accept_ready() {
     {
       std::lock_guard lock(mutex_);
       uint32_t& from_ip = per_ip_[peer.host()];
-      if (sessions_.size() >= ctx.config.control.max_sessions) {
+      if (sessions_.size() >= max_sessions_) {
         refusal = "too many sessions, try again later";
       } else if (from_ip >= ctx.config.control.max_sessions_per_ip) {
         refusal = "too many sessions from your address";
@@ -136,11 +152,12 @@ void Control::session_started(Session& session) {
   std::string name = name_of(session);
   Event event{"JOIN", name, Fields{{"name", name}}};
   std::string text = protocol::render(event, false), json = protocol::render(event, true);
+  bool named_only = ctx.config.control.presence_to_named_only;
   std::vector<std::shared_ptr<Session>> earlier;
   {
     std::lock_guard lock(mutex_);
     for (auto it = sessions_.begin(); it != sessions_.end() && it->first < session.id(); ++it)
-      earlier.push_back(it->second);
+      if (!named_only || it->second->named_) earlier.push_back(it->second);
   }
   for (auto& s : earlier) s->post_rendered(text, json);
 }
@@ -169,7 +186,7 @@ void Control::session_ended(Session& session) {
     all_ended_.notify_all();
   }
   for (auto& [peer, who] : hung_up) peer->post(Event{"HANGUP", who, Fields{{"from", who}}});
-  if (!stopping.load()) send_to_others(session, Event{"LEAVE", name, Fields{{"name", name}}});
+  if (!stopping.load()) send_to_others(session, Event{"LEAVE", name, Fields{{"name", name}}}, true);
 }
 
 std::string Control::name_of(const Session& session) {
@@ -202,10 +219,11 @@ protocol::Reply Control::rename(Session& session, const std::string& wanted) {
     names_.erase(lower(old));
     names_[lower(wanted)] = session.id();  // the check and the claim under one lock: one winner
     session.name_ = wanted;
+    session.named_ = true;
   }
   LOG_INFO("%s (%s) is now %s", old.c_str(), session.peer().to_string().c_str(), wanted.c_str());
   session.after_reply([this, &session, old, wanted] {
-    send_to_others(session, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}});
+    send_to_others(session, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}}, true);
   });
   return protocol::ok();
 }
@@ -226,15 +244,16 @@ std::shared_ptr<Session> Control::find(const std::string& name) {
   return s == sessions_.end() ? nullptr : s->second;
 }
 
-size_t Control::send_to_others(const Session& from, const Event& event) {
+size_t Control::send_to_others(const Session& from, const Event& event, bool presence) {
   // Render once per format, then queue to each: the sender never waits for a reader.
   std::string text = protocol::render(event, false), json = protocol::render(event, true);
+  bool named_only = presence && ctx.config.control.presence_to_named_only;
   std::vector<std::shared_ptr<Session>> others;
   {
     std::lock_guard lock(mutex_);
     others.reserve(sessions_.size());
     for (auto& [id, s] : sessions_)
-      if (id != from.id()) others.push_back(s);
+      if (id != from.id() && (!named_only || s->named_)) others.push_back(s);
   }
   for (auto& s : others) s->post_rendered(text, json);
   return others.size();
@@ -347,6 +366,7 @@ void Control::shutdown(const std::string& reason) {
 
 int run_control(ChildContext& ctx) {
   ChildLoop child(ctx);
+  install_session_wakeup();
   Control control(ctx);
   control.table.orphan_all();
   g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

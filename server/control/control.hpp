@@ -3,6 +3,7 @@
 // server/control/.
 #pragma once
 #include <ev.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -24,8 +25,10 @@ namespace vrelay {
 
 class Control;
 
-// One client connection, served by its own thread running its own small libev loop:
-// its socket, an ev_async that says "lines wait in the outbox", and a timer.
+// One client connection, served by its own thread. The thread waits in ppoll() on its
+// socket alone (one descriptor per session) with the timer as the poll's deadline; other
+// threads wake it with SIGUSR1 when they queue lines for it. No libev loop per session:
+// its eventfd and its per-descriptor arrays cost too much at 10,000 sessions.
 class Session : public std::enable_shared_from_this<Session>, private protocol::LineReader::Sink {
  public:
   Session(Control& control, int fd, uint64_t id, const Endpoint& peer);
@@ -50,6 +53,8 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   void on_telnet_reply(std::string_view bytes) override;
 
   void on_readable();
+  void on_wake();     // lines were queued, or a close was requested
+  void on_timer();    // the idle timeout, or the grace to send the last lines
   void flush();
   void reply(const protocol::Reply& reply);
   void after_reply(std::function<void()> action) { after_reply_.push_back(std::move(action)); }
@@ -75,18 +80,23 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   bool reading_ = true;      // input paused while our own replies wait to be read
   std::vector<std::function<void()>> after_reply_;
 
-  std::mutex out_mutex_;     // guards outbox_, close_requested_, loop_alive_
+  std::mutex out_mutex_;     // guards outbox_, close_requested_, running_, wake_sent_
   std::string outbox_;
   bool close_requested_ = false;
-  bool loop_alive_ = false;
+  bool running_ = false;     // the thread is in its loop and may be signalled
+  bool wake_sent_ = false;   // one SIGUSR1 in flight is enough
 
   std::string name_;         // guarded by Control::mutex_
+  bool named_ = false;       // took a NAME; guarded by Control::mutex_
 
-  struct ev_loop* loop_ = nullptr;
-  ev_io read_watcher_{}, write_watcher_{};
-  ev_async wake_{};
-  ev_timer timer_{};
+  pthread_t thread_{};
+  bool stop_ = false;        // leave the loop
+  bool want_write_ = false;  // the outbox waits for room in the socket
+  uint64_t deadline_ns_ = 0; // monotonic; 0 = no timer
 };
+
+// Installs the (empty) SIGUSR1 handler that interrupts a session thread's ppoll().
+void install_session_wakeup();
 
 // What a CALL is: who called whom, and whether it was answered.
 struct Call {
@@ -109,7 +119,9 @@ class Control {
   protocol::Reply rename(Session& session, const std::string& wanted);
   std::vector<std::string> names();
   std::shared_ptr<Session> find(const std::string& name);
-  size_t send_to_others(const Session& from, const protocol::Event& event);
+  // To every other session; a presence event (JOIN, LEAVE, RENAME) only to the named ones
+  // when control.presence_events is "named".
+  size_t send_to_others(const Session& from, const protocol::Event& event, bool presence = false);
   protocol::Reply call(Session& from, const std::string& to, uint16_t port);
   protocol::Reply answer(Session& from, const std::string& caller, uint16_t port);
   protocol::Reply hangup(Session& from, const std::string& other);
@@ -139,6 +151,7 @@ class Control {
   std::vector<Call> calls_;
   std::string shutdown_reason_;
   uint64_t next_id_ = 1;
+  uint32_t max_sessions_;  // control.max_sessions, lowered to what the descriptor limit allows
 };
 
 std::string lower(std::string_view text);

@@ -2,6 +2,8 @@
 // outbox. The commands themselves are in commands.cpp.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -55,7 +57,10 @@ void Session::post_rendered(const std::string& text_line, const std::string& jso
       outbox_ += line;
     }
     if (then_close) close_requested_ = true;
-    if (loop_alive_) ev_async_send(loop_, &wake_);
+    if (running_ && !wake_sent_) {
+      wake_sent_ = true;
+      pthread_kill(thread_, SIGUSR1);
+    }
   }
   if (cut_off) {
     control_.stats.slow_disconnects.fetch_add(1, std::memory_order_relaxed);
@@ -73,91 +78,107 @@ void Session::reply(const protocol::Reply& r) {
   outbox_ += protocol::render(r, json_);
 }
 
+void install_session_wakeup() {
+  struct sigaction wake {};
+  wake.sa_handler = [](int) {};  // only interrupts ppoll()
+  sigemptyset(&wake.sa_mask);
+  sigaction(SIGUSR1, &wake, nullptr);
+}
+
 void Session::run() {
-  loop_ = ev_loop_new(unsigned(EVBACKEND_POLL) | unsigned(EVFLAG_NOENV) | unsigned(EVFLAG_NOSIGMASK));
-  ev_io_init(&read_watcher_, [](struct ev_loop*, ev_io* w, int) { static_cast<Session*>(w->data)->on_readable(); },
-             fd_, EV_READ);
-  ev_io_init(&write_watcher_, [](struct ev_loop*, ev_io* w, int) { static_cast<Session*>(w->data)->flush(); }, fd_,
-             EV_WRITE);
-  ev_async_init(&wake_, [](struct ev_loop*, ev_async* w, int) {
-    auto* self = static_cast<Session*>(w->data);
-    bool close_now;
-    {
-      std::lock_guard lock(self->out_mutex_);
-      close_now = self->close_requested_ && !self->closing_;
-    }
-    if (close_now) {
-      self->closing_ = true;
-      self->arm_timer();
-    }
-    self->flush();
-  });
-  ev_init(&timer_, [](struct ev_loop* loop, ev_timer* w, int) {
-    auto* self = static_cast<Session*>(w->data);
-    if (self->closing_) {  // the peer did not take the last lines in time
-      ev_break(loop, EVBREAK_ALL);
-      return;
-    }
-    if (self->watching()) {  // a viewer watching the stream is not idle; keepalive finds dead peers
-      self->arm_timer();
-      return;
-    }
-    self->control_.stats.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
-    LOG_INFO("%s (%s): idle timeout", self->name().c_str(), self->peer_.to_string().c_str());
-    self->post(protocol::Event{"BYE", "idle", protocol::Fields{{"reason", "idle"}}}, true);
-  });
-  for (auto* w : {reinterpret_cast<ev_watcher*>(&read_watcher_), reinterpret_cast<ev_watcher*>(&write_watcher_),
-                  reinterpret_cast<ev_watcher*>(&wake_), reinterpret_cast<ev_watcher*>(&timer_)})
-    w->data = this;
-  ev_io_start(loop_, &read_watcher_);
-  ev_async_start(loop_, &wake_);
-  arm_timer();
+  thread_ = pthread_self();
   // A viewer's host that vanishes (no FIN, no RST) is found within about 2 minutes.
   int on = 1, idle = 60, interval = 10, count = 6;
   setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
   setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
   setsockopt(fd_, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
   setsockopt(fd_, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  arm_timer();
 
   std::string hello = protocol::event_line("HELLO", std::string("vrelay ") + VRELAY_VERSION + " " + name());
   {
     std::lock_guard lock(out_mutex_);
-    loop_alive_ = true;
+    running_ = true;
     outbox_.insert(0, hello);
-    if (close_requested_) closing_ = true;
   }
   LOG_DEBUG("%s connected from %s", name().c_str(), peer_.to_string().c_str());
-  flush();
+  on_wake();
   control_.session_started(*this);
-  ev_run(loop_, 0);
+
+  // The thread blocks every signal (see Control::start_thread) but SIGUSR1 inside ppoll():
+  // a wake-up sent while it works stays pending and ends the next ppoll() at once.
+  sigset_t wait_mask;
+  sigfillset(&wait_mask);
+  sigdelset(&wait_mask, SIGUSR1);
+  while (!stop_) {
+    timespec timeout{}, *limit = nullptr;
+    if (deadline_ns_) {
+      uint64_t now = monotonic_ns(), left = deadline_ns_ > now ? deadline_ns_ - now : 0;
+      timeout = {time_t(left / 1000000000ull), long(left % 1000000000ull)};
+      limit = &timeout;
+    }
+    pollfd p{fd_, short((reading_ ? POLLIN : 0) | (want_write_ ? POLLOUT : 0)), 0};
+    int r = ppoll(&p, 1, limit, &wait_mask);
+    if (r < 0) {
+      if (errno == EINTR) on_wake();
+      continue;
+    }
+    if (r == 0) {
+      on_timer();
+      continue;
+    }
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) on_readable();
+    if (!stop_ && (p.revents & POLLOUT)) flush();
+  }
 
   {
     std::lock_guard lock(out_mutex_);
-    loop_alive_ = false;
+    running_ = false;
   }
   end_subscription();
-  ev_loop_destroy(loop_);
-  loop_ = nullptr;
   shutdown(fd_, SHUT_RDWR);
   LOG_DEBUG("%s (%s) ended", name().c_str(), peer_.to_string().c_str());
   control_.session_ended(*this);
 }
 
-void Session::arm_timer() {
-  double after = closing_ ? kCloseGraceSeconds : double(control_.ctx.config.control.idle_timeout_s);
-  if (after <= 0) {
-    ev_timer_stop(loop_, &timer_);
+void Session::on_wake() {
+  bool close_now;
+  {
+    std::lock_guard lock(out_mutex_);
+    wake_sent_ = false;
+    close_now = close_requested_ && !closing_;
+  }
+  if (close_now) {
+    closing_ = true;
+    arm_timer();
+  }
+  flush();
+}
+
+void Session::on_timer() {
+  if (closing_) {  // the peer did not take the last lines in time
+    stop_ = true;
     return;
   }
-  timer_.repeat = after;
-  ev_timer_again(loop_, &timer_);
+  if (watching()) {  // a viewer watching the stream is not idle; keepalive finds dead peers
+    arm_timer();
+    return;
+  }
+  control_.stats.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+  LOG_INFO("%s (%s): idle timeout", name().c_str(), peer_.to_string().c_str());
+  post(protocol::Event{"BYE", "idle", protocol::Fields{{"reason", "idle"}}}, true);
+}
+
+void Session::arm_timer() {
+  double after = closing_ ? kCloseGraceSeconds : double(control_.ctx.config.control.idle_timeout_s);
+  deadline_ns_ = after <= 0 ? 0 : monotonic_ns() + uint64_t(after * 1e9);
 }
 
 void Session::on_readable() {
   char buffer[4096];
-  ssize_t n = recv(fd_, buffer, sizeof buffer, 0);
+  ssize_t n = recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-    ev_break(loop_, EVBREAK_ALL);  // the peer left: as DESCONECTAR
+    stop_ = true;  // the peer left: as DESCONECTAR
     return;
   }
   if (n < 0) return;
@@ -189,21 +210,14 @@ void Session::flush() {
     left = outbox_.size();
   }
   if (broken) {
-    ev_break(loop_, EVBREAK_ALL);
+    stop_ = true;
     return;
   }
   // A client that sends commands without reading the replies is not read either until it
   // catches up: its own replies never grow the outbox past half the limit.
-  bool backlog = left > control_.ctx.config.control.outbox_bytes / 2;
-  if (backlog && reading_) ev_io_stop(loop_, &read_watcher_);
-  if (!backlog && !reading_) ev_io_start(loop_, &read_watcher_);
-  reading_ = !backlog;
-  if (left) {
-    ev_io_start(loop_, &write_watcher_);
-  } else {
-    ev_io_stop(loop_, &write_watcher_);
-    if (closing_) ev_break(loop_, EVBREAK_ALL);
-  }
+  reading_ = left <= control_.ctx.config.control.outbox_bytes / 2;
+  want_write_ = left > 0;
+  if (!left && closing_) stop_ = true;
 }
 
 void Session::on_line(std::string_view line) {

@@ -426,3 +426,23 @@ TEST_F(Moderation, AFailedAuthEndsModeration) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Presence, NamedOnlyReachesTheSessionsThatTookAName) {
+  Relay relay("control:\n  presence_events: named\n");
+  Session chatter(relay.control_port()), viewer(relay.control_port());
+  ASSERT_EQ(chatter.command("NAME ana"), "OK");
+  EXPECT_EQ(viewer.wait_event("RENAME", 300ms), std::nullopt);  // a guest hears no presence
+  Session late(relay.control_port());
+  std::string late_name = late.hello.substr(late.hello.rfind(' ') + 1);
+  EXPECT_EQ(chatter.wait_event("JOIN"), "EVENT JOIN " + late_name);
+  EXPECT_EQ(late.command("QUIT"), "OK");
+  EXPECT_EQ(chatter.wait_event("LEAVE"), "EVENT LEAVE " + late_name);
+  EXPECT_TRUE(no_event(viewer, "JOIN"));
+  EXPECT_TRUE(no_event(viewer, "LEAVE"));
+  EXPECT_EQ(chatter.command("BROADCAST hola"), "OK 1");  // messages still reach everyone
+  EXPECT_EQ(viewer.wait_event("BROADCAST"), "EVENT BROADCAST ana hola");
+}
+
+}  // namespace

@@ -1,0 +1,619 @@
+// Control-session scale benchmark: a real vrelayd on loopback (one thread per session), N
+// idle sessions open at once. For each N it reports what the sessions cost the control
+// process (RSS and PSS over the baseline of the same relay before any session, divided by
+// N; virtual size; threads; memory maps; descriptors; the RSS of the session thread stacks;
+// the kernel's thread stacks, page tables and slab, machine-wide), its CPU use while the N
+// sessions are idle, and the reply latency of PING sent one at a time to sessions picked at
+// random among the N.
+//
+//   sessions_bench [--stack KIB[,KIB...]] [--pings COUNT] [N...]
+//       default: --stack 256,128,64 --pings 2000  1 100 1000 10000
+//
+// One relay per stack size (control.thread_stack_kib); on it the sessions accumulate (N
+// grows 1 -> 100 -> 1000 -> 10000) and every figure is measured against that relay's
+// baseline before its first session. "open" is the time to open the sessions a step adds;
+// "quiet" how long the relay then keeps sending events (JOIN ...) about them. Clients connect
+// from 127.0.0.2, 127.0.0.3, ... (1,000 sessions per address) with non-blocking connects and
+// epoll, at most 256 connections waiting for their HELLO. Every wait is bounded; a step
+// that fails (a refusal, a closed session, a deadline) ends that relay's series with the
+// reason and the end of vrelayd's log.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+
+using namespace vrelay;
+using namespace vrelay::test;
+
+namespace {
+
+constexpr size_t kInFlight = 256;          // connections waiting for their HELLO, at most
+constexpr size_t kPerAddress = 1000;       // sessions per client source address 127.0.0.x
+constexpr auto kOpenLimit = 90s;           // to open one step's sessions
+constexpr auto kQuietLimit = 60s;          // for the relay to stop sending events after the HELLOs
+constexpr auto kReplyLimit = 5000ms;       // for one PING's reply
+
+double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = size_t(p / 100.0 * double(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+// ---- the client side: many sessions, one epoll ----------------------------------------
+
+struct Conn {
+  int fd = -1;
+  bool open = false;  // HELLO received
+  Clock::time_point started;
+  std::string buffer;
+};
+
+class Fleet {
+ public:
+  explicit Fleet(uint16_t port) : port_(port), epoll_(epoll_create1(EPOLL_CLOEXEC)) {}
+  ~Fleet() {
+    close_all();
+    ::close(epoll_);
+  }
+
+  size_t open() const { return open_; }
+  const std::string& error() const { return error_; }
+  uint64_t events() const { return events_; }
+  const std::vector<double>& hello_us() const { return hello_us_; }
+
+  // Opens sessions until `target` have sent their HELLO; false (error() says why) on the
+  // first connection that fails or is refused, or when `limit` passes. `tick` runs between
+  // two rounds of reading.
+  bool grow(size_t target, Clock::duration limit, const std::function<void()>& tick) {
+    hello_us_.clear();
+    auto deadline = Clock::now() + limit;
+    while (open_ < target) {
+      while (conns_.size() < target && conns_.size() - open_ < kInFlight)
+        if (!start_connect()) return false;
+      if (Clock::now() >= deadline) {
+        error_ = "deadline: " + std::to_string(open_) + " of " + std::to_string(target) + " sessions open after " +
+                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(limit).count()) + " s";
+        return false;
+      }
+      if (!pump(100)) return false;
+      tick();
+    }
+    return true;
+  }
+
+  // Reads what the sessions have sent, for up to `timeout_ms`; false on a failure.
+  bool pump(int timeout_ms) {
+    epoll_event events[512];
+    int n = epoll_wait(epoll_, events, 512, timeout_ms);
+    for (int i = 0; i < n; ++i)
+      if (!on_ready(events[i].data.u64, events[i].events)) return false;
+    return true;
+  }
+
+  // One PING to session `index`, waiting for its reply; the latency in us, or -1 (error()).
+  double ping(size_t index) {
+    Conn& c = conns_[index];
+    std::string name = "session " + std::to_string(index);
+    std::string line;
+    while (take_line(c, line)) {  // what arrived before (events) is not the reply
+      if (line.rfind("EVENT ", 0) != 0) return failed(name + ": stray line '" + line + "'");
+      ++events_;
+    }
+    auto start = Clock::now();
+    if (send(c.fd, "PING\r\n", 6, MSG_NOSIGNAL) != 6) return failed(name + ": send PING: " + strerror(errno));
+    auto deadline = start + kReplyLimit;
+    while (true) {
+      while (take_line(c, line)) {
+        if (line.rfind("EVENT ", 0) == 0) {
+          ++events_;
+          continue;
+        }
+        double took = us_since(start);
+        if (line != "OK PONG") return failed(name + ": PING answered '" + line + "'");
+        return took;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      pollfd p{c.fd, POLLIN, 0};
+      if (left <= 0 || poll(&p, 1, int(left)) <= 0) return failed(name + ": no PONG in 5 s");
+      if (!read_some(c)) return failed(name + ": closed while waiting for PONG");
+    }
+  }
+
+  void close_all() {
+    for (auto& c : conns_)
+      if (c.fd >= 0) ::close(c.fd);
+    conns_.clear();
+    open_ = 0;
+  }
+
+ private:
+  bool start_connect() {
+    size_t index = conns_.size();
+    Conn c;
+    c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c.fd < 0) return fail(std::string("socket: ") + strerror(errno));
+    // Spread the clients over source addresses; the port is chosen at connect() by the
+    // whole 4-tuple, so ephemeral ports never run out.
+    int one = 1;
+    setsockopt(c.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    from.sin_addr.s_addr = htonl(0x7F000002u + uint32_t(index / kPerAddress));
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port_);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(c.fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) {
+      ::close(c.fd);
+      return fail(std::string("bind 127.0.0.x: ") + strerror(errno));
+    }
+    c.started = Clock::now();
+    if (connect(c.fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 && errno != EINPROGRESS) {
+      ::close(c.fd);
+      return fail(std::string("connect: ") + strerror(errno));
+    }
+    epoll_event e{};
+    e.events = EPOLLIN | EPOLLRDHUP;
+    e.data.u64 = index;
+    epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &e);
+    conns_.push_back(std::move(c));
+    return true;
+  }
+
+  bool read_some(Conn& c) {
+    char buf[4096];
+    while (true) {
+      ssize_t n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        c.buffer.append(buf, size_t(n));
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      if (n < 0 && errno == EINTR) continue;
+      return false;
+    }
+  }
+
+  static bool take_line(Conn& c, std::string& line) {
+    auto nl = c.buffer.find("\r\n");
+    if (nl == std::string::npos) return false;
+    line = c.buffer.substr(0, nl);
+    c.buffer.erase(0, nl + 2);
+    return true;
+  }
+
+  bool on_ready(size_t index, uint32_t what) {
+    Conn& c = conns_[index];
+    bool alive = read_some(c);
+    std::string line;
+    while (take_line(c, line)) {
+      if (!c.open) {
+        if (line.rfind("EVENT HELLO vrelay ", 0) != 0)
+          return fail("session " + std::to_string(index) + ": expected HELLO, got '" + line + "'");
+        c.open = true;
+        ++open_;
+        hello_us_.push_back(us_since(c.started));
+      } else if (line.rfind("EVENT ", 0) == 0) {
+        ++events_;
+      } else {
+        return fail("session " + std::to_string(index) + ": stray line '" + line + "'");
+      }
+    }
+    if (!alive || (what & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      return fail("session " + std::to_string(index) + (c.open ? " (open)" : " (before HELLO)") + ": " +
+                  (err ? strerror(err) : "closed by the relay"));
+    }
+    return true;
+  }
+
+  bool fail(const std::string& why) {
+    if (error_.empty()) error_ = why;
+    return false;
+  }
+  double failed(const std::string& why) {
+    fail(why);
+    return -1;
+  }
+
+  uint16_t port_;
+  int epoll_;
+  std::vector<Conn> conns_;
+  size_t open_ = 0;
+  uint64_t events_ = 0;
+  std::vector<double> hello_us_;
+  std::string error_;
+};
+
+// ---- what the control process and the kernel hold -------------------------------------
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// "Key:   123 kB" -> 123: the value on the first line that starts with `key`, or -1.
+long field(const std::string& text, const std::string& key) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, key.size(), key) == 0) return std::strtol(line.c_str() + key.size(), nullptr, 10);
+  return -1;
+}
+
+// utime + stime of the whole process, in seconds.
+double cpu_seconds(pid_t pid) {
+  std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  size_t name_end = stat.rfind(')');
+  std::istringstream fields(name_end == std::string::npos ? std::string() : stat.substr(name_end + 1));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
+}
+
+struct Usage {
+  long rss_kib = 0, pss_kib = 0, vm_kib = 0, threads = 0, maps = 0, fds = 0;
+  long stacks = 0, stack_rss_kib = 0;  // session thread stacks found in smaps, their RSS
+  long kernel_stack_kib = 0, page_tables_kib = 0, slab_kib = 0;  // machine-wide
+  double cpu_s = 0;                                               // utime + stime
+};
+
+Usage measure(pid_t pid, uint32_t stack_kib) {
+  Usage u;
+  std::string dir = "/proc/" + std::to_string(pid);
+  std::string status = slurp(dir + "/status");
+  if (status.empty()) {  // the process is gone
+    u.threads = -1;
+    return u;
+  }
+  u.rss_kib = field(status, "VmRSS:");
+  u.vm_kib = field(status, "VmSize:");
+  u.threads = field(status, "Threads:");
+  u.pss_kib = field(slurp(dir + "/smaps_rollup"), "Pss:");
+  // Thread stacks: private anonymous rw mappings of exactly the configured size (glibc adds
+  // its guard page as a separate PROT_NONE mapping) right above a 4 KiB guard.
+  std::ifstream smaps(dir + "/smaps");
+  std::string line;
+  bool after_guard = false, in_stack = false;
+  unsigned long long prev_end = 0;
+  while (std::getline(smaps, line)) {
+    unsigned long long lo, hi;
+    char perms[8] = {};
+    unsigned long long offset;
+    char dev[16];
+    unsigned long inode = 0;
+    int used = 0;
+    bool header = !line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+                  !std::isupper(static_cast<unsigned char>(line[0]));
+    if (header && std::sscanf(line.c_str(), "%llx-%llx %7s %llx %15s %lu %n", &lo, &hi, perms, &offset, dev, &inode,
+                              &used) >= 6) {
+      ++u.maps;
+      bool anonymous = inode == 0 && line.find_first_not_of(' ', size_t(used)) == std::string::npos;
+      in_stack = after_guard && prev_end == lo && anonymous && std::strcmp(perms, "rw-p") == 0 &&
+                 hi - lo == uint64_t(stack_kib) * 1024;
+      if (in_stack) ++u.stacks;
+      after_guard = anonymous && std::strcmp(perms, "---p") == 0 && hi - lo == 4096;
+      prev_end = hi;
+    } else if (in_stack && line.rfind("Rss:", 0) == 0) {
+      u.stack_rss_kib += std::strtol(line.c_str() + 4, nullptr, 10);
+    }
+  }
+  if (DIR* d = opendir((dir + "/fd").c_str())) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++u.fds;
+    closedir(d);
+  }
+  u.cpu_s = cpu_seconds(pid);
+  std::string meminfo = slurp("/proc/meminfo");
+  u.kernel_stack_kib = field(meminfo, "KernelStack:");
+  u.page_tables_kib = field(meminfo, "PageTables:");
+  u.slab_kib = field(meminfo, "Slab:");
+  return u;
+}
+
+// Running, not gone and not a zombie being torn down.
+bool running(pid_t pid) {
+  std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  size_t name_end = stat.rfind(')');
+  return name_end != std::string::npos && name_end + 2 < stat.size() && stat[name_end + 2] != 'Z' &&
+         stat[name_end + 2] != 'X';
+}
+
+std::string load_average() {
+  std::string l = slurp("/proc/loadavg");
+  return l.substr(0, l.find(' ', l.find(' ', l.find(' ') + 1) + 1));
+}
+
+long fd_limit(pid_t pid) {
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/limits"));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("Max open files", 0) == 0) return std::strtol(line.c_str() + 26, nullptr, 10);
+  return -1;
+}
+
+// This process holds one descriptor per session: raise the soft limit, and the hard limit
+// too when allowed (root) and needed.
+bool raise_own_descriptor_limit(size_t sessions) {
+  rlimit r{};
+  getrlimit(RLIMIT_NOFILE, &r);
+  rlim_t wanted = rlim_t(sessions) + 64;
+  if (r.rlim_cur >= wanted) return true;
+  r.rlim_cur = wanted;
+  if (r.rlim_max < wanted) r.rlim_max = wanted;
+  if (setrlimit(RLIMIT_NOFILE, &r) == 0) return true;
+  std::fprintf(stderr, "sessions_bench: cannot raise RLIMIT_NOFILE to %lu: %s\n", (unsigned long)wanted,
+               strerror(errno));
+  return false;
+}
+
+// ---- one relay, N growing -------------------------------------------------------------
+
+struct Row {
+  uint32_t stack_kib;
+  size_t sessions;
+  double open_s, hello_p99_ms;
+  double quiet_s;     // from the last HELLO until no event (JOIN ...) has come for 500 ms
+  double step_cpu_s;  // CPU time of the control process from the step's first connect to quiet
+  double beat_gap_s;  // the longest the control process's main loop went without a heartbeat
+  Usage before, after;
+  double idle_cpu_pct;
+  double p50, p99, max;
+};
+
+std::string relay_yaml(uint32_t stack_kib, size_t max_n) {
+  std::size_t limit = std::max<size_t>(max_n + max_n / 5, 1024);
+  return "control:\n  max_sessions: " + std::to_string(limit) + "\n  max_sessions_per_ip: " + std::to_string(limit) +
+         "\n  idle_timeout: 0\n  presence_events: named\n  thread_stack_kib: " + std::to_string(stack_kib) + "\n";
+}
+
+double per(long after, long before, size_t n) { return n ? double(after - before) / double(n) : 0.0; }
+
+double kernel_per_session(const Row& r) {
+  return per(r.after.kernel_stack_kib + r.after.page_tables_kib + r.after.slab_kib,
+             r.before.kernel_stack_kib + r.before.page_tables_kib + r.before.slab_kib, r.sessions);
+}
+
+double stack_rss(const Usage& u) { return u.stacks ? double(u.stack_rss_kib) / double(u.stacks) : 0.0; }
+
+void print_header() {
+  const char* format = "%5s %8s %7s %8s %6s %6s %6s %7s %6s %6s %8s %6s %8s %8s %7s %8s %6s %8s %8s %8s\n";
+  std::printf(format, "stack", "sessions", "open", "hello99", "quiet", "cpu", "beat", "threads", "maps", "fds", "rss",
+              "vm", "rss/ses", "pss/ses", "stk/thr", "kern/ses", "idle", "ping50", "ping99", "pingmax");
+  std::printf(format, "KiB", "", "s", "ms", "s", "s", "s", "", "", "", "MiB", "GiB", "KiB", "KiB", "KiB", "KiB", "%cpu",
+              "us", "us", "us");
+}
+
+void print_row(const Row& r) {
+  const Usage& a = r.after;
+  const Usage& b = r.before;
+  std::printf("%5u %8zu %7.2f %8.1f %6.1f %6.1f %6.1f %7ld %6ld %6ld %8.1f %6.2f %8.1f %8.1f %7.1f %8.1f %6.1f %8.1f "
+              "%8.1f %8.1f\n",
+              r.stack_kib, r.sessions, r.open_s, r.hello_p99_ms, r.quiet_s, r.step_cpu_s, r.beat_gap_s, a.threads,
+              a.maps, a.fds, double(a.rss_kib) / 1024, double(a.vm_kib) / 1048576,
+              per(a.rss_kib, b.rss_kib, r.sessions), per(a.pss_kib, b.pss_kib, r.sessions), stack_rss(a),
+              kernel_per_session(r), r.idle_cpu_pct, r.p50, r.p99, r.max);
+  if (a.stacks != a.threads - 1)  // stk/thr averages the stacks found; say if some were not
+    std::printf("# (stk/thr: %ld session stack mappings found for %ld session threads)\n", a.stacks, a.threads - 1);
+  std::fflush(stdout);
+}
+
+// Returns false if the relay failed (the rows measured so far are kept).
+bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pings, std::vector<Row>& rows) {
+  size_t max_n = *std::max_element(counts.begin(), counts.end());
+  Relay relay(relay_yaml(stack_kib, max_n));
+  pid_t control = relay.child_pid(kControl);
+  control_stats& stats = relay.shm().stats().control;
+  std::this_thread::sleep_for(200ms);  // let the just-started process settle before the baseline
+  Usage base = measure(control, stack_kib);
+  std::printf("# stack %u KiB: control pid %d, its descriptor limit %ld; baseline rss %.1f MiB, %ld threads, %ld maps; "
+              "load average %s\n",
+              stack_kib, int(control), fd_limit(control), double(base.rss_kib) / 1024, base.threads, base.maps,
+              load_average().c_str());
+  std::fflush(stdout);
+
+  Fleet fleet(relay.control_port());
+  std::mt19937_64 random(42);
+  bool ok = true;
+  double beat_gap_s = 0;
+  auto watch_heartbeat = [&] {
+    uint64_t beat = relay.shm().process(kControl).heartbeat_ns.load(std::memory_order_relaxed), now = now_ns();
+    if (now > beat) beat_gap_s = std::max(beat_gap_s, double(now - beat) / 1e9);
+  };
+  for (size_t n : counts) {
+    auto start = Clock::now();
+    double cpu_before = cpu_seconds(control);
+    beat_gap_s = 0;
+    if (!fleet.grow(n, kOpenLimit, watch_heartbeat)) {
+      std::printf("# stack %u KiB, %zu sessions: FAILED after %.1f s with %zu open: %s\n", stack_kib, n,
+                  us_since(start) / 1e6, fleet.open(), fleet.error().c_str());
+      std::printf("# control: sessions_open=%lu refused=%lu restarts=%lu threads=%ld; longest heartbeat gap %.1f s\n",
+                  (unsigned long)stats.sessions_open.load(), (unsigned long)stats.sessions_refused.load(),
+                  (unsigned long)relay.restarts(kControl), measure(control, stack_kib).threads, beat_gap_s);
+      std::fflush(stdout);
+      ok = false;
+      break;
+    }
+    Row r{};
+    r.stack_kib = stack_kib;
+    r.sessions = n;
+    r.open_s = us_since(start) / 1e6;
+    // The relay may still be delivering events about the newcomers (JOIN): read them until
+    // none has come for 500 ms (bounded), so that the figures below are those of idle sessions.
+    auto opened = Clock::now(), last_event = opened;
+    uint64_t seen = fleet.events();
+    bool pumped = true;
+    while (pumped && Clock::now() - opened < kQuietLimit && Clock::now() - last_event < 500ms) {
+      pumped = fleet.pump(50);
+      watch_heartbeat();
+      if (fleet.events() != seen) {
+        seen = fleet.events();
+        last_event = Clock::now();
+      }
+    }
+    r.quiet_s = std::chrono::duration<double>(last_event - opened).count();
+    r.step_cpu_s = cpu_seconds(control) - cpu_before;
+    r.beat_gap_s = beat_gap_s;
+    if (!pumped) {
+      std::printf("# stack %u KiB, %zu sessions: FAILED while idle: %s\n", stack_kib, n, fleet.error().c_str());
+      std::fflush(stdout);
+      ok = false;
+      break;
+    }
+    r.hello_p99_ms = percentile(fleet.hello_us(), 99) / 1000;
+    // Every session thread has started and sent its HELLO; wait (bounded) for the counter.
+    wait_until([&] { return stats.sessions_open.load() == n; }, 5000ms);
+    // Idle cost: CPU time of the control process over one second with N idle sessions.
+    Usage idle0 = measure(control, stack_kib);
+    std::this_thread::sleep_for(1000ms);  // the measurement window itself
+    r.after = measure(control, stack_kib);
+    r.before = base;
+    r.idle_cpu_pct = (r.after.cpu_s - idle0.cpu_s) * 100.0;
+    std::vector<double> lat;
+    lat.reserve(pings);
+    std::uniform_int_distribution<size_t> pick(0, n - 1);
+    for (size_t i = 0; i < pings; ++i) {
+      double us = fleet.ping(pick(random));
+      if (us < 0) {
+        std::printf("# stack %u KiB, %zu sessions: PING FAILED: %s\n", stack_kib, n, fleet.error().c_str());
+        std::fflush(stdout);
+        ok = false;
+        break;
+      }
+      lat.push_back(us);
+    }
+    if (!ok) break;
+    r.p50 = percentile(lat, 50);
+    r.p99 = percentile(lat, 99);
+    r.max = percentile(lat, 100);
+    if (relay.restarts(kControl) != 0 || relay.child_pid(kControl) != control) {
+      std::printf("# stack %u KiB: the control process restarted\n", stack_kib);
+      ok = false;
+    }
+    print_row(r);
+    rows.push_back(r);
+    if (!ok) break;
+  }
+  auto alive = [&] { return relay.child_pid(kControl) == control && running(control); };
+  if (!ok) {  // what the relay said about it
+    std::string log = relay.log();
+    size_t from = log.size();
+    for (int lines = 0; lines <= 12; ++lines) {
+      size_t nl = from == 0 ? std::string::npos : log.rfind('\n', from - 1);
+      from = nl == std::string::npos ? 0 : nl;
+      if (!from) break;
+    }
+    std::printf("# stack %u KiB: control process %s; the end of vrelayd's log:\n%s\n", stack_kib,
+                alive() ? "alive" : "GONE (killed or crashed)", log.substr(from).c_str());
+  }
+  // Close everything and time how long the relay takes to end the sessions.
+  size_t had = fleet.open();
+  auto closing = Clock::now();
+  fleet.close_all();
+  bool drained = wait_until([&] { return stats.sessions_open.load() == 0 || !alive(); }, 60000ms) && alive() &&
+                 stats.sessions_open.load() == 0;
+  double close_s = us_since(closing) / 1e6;
+  if (drained) wait_until([&] { return measure(control, stack_kib).threads <= base.threads; }, 10000ms);
+  Usage end = measure(control, stack_kib);
+  std::printf("# stack %u KiB: closed %zu sessions; sessions_open %s 0 after %.2f s; then rss %.1f MiB, %ld threads, "
+              "%ld maps; events seen %lu; load average %s\n",
+              stack_kib, had, drained ? "reached" : "did NOT reach", close_s, double(end.rss_kib) / 1024, end.threads,
+              end.maps, (unsigned long)fleet.events(), load_average().c_str());
+  std::fflush(stdout);
+  return ok && drained;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<uint32_t> stacks = {256, 128, 64};
+  std::vector<size_t> counts;
+  size_t pings = 2000;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--stack" && i + 1 < argc) {
+      stacks.clear();
+      std::stringstream list(argv[++i]);
+      std::string item;
+      while (std::getline(list, item, ',')) stacks.push_back(uint32_t(std::atoi(item.c_str())));
+    } else if (a == "--pings" && i + 1 < argc) {
+      pings = size_t(std::atol(argv[++i]));
+    } else if (!a.empty() && std::isdigit(static_cast<unsigned char>(a[0])) && std::atol(a.c_str()) > 0) {
+      counts.push_back(size_t(std::atol(a.c_str())));
+    } else {
+      std::fprintf(stderr, "usage: sessions_bench [--stack KIB[,KIB...]] [--pings COUNT] [N...]\n");
+      return 2;
+    }
+  }
+  if (counts.empty()) counts = {1, 100, 1000, 10000};
+  std::sort(counts.begin(), counts.end());
+  if (!raise_own_descriptor_limit(counts.back())) return 1;
+
+  std::printf("# sessions_bench: PING latency over %zu PINGs per row, sessions picked at random; per-session\n"
+              "# figures are (value - baseline of the fresh relay) / sessions; kern/ses = KernelStack + PageTables\n"
+              "# + Slab of /proc/meminfo, machine-wide (the benchmark's own sockets too); beat = longest gap of the\n"
+              "# control process's heartbeat while opening (the supervisor kills it at 10 s)\n",
+              pings);
+  print_header();
+  std::vector<Row> rows;
+  bool ok = true;
+  for (uint32_t stack : stacks) {
+    try {
+      ok = run_relay(stack, counts, pings, rows) && ok;
+    } catch (const std::exception& e) {  // vrelayd did not start, or a harness failure
+      std::printf("# stack %u KiB: %s\n", stack, e.what());
+      ok = false;
+    }
+  }
+
+  std::printf("\n| stack KiB | sessions | open s | quiet s | control CPU s | threads | maps | fds | VM GiB | RSS MiB "
+              "| RSS/session KiB | PSS/session KiB | stack RSS KiB/thread "
+              "| kernel stack + page tables + slab KiB/session | idle CPU %% "
+              "| PING p50 us | p99 us | max us |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& r : rows) {
+    const Usage& a = r.after;
+    const Usage& b = r.before;
+    std::printf("| %u | %zu | %.2f | %.1f | %.1f | %ld | %ld | %ld | %.2f | %.1f | %.1f | %.1f | %.1f "
+                "| %.1f + %.1f + %.1f | %.1f | %.0f | %.0f | %.0f |\n",
+                r.stack_kib, r.sessions, r.open_s, r.quiet_s, r.step_cpu_s, a.threads, a.maps, a.fds,
+                double(a.vm_kib) / 1048576, double(a.rss_kib) / 1024, per(a.rss_kib, b.rss_kib, r.sessions),
+                per(a.pss_kib, b.pss_kib, r.sessions), stack_rss(a),
+                per(a.kernel_stack_kib, b.kernel_stack_kib, r.sessions),
+                per(a.page_tables_kib, b.page_tables_kib, r.sessions),
+                per(a.slab_kib, b.slab_kib, r.sessions), r.idle_cpu_pct, r.p50, r.p99, r.max);
+  }
+  return ok ? 0 : 1;
+}
