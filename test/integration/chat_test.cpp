@@ -446,3 +446,48 @@ TEST(Presence, NamedOnlyReachesTheSessionsThatTookAName) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(Moderation, EveryEventInItsJsonForm) {
+  Session mod(relay.control_port()), json(relay.control_port());
+  ASSERT_EQ(mod.command("NAME mod"), "OK");
+  ASSERT_EQ(json.wait_event("RENAME"), "EVENT RENAME " + mod.hello.substr(mod.hello.rfind(' ') + 1) + " mod");
+  ASSERT_EQ(json.command("NAME js"), "OK");
+  ASSERT_EQ(json.command("FORMAT JSON"), R"({"ok":true,"text":""})");
+  ASSERT_EQ(mod.command("AUTH s3cret-Token-42"), "OK");
+  {
+    Session guest(relay.control_port());
+    std::string name = guest.hello.substr(guest.hello.rfind(' ') + 1);
+    EXPECT_EQ(json.wait_event("JOIN"), R"({"event":"join","name":")" + name + R"("})");
+    EXPECT_EQ(guest.command("NAME gus"), "OK");
+    EXPECT_EQ(json.wait_event("RENAME"), R"({"event":"rename","old":")" + name + R"(","new":"gus"})");
+    EXPECT_EQ(guest.command("BROADCAST hi"), "OK 2");
+    EXPECT_EQ(json.wait_event("BROADCAST"), R"({"event":"broadcast","from":"gus","text":"hi"})");
+    EXPECT_EQ(guest.command("CALL js 5000"), "OK");
+    EXPECT_EQ(json.wait_event("CALL"), R"({"event":"call","from":"gus","ip":"127.0.0.1","port":5000})");
+    EXPECT_EQ(json.command("ANSWER gus 5002"), R"({"ok":true,"text":""})");
+    EXPECT_EQ(guest.wait_event("ANSWER"), "EVENT ANSWER js 127.0.0.1 5002");
+    EXPECT_EQ(guest.command("HANGUP js"), "OK");
+    EXPECT_EQ(json.wait_event("HANGUP"), R"({"event":"hangup","from":"gus"})");
+    EXPECT_EQ(mod.command("KICK gus"), "OK");
+    EXPECT_EQ(json.wait_event("LEAVE"), R"({"event":"leave","name":"gus"})");
+  }
+  // KICKED and SHUTDOWN, as the JSON session itself receives them.
+  Session target(relay.control_port());
+  ASSERT_EQ(target.command("FORMAT JSON"), R"({"ok":true,"text":""})");
+  EXPECT_EQ(mod.command("KICK " + target.hello.substr(target.hello.rfind(' ') + 1)), "OK");
+  EXPECT_EQ(target.wait_event("KICKED"), R"({"event":"kicked","by":"mod"})");
+  EXPECT_EQ(mod.command("SHUTDOWN"), "OK");
+  EXPECT_EQ(json.wait_event("SHUTDOWN"),
+            R"x({"event":"shutdown","text":"the relay is stopping (SHUTDOWN by mod)"})x");
+}
+
+TEST(Presence, ByeIdleInJson) {
+  Relay relay("control:\n  idle_timeout: 1\n");
+  Session s(relay.control_port());
+  ASSERT_EQ(s.command("FORMAT JSON"), R"({"ok":true,"text":""})");
+  EXPECT_EQ(s.wait_event("BYE", 3000ms), R"({"event":"bye","reason":"idle"})");
+}
+
+}  // namespace
