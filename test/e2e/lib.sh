@@ -220,13 +220,18 @@ control_open() {
   printf -v "$var" '%s' "$_co_fd"
 }
 
-# control_cmd FD COMMAND REGEX: sends COMMAND (CRLF), reads one reply line within 5 s and
-# checks it against REGEX (anchored).
+# control_cmd FD COMMAND REGEX: sends COMMAND (CRLF), reads its reply line within 5 s and
+# checks it against REGEX (anchored). Events that arrive meanwhile (JOIN, LEAVE, ...) are
+# skipped: they may come at any time.
 control_cmd() {
-  local fd=$1 command=$2 regex=$3 line=""
+  local fd=$1 command=$2 regex=$3 line="EVENT"
   printf '%s\r\n' "$command" >&"$fd" || die "cannot send '$command'"
-  read -r -t 5 -u "$fd" line || die "no reply to '$command' within 5 s"
-  [[ $line == *$'\r' ]] || die "reply to '$command' does not end with CRLF: '$line'"
+  local deadline=$((SECONDS + 5))
+  while [[ $line == EVENT* ]]; do
+    ((SECONDS <= deadline)) || die "no reply to '$command' within 5 s"
+    read -r -t 5 -u "$fd" line || die "no reply to '$command' within 5 s"
+    [[ $line == *$'\r' ]] || die "reply to '$command' does not end with CRLF: '$line'"
+  done
   line=${line%$'\r'}
   local re="^($regex)\$"
   [[ $line =~ $re ]] || die "reply to '$command' was '$line', expected /$regex/"
