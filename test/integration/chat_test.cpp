@@ -412,7 +412,7 @@ TEST(Fixes, AnyInputKeepsASessionAwake) {
   while (Clock::now() - start < 2500ms) {  // over-long lines only, for 2.5 idle periods
     s.send_raw(std::string(1500, 'x') + "\r\n");
     ASSERT_TRUE(starts_with(s.reply(), "ERR line-too-long"));
-    std::this_thread::sleep_for(300ms);  // the pace of a person typing
+    std::this_thread::sleep_for(300ms);  // paced under the 1 s idle timeout, like a person typing
   }
   EXPECT_EQ(s.command("PING"), "OK PONG");
 }
