@@ -41,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include "crowd.hpp"
 #include "harness.hpp"
 
 using namespace vrelay;
@@ -48,11 +49,8 @@ using namespace vrelay::test;
 
 namespace {
 
-constexpr size_t kInFlight = 256;          // connections waiting for their HELLO, at most
-constexpr size_t kPerAddress = 1000;       // sessions per client source address 127.0.0.x
 constexpr auto kOpenLimit = 90s;           // to open one step's sessions
 constexpr auto kQuietLimit = 60s;          // for the relay to stop sending events after the HELLOs
-constexpr auto kReplyLimit = 5000ms;       // for one PING's reply
 
 double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
 
@@ -62,194 +60,6 @@ double percentile(std::vector<double> v, double p) {
   size_t i = size_t(p / 100.0 * double(v.size() - 1) + 0.5);
   return v[std::min(i, v.size() - 1)];
 }
-
-// ---- the client side: many sessions, one epoll ----------------------------------------
-
-struct Conn {
-  int fd = -1;
-  bool open = false;  // HELLO received
-  Clock::time_point started;
-  std::string buffer;
-};
-
-class Fleet {
- public:
-  explicit Fleet(uint16_t port) : port_(port), epoll_(epoll_create1(EPOLL_CLOEXEC)) {}
-  ~Fleet() {
-    close_all();
-    ::close(epoll_);
-  }
-
-  size_t open() const { return open_; }
-  const std::string& error() const { return error_; }
-  uint64_t events() const { return events_; }
-  const std::vector<double>& hello_us() const { return hello_us_; }
-
-  // Opens sessions until `target` have sent their HELLO; false (error() says why) on the
-  // first connection that fails or is refused, or when `limit` passes. `tick` runs between
-  // two rounds of reading.
-  bool grow(size_t target, Clock::duration limit, const std::function<void()>& tick) {
-    hello_us_.clear();
-    auto deadline = Clock::now() + limit;
-    while (open_ < target) {
-      while (conns_.size() < target && conns_.size() - open_ < kInFlight)
-        if (!start_connect()) return false;
-      if (Clock::now() >= deadline) {
-        error_ = "deadline: " + std::to_string(open_) + " of " + std::to_string(target) + " sessions open after " +
-                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(limit).count()) + " s";
-        return false;
-      }
-      if (!pump(100)) return false;
-      tick();
-    }
-    return true;
-  }
-
-  // Reads what the sessions have sent, for up to `timeout_ms`; false on a failure.
-  bool pump(int timeout_ms) {
-    epoll_event events[512];
-    int n = epoll_wait(epoll_, events, 512, timeout_ms);
-    for (int i = 0; i < n; ++i)
-      if (!on_ready(events[i].data.u64, events[i].events)) return false;
-    return true;
-  }
-
-  // One PING to session `index`, waiting for its reply; the latency in us, or -1 (error()).
-  double ping(size_t index) {
-    Conn& c = conns_[index];
-    std::string name = "session " + std::to_string(index);
-    std::string line;
-    while (take_line(c, line)) {  // what arrived before (events) is not the reply
-      if (line.rfind("EVENT ", 0) != 0) return failed(name + ": stray line '" + line + "'");
-      ++events_;
-    }
-    auto start = Clock::now();
-    if (send(c.fd, "PING\r\n", 6, MSG_NOSIGNAL) != 6) return failed(name + ": send PING: " + strerror(errno));
-    auto deadline = start + kReplyLimit;
-    while (true) {
-      while (take_line(c, line)) {
-        if (line.rfind("EVENT ", 0) == 0) {
-          ++events_;
-          continue;
-        }
-        double took = us_since(start);
-        if (line != "OK PONG") return failed(name + ": PING answered '" + line + "'");
-        return took;
-      }
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      pollfd p{c.fd, POLLIN, 0};
-      if (left <= 0 || poll(&p, 1, int(left)) <= 0) return failed(name + ": no PONG in 5 s");
-      if (!read_some(c)) return failed(name + ": closed while waiting for PONG");
-    }
-  }
-
-  void close_all() {
-    for (auto& c : conns_)
-      if (c.fd >= 0) ::close(c.fd);
-    conns_.clear();
-    open_ = 0;
-  }
-
- private:
-  bool start_connect() {
-    size_t index = conns_.size();
-    Conn c;
-    c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c.fd < 0) return fail(std::string("socket: ") + strerror(errno));
-    // Spread the clients over source addresses; the port is chosen at connect() by the
-    // whole 4-tuple, so ephemeral ports never run out.
-    int one = 1;
-    setsockopt(c.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    from.sin_addr.s_addr = htonl(0x7F000002u + uint32_t(index / kPerAddress));
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port_);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(c.fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) {
-      ::close(c.fd);
-      return fail(std::string("bind 127.0.0.x: ") + strerror(errno));
-    }
-    c.started = Clock::now();
-    if (connect(c.fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 && errno != EINPROGRESS) {
-      ::close(c.fd);
-      return fail(std::string("connect: ") + strerror(errno));
-    }
-    epoll_event e{};
-    e.events = EPOLLIN | EPOLLRDHUP;
-    e.data.u64 = index;
-    epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &e);
-    conns_.push_back(std::move(c));
-    return true;
-  }
-
-  bool read_some(Conn& c) {
-    char buf[4096];
-    while (true) {
-      ssize_t n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) {
-        c.buffer.append(buf, size_t(n));
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-      if (n < 0 && errno == EINTR) continue;
-      return false;
-    }
-  }
-
-  static bool take_line(Conn& c, std::string& line) {
-    auto nl = c.buffer.find("\r\n");
-    if (nl == std::string::npos) return false;
-    line = c.buffer.substr(0, nl);
-    c.buffer.erase(0, nl + 2);
-    return true;
-  }
-
-  bool on_ready(size_t index, uint32_t what) {
-    Conn& c = conns_[index];
-    bool alive = read_some(c);
-    std::string line;
-    while (take_line(c, line)) {
-      if (!c.open) {
-        if (line.rfind("EVENT HELLO vrelay ", 0) != 0)
-          return fail("session " + std::to_string(index) + ": expected HELLO, got '" + line + "'");
-        c.open = true;
-        ++open_;
-        hello_us_.push_back(us_since(c.started));
-      } else if (line.rfind("EVENT ", 0) == 0) {
-        ++events_;
-      } else {
-        return fail("session " + std::to_string(index) + ": stray line '" + line + "'");
-      }
-    }
-    if (!alive || (what & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))) {
-      int err = 0;
-      socklen_t len = sizeof err;
-      getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      return fail("session " + std::to_string(index) + (c.open ? " (open)" : " (before HELLO)") + ": " +
-                  (err ? strerror(err) : "closed by the relay"));
-    }
-    return true;
-  }
-
-  bool fail(const std::string& why) {
-    if (error_.empty()) error_ = why;
-    return false;
-  }
-  double failed(const std::string& why) {
-    fail(why);
-    return -1;
-  }
-
-  uint16_t port_;
-  int epoll_;
-  std::vector<Conn> conns_;
-  size_t open_ = 0;
-  uint64_t events_ = 0;
-  std::vector<double> hello_us_;
-  std::string error_;
-};
 
 // ---- what the control process and the kernel hold -------------------------------------
 
@@ -444,7 +254,7 @@ bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pin
               load_average().c_str());
   std::fflush(stdout);
 
-  Fleet fleet(relay.control_port());
+  Crowd fleet(relay.control_port());
   std::mt19937_64 random(42);
   bool ok = true;
   double beat_gap_s = 0;
