@@ -5,19 +5,15 @@
 #include <ctime>
 #include <memory>
 
-#include "client.hpp"
-#include "console.hpp"
+#include "console_session.hpp"
 
 namespace vrelay::ctl {
 
 namespace {
 
-class Chat : public Session, public Console::Handler {
+class Chat : public ConsoleSession {
  public:
-  Chat(struct ev_loop* loop, const Options& options) : Session(loop, options) {}
-  ~Chat() override {
-    if (console_) console_->stop();
-  }
+  Chat(struct ev_loop* loop, const Options& options) : ConsoleSession(loop, options) {}
 
  private:
   std::string prompt() const { return my_name_ + "> "; }
@@ -30,14 +26,14 @@ class Chat : public Session, public Console::Handler {
 
   void on_ready(const std::string&) override {
     if (options_.name.empty() || options_.name == my_name_) {
-      start_console();
+      open_view();
       return;
     }
     send("NAME " + options_.name, [this](const std::string& raw, const ServerLine& reply) {
       if (leaving()) return;
       if (reply.kind == ServerLine::Kind::kOk) {
         my_name_ = options_.name;
-        start_console();
+        open_view();
         return;
       }
       if (reply.type == "name-taken")
@@ -49,14 +45,8 @@ class Chat : public Session, public Console::Handler {
     expect_reply_within(options_.timeout_s, "NAME " + options_.name);
   }
 
-  void start_console() {
-    console_ = std::make_unique<Console>(loop_, *this, prompt());
-    watch_terminal_signals([this](int sig) {
-      if (!console_) return;
-      if (sig == SIGTSTP) console_->suspend();
-      else if (sig == SIGCONT) console_->resume();
-      else console_->resized();
-    });
+  void open_view() {
+    start_console(prompt());
     console_->print(printable("* connected to vrelay " + version_ + " at " + options_.server + " as " + my_name_));
     console_->print("* /help lists the commands, /quit leaves");
     for (auto& l : early_) console_->print(l);
@@ -165,7 +155,7 @@ class Chat : public Session, public Console::Handler {
 
   void on_input_eof() override { leave_now(); }
 
-  void leave_now() {
+  void leave_now() override {
     if (leaving()) return;
     if (console_) console_->leave_with("/quit");
     leave(kExitOk);
@@ -194,21 +184,6 @@ class Chat : public Session, public Console::Handler {
     finish(kExitErr);
   }
 
-  void on_signal(int sig) override {
-    if (sig == SIGINT && console_ && console_->clear_input()) return;
-    if (leaving()) {
-      finish(kExitOk);
-      return;
-    }
-    leave_now();
-  }
-
-  void report(const std::string& message) override {
-    if (console_) console_->stop();
-    complain(message);
-  }
-
-  std::unique_ptr<Console> console_;
   std::vector<std::string> early_;
 };
 

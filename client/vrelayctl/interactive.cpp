@@ -4,8 +4,7 @@
 #include <csignal>
 #include <memory>
 
-#include "client.hpp"
-#include "console.hpp"
+#include "console_session.hpp"
 
 namespace vrelay::ctl {
 
@@ -13,19 +12,13 @@ namespace {
 
 constexpr const char* kPrompt = "vrelay> ";
 
-class Interactive : public Session, public Console::Handler {
+class Interactive : public ConsoleSession {
  public:
-  Interactive(struct ev_loop* loop, const Options& options) : Session(loop, options) {}
+  Interactive(struct ev_loop* loop, const Options& options) : ConsoleSession(loop, options) {}
 
  private:
   void on_ready(const std::string& hello) override {
-    console_ = std::make_unique<Console>(loop_, *this, kPrompt);
-    watch_terminal_signals([this](int sig) {
-      if (!console_) return;
-      if (sig == SIGTSTP) console_->suspend();
-      else if (sig == SIGCONT) console_->resume();
-      else console_->resized();
-    });
+    start_console(kPrompt);
     console_->print(printable(hello));
     std::string subscribe = "CONECTAR " + std::to_string(options_.udp_port);
     if (console_->editing()) console_->print(kPrompt + subscribe);  // as if typed
@@ -55,7 +48,7 @@ class Interactive : public Session, public Console::Handler {
 
   void on_input_eof() override { leave_now(); }
 
-  void leave_now() {
+  void leave_now() override {
     if (leaving()) return;
     if (console_) console_->leave_with("DESCONECTAR");
     leave(kExitOk, [this](const std::string& raw, const ServerLine&) {
@@ -74,26 +67,6 @@ class Interactive : public Session, public Console::Handler {
     finish(kExitErr);
   }
 
-  void on_signal(int sig) override {
-    if (sig == SIGINT && console_ && console_->clear_input()) return;  // Ctrl-C drops a partial line
-    if (leaving()) {  // a second Ctrl-C: do not wait any longer
-      finish(kExitOk);
-      return;
-    }
-    leave_now();
-  }
-
-  void report(const std::string& message) override {
-    if (console_) console_->stop();
-    complain(message);
-  }
-
-  std::unique_ptr<Console> console_;
-
- public:
-  ~Interactive() override {
-    if (console_) console_->stop();
-  }
 };
 
 }  // namespace
