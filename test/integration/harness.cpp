@@ -148,6 +148,13 @@ Segment& Relay::shm() {
 pid_t Relay::child_pid(Role role) { return shm().process(role).pid.load(); }
 uint64_t Relay::restarts(Role role) { return shm().process(role).restarts.load(); }
 
+bool Relay::wait_restarted(Role role, pid_t old_pid, std::chrono::milliseconds limit) {
+  return wait_until([&] {
+    pid_t now = child_pid(role);
+    return now != 0 && now != old_pid && shm().process(role).state.load() == uint32_t(ProcessState::kReady);
+  }, limit);
+}
+
 int Relay::stop(std::chrono::milliseconds limit) {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);

@@ -43,6 +43,8 @@ class Relay {
   Segment& shm();                  // mapped read-only, checked
   pid_t child_pid(Role role);      // from shared memory
   uint64_t restarts(Role role);
+  // Waits until a new process (not `old_pid`) of this role is ready; false at the limit.
+  bool wait_restarted(Role role, pid_t old_pid, std::chrono::milliseconds limit = 10000ms);
   // SIGTERM, then waits (bounded) for the exit status; returns it (-1 on timeout).
   int stop(std::chrono::milliseconds limit = 10000ms);
   std::string log() const;         // what vrelayd wrote on stderr

@@ -37,11 +37,7 @@ void expect_restart_keeps_subscribers(Role victim) {
 
   pid_t old_pid = relay.child_pid(victim);
   ASSERT_EQ(kill(old_pid, SIGKILL), 0);
-  ASSERT_TRUE(wait_until([&] {
-    pid_t now = relay.child_pid(victim);
-    return now != 0 && now != old_pid &&
-           relay.shm().process(victim).state.load() == uint32_t(ProcessState::kReady);
-  }, 10000ms)) << relay.log();
+  ASSERT_TRUE(relay.wait_restarted(victim, old_pid)) << relay.log();
   EXPECT_EQ(relay.restarts(victim), 1u);
   EXPECT_EQ(relay.shm().stats().supervisor.child_restarts.load(), 1u);
 
@@ -93,10 +89,7 @@ TEST(Restart, ControlKilledLeavesTheStreamFlowingAndAReconnectTakesItOver) {
     pid_t old_pid = relay.child_pid(kControl);
     ASSERT_EQ(kill(old_pid, SIGKILL), 0);
     EXPECT_TRUE(s.closed_by_peer());
-    ASSERT_TRUE(wait_until([&] {
-      pid_t now = relay.child_pid(kControl);
-      return now != 0 && now != old_pid && relay.shm().process(kControl).state.load() == uint32_t(ProcessState::kReady);
-    }, 10000ms));
+    ASSERT_TRUE(relay.wait_restarted(kControl, old_pid));
   }
   // The orphaned subscription keeps receiving.
   EXPECT_GT(deliver_eventually(source, sink, 1), 0);
@@ -125,10 +118,7 @@ TEST(Restart, APausedOrphanPlaysAgainWhenItsClientReconnects) {
     pid_t old_pid = relay.child_pid(kControl);
     ASSERT_EQ(kill(old_pid, SIGKILL), 0);
     EXPECT_TRUE(s.closed_by_peer());
-    ASSERT_TRUE(wait_until([&] {
-      pid_t now = relay.child_pid(kControl);
-      return now != 0 && now != old_pid && relay.shm().process(kControl).state.load() == uint32_t(ProcessState::kReady);
-    }, 10000ms));
+    ASSERT_TRUE(relay.wait_restarted(kControl, old_pid));
   }
   Session again(relay.control_port());
   ASSERT_EQ(again.command("CONECTAR " + std::to_string(sink.port())), "OK");
@@ -159,10 +149,7 @@ TEST(Restart, AChildStoppedBySigtermFromOutsideIsRestartedNotTheRelay) {
   Relay relay;
   pid_t old_pid = relay.child_pid(kControl);
   ASSERT_EQ(kill(old_pid, SIGTERM), 0);
-  ASSERT_TRUE(wait_until([&] {
-    pid_t now = relay.child_pid(kControl);
-    return now != 0 && now != old_pid && relay.shm().process(kControl).state.load() == uint32_t(ProcessState::kReady);
-  }, 10000ms));
+  ASSERT_TRUE(relay.wait_restarted(kControl, old_pid));
   Session s(relay.control_port());
   EXPECT_EQ(s.command("PING"), "OK PONG");
   EXPECT_EQ(relay.restarts(kControl), 1u);
@@ -172,10 +159,7 @@ TEST(Restart, AHungChildIsKilledAndRestarted) {
   Relay relay;
   pid_t old_pid = relay.child_pid(kIngest);
   ASSERT_EQ(kill(old_pid, SIGSTOP), 0);  // alive but silent: its heartbeat stops
-  ASSERT_TRUE(wait_until([&] {
-    pid_t now = relay.child_pid(kIngest);
-    return now != 0 && now != old_pid && relay.shm().process(kIngest).state.load() == uint32_t(ProcessState::kReady);
-  }, 20000ms)) << relay.log();
+  ASSERT_TRUE(relay.wait_restarted(kIngest, old_pid, 20000ms)) << relay.log();
   EXPECT_NE(relay.log().find("has not answered"), std::string::npos);
 }
 
