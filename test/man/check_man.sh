@@ -14,9 +14,9 @@
 #                                              key the loader (common/config.cpp) knows is
 #                                              in config/vrelay.yaml
 #   check_man.sh check-config VRELAYD SRCDIR   vrelayd --check-config accepts the example
-#   check_man.sh options-vrelayctl VRELAYCTL SRCDIR
-#                                              every option of `vrelayctl --help` is in
-#                                              OPTIONS of man/vrelayctl.1, and no other
+#   check_man.sh options-tool TOOL PAGE        every option of `TOOL --help` is in
+#                                              OPTIONS of PAGE, and no other (vrelayctl,
+#                                              vrelaystat, vrelay-probe)
 #   check_man.sh protocol VRELAYD SRCDIR       every command name and alias of the command
 #                                              table in common/protocol.cpp is in a .TP
 #                                              entry of COMMANDS of man/vrelay-protocol.7
@@ -305,7 +305,7 @@ check_protocol() {
 
 usage() {
   echo "usage: $0 mandoc|groff PAGE [PROGRAM] | options|counters|config-keys|check-config|protocol|all VRELAYD SRCDIR" >&2
-  echo "       $0 options-vrelayctl VRELAYCTL SRCDIR" >&2
+  echo "       $0 options-tool TOOL PAGE" >&2
   exit 2
 }
 
@@ -314,10 +314,10 @@ what="$1"
 case "$what" in
   mandoc) lint mandoc "$2" "${3:-mandoc}" ;;
   groff) lint groff "$2" "${3:-groff}" ;;
-  options-vrelayctl)
+  options-tool)
     [ $# -eq 3 ] || usage
     [ -x "$2" ] || { echo "FAIL: $2 is not an executable" >&2; exit 1; }
-    check_options "$2" "$3/man/vrelayctl.1"
+    check_options "$2" "$3"
     ;;
   options | counters | config-keys | check-config | protocol | all)
     [ $# -eq 3 ] || usage
