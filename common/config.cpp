@@ -134,6 +134,12 @@ struct Loader {
             }},
            {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.ingest.socket_buffer = number(v, kk, 4096, 1 << 30); }},
            {"stall_timeout", [&](const YAML::Node& v, const std::string& kk) { c.ingest.stall_timeout_s = number(v, kk, 1, 3600); }},
+           {"source", [&](const YAML::Node& v, const std::string& kk) {
+              std::string s = scalar(v, kk);
+              if (s != "socket" && s != "generator") fail(v, kk, "expected socket or generator, got '" + s + "'");
+              c.ingest.source = s == "socket" ? Config::Ingest::Source::kSocket : Config::Ingest::Source::kGenerator;
+            }},
+           {"interval_ms", [&](const YAML::Node& v, const std::string& kk) { c.ingest.interval_ms = number(v, kk, 1, 60000); }},
            {"allow", [&](const YAML::Node& v, const std::string& kk) {
               if (!v.IsSequence()) fail(v, kk, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
               if (v.size() == 0) fail(v, kk, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
@@ -177,6 +183,19 @@ struct Loader {
               if (level < 0) fail(v, kk, "expected one of error, warning, notice, info, debug");
               c.log.level = level;
             }},
+           {"file", [&](const YAML::Node& v, const std::string& kk) {
+              c.log.file = scalar(v, kk);
+              if (!c.log.file.empty() && c.log.file[0] != '/') fail(v, kk, "expected an absolute path, got '" + c.log.file + "'");
+            }},
+         });
+       }},
+      {"http", [&](const YAML::Node& n, const std::string& k) {
+         section(n, k, {
+           {"listen", [&](const YAML::Node& v, const std::string& kk) {
+              std::string s = scalar(v, kk);
+              c.http.enabled = s != "off";
+              if (c.http.enabled) c.http.listen = address(v, kk);
+            }},
          });
        }},
     });
@@ -196,6 +215,7 @@ Config default_config() {
   Config c;
   c.control.listen = endpoint_or_die("0.0.0.0:7700");
   c.ingest.listen = endpoint_or_die("127.0.0.1:65534");
+  c.http.listen = endpoint_or_die("127.0.0.1:7701");  // used only when http.listen turns it on
   std::string error;
   c.ingest.allow = {*parse_cidr("127.0.0.0/8", &error), *parse_cidr("::1/128", &error)};
   return c;

@@ -42,6 +42,10 @@ struct Config {
     uint32_t ring_slots = 4096;      // power of two
     uint32_t socket_buffer = 4 << 20;
     uint32_t stall_timeout_s = 3;    // no datagram for this long: the source is stalled
+    // Where datagrams come from: the ingest socket, or the built-in generator of the
+    // counter stream (common/counter_stream.hpp), one datagram every interval_ms.
+    enum class Source { kSocket, kGenerator } source = Source::kSocket;
+    uint32_t interval_ms = 100;
   } ingest;
 
   struct Fanout {
@@ -49,8 +53,14 @@ struct Config {
     uint32_t socket_buffer = 4 << 20;
   } fanout;
 
+  struct Http {
+    bool enabled = false;            // off in the embedded defaults
+    Endpoint listen;                 // /metrics, /status.json and the status page
+  } http;
+
   struct Log {
     int level = 6;  // syslog priority: 3 err, 4 warning, 5 notice, 6 info, 7 debug
+    std::string file;  // "" = stderr (journald); else appended to, reopened on SIGUSR1
   } log;
 
   std::string source_file;  // where it was read from, or "" for the embedded defaults

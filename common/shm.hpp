@@ -13,7 +13,7 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 1;
+constexpr uint32_t kLayoutMajor = 2;
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 

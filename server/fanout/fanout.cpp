@@ -46,6 +46,7 @@ class Fanout {
       // The head is read before the subscriber table: a change whose OK was sent before a
       // datagram arrived is therefore always seen when that datagram is sent.
       uint64_t waiting = ring_.readable(tail);
+      stats_.ring_lag.store(waiting, std::memory_order_relaxed);
       if (waiting == 0) return;
       uint64_t generation = ctx_.segment.table().generation.load(std::memory_order_seq_cst);
       if (generation != generation_) rebuild(generation);
