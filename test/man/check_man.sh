@@ -139,7 +139,7 @@ check_counters() {
   while read -r group name kind help; do
     entry=$(printf '%s\n' "$counters_tags" | grep -E "^\.BR? +${group}\.${name}( |$)")
     if [ -z "$entry" ]; then
-      fail "$page: counter ${group}.${name} has no .TP entry in COUNTERS"
+      fail "$page: counter ${group}.${name} has no .TP entry in COUNTERS (run scripts/man-counters.sh)"
       continue
     fi
     has_word "$kind" "$entry" || fail "$page: counter ${group}.${name} is not marked ($kind)"
