@@ -2,18 +2,61 @@
 // several threads or processes sharing stderr never interleave.
 #include "log.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdarg>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <mutex>
 
 namespace vrelay::log {
 namespace {
 std::atomic<int> g_level{kInfo};
 const char* g_role = "vrelayd";
+std::mutex g_file_mutex;       // guards g_file_path
+std::string g_file_path;       // "" = stderr as given (journald)
+std::atomic<bool> g_to_file{false};
+
+const char* level_name(int level) {
+  switch (level) {
+    case kError: return "error";
+    case kWarning: return "warning";
+    case kNotice: return "notice";
+    case kInfo: return "info";
+    default: return "debug";
+  }
+}
+
+std::string open_on_stderr(const std::string& path) {
+  int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) return "cannot open the log file " + path + ": " + strerror(errno);
+  if (fd != STDERR_FILENO) {
+    dup2(fd, STDERR_FILENO);  // atomically replaces fd 2: no line is lost or misdirected
+    close(fd);
+  }
+  return "";
+}
 }  // namespace
+
+std::string use_file(const std::string& path) {
+  std::lock_guard lock(g_file_mutex);
+  std::string error = open_on_stderr(path);
+  if (error.empty()) {
+    g_file_path = path;
+    g_to_file.store(true);
+  }
+  return error;
+}
+
+std::string reopen() {
+  std::lock_guard lock(g_file_mutex);
+  return g_file_path.empty() ? "" : open_on_stderr(g_file_path);
+}
 
 void set_level(int level) { g_level.store(level, std::memory_order_relaxed); }
 void set_role(const char* role) { g_role = role; }
@@ -29,7 +72,19 @@ void write(int level, const char* fmt, ...) {
   size_t len = std::min<size_t>(size_t(n), sizeof text - 1);
 
   char line[1200];
-  size_t out = size_t(snprintf(line, sizeof line, "<%d>%s: ", level, g_role));
+  size_t out;
+  if (g_to_file.load(std::memory_order_relaxed)) {  // a file has no journald: time and level in words
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tm utc;
+    gmtime_r(&ts.tv_sec, &utc);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &utc);
+    out = size_t(snprintf(line, sizeof line, "%s.%06ldZ %s %s[%d]: ", when, ts.tv_nsec / 1000, level_name(level), g_role,
+                          int(getpid())));
+  } else {
+    out = size_t(snprintf(line, sizeof line, "<%d>%s: ", level, g_role));
+  }
   static const char hex[] = "0123456789abcdef";
   for (size_t i = 0; i < len && out + 5 < sizeof line; ++i) {
     unsigned char c = static_cast<unsigned char>(text[i]);

@@ -1,5 +1,6 @@
 // Logging for every vrelay process: one line per event on stderr, with the systemd priority
-// prefix ("<6>") that journald turns into a log level. Control bytes are escaped.
+// prefix ("<6>") that journald turns into a log level; or, with log.file, appended to that
+// file with the time and level in words. Control bytes are escaped.
 #pragma once
 #include <string>
 
@@ -10,6 +11,11 @@ enum Level { kError = 3, kWarning = 4, kNotice = 5, kInfo = 6, kDebug = 7 };
 void set_level(int level);
 void set_role(const char* role);  // "supervisor", "ingest", ...; shown on every line
 bool enabled(int level);
+// Appends stderr (and so the log of every process forked later) to `path`: the file is
+// opened and put in place of descriptor 2. Returns "" or the reason it failed.
+std::string use_file(const std::string& path);
+// Opens the log file again (after logrotate moved it away); "" or the reason.
+std::string reopen();
 void write(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace vrelay::log

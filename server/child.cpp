@@ -6,6 +6,8 @@
 
 #include <csignal>
 
+#include "log.hpp"
+
 namespace vrelay {
 
 void mark_ready(ChildContext& ctx) {
@@ -17,6 +19,18 @@ void mark_ready(ChildContext& ctx) {
 void heartbeat(ChildContext& ctx) {
   ctx.segment.process(ctx.role).heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
 }
+
+namespace {
+// The supervisor counts every SIGUSR1 in log_reopens; a child reopens log.file when it sees
+// the count change, within a heartbeat.
+void reopen_log_if_asked(ChildContext& ctx, uint64_t* seen) {
+  uint64_t asked = ctx.segment.stats().supervisor.log_reopens.load(std::memory_order_relaxed);
+  if (asked == *seen) return;
+  *seen = asked;
+  std::string error = log::reopen();
+  if (!error.empty()) LOG_ERROR("%s", error.c_str());
+}
+}  // namespace
 
 ChildLoop::ChildLoop(ChildContext& ctx) : ctx_(ctx), loop_(ev_loop_new(unsigned(EVFLAG_AUTO) | unsigned(EVFLAG_NOENV))) {
   sigset_t stop;
@@ -30,9 +44,16 @@ ChildLoop::ChildLoop(ChildContext& ctx) : ctx_(ctx), loop_(ev_loop_new(unsigned(
     if (read(w->fd, &info, sizeof info) == ssize_t(sizeof info)) ev_break(loop, EVBREAK_ALL);
   }, signal_fd_, EV_READ);
   ev_io_start(loop_, &signals_);
-  ev_timer_init(&beat_, [](struct ev_loop*, ev_timer* w, int) { heartbeat(*static_cast<ChildContext*>(w->data)); },
-                1., 1.);
-  beat_.data = &ctx_;
+  // `systemctl kill -s USR1` reaches every process of the unit: only the supervisor acts on
+  // it (control installs its own handler, to wake session threads).
+  signal(SIGUSR1, SIG_IGN);
+  log_reopens_seen_ = ctx.segment.stats().supervisor.log_reopens.load(std::memory_order_relaxed);
+  ev_timer_init(&beat_, [](struct ev_loop*, ev_timer* w, int) {
+    auto* self = static_cast<ChildLoop*>(w->data);
+    heartbeat(self->ctx_);
+    reopen_log_if_asked(self->ctx_, &self->log_reopens_seen_);
+  }, 1., 1.);
+  beat_.data = this;
   ev_timer_start(loop_, &beat_);
 }
 

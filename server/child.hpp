@@ -49,6 +49,7 @@ class ChildLoop {
   int signal_fd_ = -1;
   ev_io signals_{};
   ev_timer beat_{};
+  uint64_t log_reopens_seen_ = 0;
 };
 
 }  // namespace vrelay

@@ -121,5 +121,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   vrelay::log::set_level(config.log.level);
+  if (!config.log.file.empty()) {
+    std::string error = vrelay::log::use_file(config.log.file);
+    if (!error.empty()) {
+      fprintf(stderr, "vrelayd: configuration error: log.file: %s\n", error.c_str());
+      return 2;
+    }
+  }
   return vrelay::run_supervisor(config, options);
 }

@@ -161,8 +161,7 @@ Reply Session::execute(const protocol::Parsed& command) {
     case CommandId::kStats: {
       const Stats& st = control_.ctx.segment.stats();
       uint64_t now = now_ns();
-      uint64_t last = st.ingest.last_datagram_ns.load(std::memory_order_relaxed);
-      bool live = last && now - last < uint64_t(config.ingest.stall_timeout_s) * 1000000000ull;
+      bool live = !st.ingest.stalled.load(std::memory_order_relaxed);  // as EVENT SOURCE told
       Fields f{{"sessions", control_.session_count()},
                {"subscribers", st.control.subscribers.load(std::memory_order_relaxed)},
                {"playing", control_.table.count_playing()},  // as of now, not as of the last datagram
@@ -170,7 +169,8 @@ Reply Session::execute(const protocol::Parsed& command) {
                {"ingest_bytes", st.ingest.bytes.load(std::memory_order_relaxed)},
                {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
                {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / 1000000000ull},
-               {"source", live ? "live" : "stalled"}};
+               {"source", live ? "live" : "stalled"},
+               {"ingest_bitrate", st.ingest.rate_bits.load(std::memory_order_relaxed)}};
       std::string text;
       for (const auto& [key, value] : f.items())
         text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());

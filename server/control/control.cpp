@@ -45,7 +45,11 @@ uint32_t sessions_that_fit(uint32_t wanted) {
 
 Control::Control(ChildContext& c)
     : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * 1000000000ull),
-      stats(c.segment.stats().control), max_sessions_(sessions_that_fit(c.config.control.max_sessions)) {}
+      stats(c.segment.stats().control), max_sessions_(sessions_that_fit(c.config.control.max_sessions)) {
+  stalls_seen_ = c.segment.stats().ingest.stalls.load(std::memory_order_relaxed);
+  announced_live_ = c.segment.stats().ingest.stalled.load(std::memory_order_relaxed) == 0 &&
+                    c.segment.stats().ingest.last_datagram_ns.load(std::memory_order_relaxed) != 0;
+}
 
 namespace {
 int g_reserve_fd = -1;  // released at the descriptor limit so one connection can be shed
@@ -150,6 +154,7 @@ void Control::session_started(Session& session) {
   // Only the sessions that were there before hear the JOIN: a later one sees this one in
   // LIST already, whichever thread runs first.
   std::string name = name_of(session);
+  LOG_INFO("%s (%s) connected", name.c_str(), session.peer().to_string().c_str());
   Event event{"JOIN", name, Fields{{"name", name}}};
   std::string text = protocol::render(event, false), json = protocol::render(event, true);
   bool named_only = ctx.config.control.presence_to_named_only;
@@ -185,6 +190,7 @@ void Control::session_ended(Session& session) {
     stats.sessions_open.fetch_sub(1, std::memory_order_relaxed);
     all_ended_.notify_all();
   }
+  LOG_INFO("%s (%s) disconnected", name.c_str(), session.peer().to_string().c_str());
   for (auto& [peer, who] : hung_up) peer->post(Event{"HANGUP", who, Fields{{"from", who}}});
   if (!stopping.load()) send_to_others(session, Event{"LEAVE", name, Fields{{"name", name}}}, true);
 }
@@ -245,6 +251,10 @@ std::shared_ptr<Session> Control::find(const std::string& name) {
 }
 
 size_t Control::send_to_others(const Session& from, const Event& event, bool presence) {
+  return send_to_sessions(&from, event, presence);
+}
+
+size_t Control::send_to_sessions(const Session* except, const Event& event, bool presence) {
   // Render once per format, then queue to each: the sender never waits for a reader.
   std::string text = protocol::render(event, false), json = protocol::render(event, true);
   bool named_only = presence && ctx.config.control.presence_to_named_only;
@@ -253,10 +263,31 @@ size_t Control::send_to_others(const Session& from, const Event& event, bool pre
     std::lock_guard lock(mutex_);
     others.reserve(sessions_.size());
     for (auto& [id, s] : sessions_)
-      if (id != from.id() && (!named_only || s->named_)) others.push_back(s);
+      if ((!except || id != except->id()) && (!named_only || s->named_)) others.push_back(s);
   }
   for (auto& s : others) s->post_rendered(text, json);
   return others.size();
+}
+
+void Control::watch_source() {
+  // Ingest counts each fall into a stall (stalls) and keeps the state (stalled); "no
+  // source yet" is stalled without a stall, so it is not announced. A stall and recovery
+  // between two checks are both announced, in order.
+  const ingest_stats& ingest = ctx.segment.stats().ingest;
+  uint64_t stalls = ingest.stalls.load(std::memory_order_relaxed);
+  bool live = ingest.stalled.load(std::memory_order_relaxed) == 0;
+  if (stalls != stalls_seen_) {
+    stalls_seen_ = stalls;
+    announce_source(false);
+  }
+  if (live && !announced_live_) announce_source(true);
+}
+
+void Control::announce_source(bool live) {
+  announced_live_ = live;
+  const char* state = live ? "live" : "stalled";
+  size_t told = send_to_sessions(nullptr, Event{"SOURCE", state, Fields{{"state", state}}}, false);
+  LOG_INFO("source %s: told %zu sessions", state, told);
 }
 
 protocol::Reply Control::call(Session& from, const std::string& to, uint16_t port) {
@@ -381,6 +412,11 @@ int run_control(ChildContext& ctx) {
                 1., 1.);
   orphans.data = &control;
   ev_timer_start(child.loop(), &orphans);
+  ev_timer source;  // ingest's stall checks run every 100 ms too
+  ev_timer_init(&source, [](struct ev_loop*, ev_timer* w, int) { static_cast<Control*>(w->data)->watch_source(); },
+                0.1, 0.1);
+  source.data = &control;
+  ev_timer_start(child.loop(), &source);
 
   LOG_INFO("accepting control sessions on %s", ctx.segment.header().control_address);
   child.run();

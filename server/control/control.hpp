@@ -122,6 +122,8 @@ class Control {
   // To every other session; a presence event (JOIN, LEAVE, RENAME) only to the named ones
   // when control.presence_events is "named".
   size_t send_to_others(const Session& from, const protocol::Event& event, bool presence = false);
+  // EVENT SOURCE stalled|live to every session when ingest.stalled changes.
+  void watch_source();
   protocol::Reply call(Session& from, const std::string& to, uint16_t port);
   protocol::Reply answer(Session& from, const std::string& caller, uint16_t port);
   protocol::Reply hangup(Session& from, const std::string& other);
@@ -137,6 +139,10 @@ class Control {
 
  private:
   void start_thread(std::shared_ptr<Session> session);
+  size_t send_to_sessions(const Session* except, const protocol::Event& event, bool presence);
+  void announce_source(bool live);
+  uint64_t stalls_seen_;  // ingest.stalls when last looked at
+  bool announced_live_;   // what the sessions were last told (or would have been)
 
   std::mutex mutex_;  // guards everything below and every Session::name_
   std::condition_variable all_ended_;

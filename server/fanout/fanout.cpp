@@ -154,6 +154,7 @@ int run_fanout(ChildContext& ctx) {
   }, ctx.sockets.wake, EV_READ);
   wake.data = &fanout;
   ev_io_start(child.loop(), &wake);
+  LOG_INFO("sending copies to up to %u subscribers", ctx.segment.header().max_subscribers);
   fanout.drain();  // what arrived while this process was (re)starting
   child.run();
   return 0;

@@ -1,6 +1,8 @@
 // vrelayd's ingest process: receives the source's datagrams with recvmmsg straight into the
 // shared-memory ring (no copy, no allocation per datagram), drops and counts what must not
 // be relayed (foreign sender, oversize, ring full), and wakes the fan-out once per batch.
+// It also keeps the source's figures (rate, stalled) and can be the source itself: the
+// generator of the counter stream (ingest.source: generator).
 #include <ev.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "child.hpp"
+#include "counter_stream.hpp"
 #include "log.hpp"
 #include "net.hpp"
 #include "ring.hpp"
@@ -19,12 +22,60 @@ namespace {
 
 constexpr unsigned kBatch = 64;
 constexpr int kMaxBatchesPerWake = 32;  // then let the loop run its timers and signals
+constexpr double kTick = 0.1;            // seconds between two stall checks
+constexpr int kTicksPerRate = 10;        // the rates cover one second
+constexpr uint64_t kMaxGeneratedPerTick = 1024;  // a late timer catches up, within reason
 
 class Ingest {
  public:
   explicit Ingest(ChildContext& ctx)
       : ctx_(ctx), ring_(ring_of(ctx.segment)), stats_(ctx.segment.stats().ingest),
-        max_datagram_(ctx.config.ingest.max_datagram), scratch_(size_t(max_datagram_) + 1) {}
+        max_datagram_(ctx.config.ingest.max_datagram), scratch_(size_t(max_datagram_) + 1),
+        stall_ns_(uint64_t(ctx.config.ingest.stall_timeout_s) * 1000000000ull),
+        rate_from_datagrams_(stats_.datagrams.load(std::memory_order_relaxed)),
+        rate_from_bytes_(stats_.bytes.load(std::memory_order_relaxed)), rate_from_ns_(monotonic_ns()) {
+    stalled_ = stats_.stalled.load(std::memory_order_relaxed) != 0;
+    check_stall();
+  }
+
+  // Every kTick: the stall check, and once a second the rates.
+  void tick() {
+    check_stall();
+    if (++ticks_ % kTicksPerRate) return;
+    uint64_t now = monotonic_ns(), datagrams = stats_.datagrams.load(std::memory_order_relaxed),
+             bytes = stats_.bytes.load(std::memory_order_relaxed);
+    double elapsed = double(now - rate_from_ns_) / 1e9;
+    if (elapsed > 0) {
+      stats_.rate_datagrams.store(uint64_t(double(datagrams - rate_from_datagrams_) / elapsed + 0.5), std::memory_order_relaxed);
+      stats_.rate_bits.store(uint64_t(double(bytes - rate_from_bytes_) * 8 / elapsed + 0.5), std::memory_order_relaxed);
+    }
+    rate_from_ns_ = now;
+    rate_from_datagrams_ = datagrams;
+    rate_from_bytes_ = bytes;
+  }
+
+  // The generator source: the datagrams that fell due since it started, so the rate holds
+  // on average however late the timer fires.
+  void generate(double interval_s) {
+    if (!generator_start_ns_) generator_start_ns_ = monotonic_ns();
+    uint64_t due = uint64_t(double(monotonic_ns() - generator_start_ns_) / 1e9 / interval_s) + 1;
+    uint64_t count = std::min(due - std::min(due, generated_here_), kMaxGeneratedPerTick);
+    generated_here_ += count;
+    uint64_t head = ring_.producer_position();
+    uint64_t room = std::min<uint64_t>(count, ring_.writable(head));
+    uint64_t index = stats_.generated.load(std::memory_order_relaxed);  // goes on across restarts
+    uint64_t now = now_ns();
+    for (uint64_t i = 0; i < room; ++i) {
+      RingSlotHeader& slot = ring_.header(head + i);
+      slot.length = uint32_t(encode_counter(index + 1 + i, ring_.data(head + i)));
+      slot.flags = 0;
+      slot.position = head + i;
+      slot.received_ns = now;
+    }
+    stats_.generated.store(index + count, std::memory_order_relaxed);
+    if (room < count) stats_.drops_ring_full.fetch_add(count - room, std::memory_order_relaxed);
+    if (room) accepted(head + room, room, room * kCounterDatagramSize, now);
+  }
 
   // Reads until the socket is empty or the batch budget is spent.
   void drain() {
@@ -97,15 +148,7 @@ class Ingest {
       bytes += msgs_[i].msg_len;
       ++kept;
     }
-    if (kept) {
-      ring_.publish(head + kept);
-      uint64_t one = 1;
-      ssize_t ignored = write(ctx_.sockets.wake, &one, sizeof one);
-      (void)ignored;
-      stats_.datagrams.fetch_add(kept, std::memory_order_relaxed);
-      stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
-      stats_.last_datagram_ns.store(now, std::memory_order_relaxed);
-    }
+    if (kept) accepted(head + kept, kept, bytes, now);
     stats_.batches.fetch_add(1, std::memory_order_relaxed);
     if (oversize) {
       stats_.drops_oversize.fetch_add(oversize, std::memory_order_relaxed);
@@ -113,6 +156,35 @@ class Ingest {
     }
     if (foreign) stats_.drops_foreign_sender.fetch_add(foreign, std::memory_order_relaxed);
     return got;
+  }
+
+  // Datagrams up to new_head are in the ring: publish them, wake the fan-out, count them.
+  void accepted(uint64_t new_head, uint64_t count, uint64_t bytes, uint64_t now) {
+    ring_.publish(new_head);
+    uint64_t one = 1;
+    ssize_t ignored = write(ctx_.sockets.wake, &one, sizeof one);
+    (void)ignored;
+    stats_.datagrams.fetch_add(count, std::memory_order_relaxed);
+    stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
+    stats_.last_datagram_ns.store(now, std::memory_order_relaxed);
+    if (stalled_) check_stall();  // live again: say so now, not at the next tick
+  }
+
+  // The source is stalled when no datagram came for ingest.stall_timeout, or none yet.
+  // Control turns each change into EVENT SOURCE for the sessions.
+  void check_stall() {
+    uint64_t last = stats_.last_datagram_ns.load(std::memory_order_relaxed), now = now_ns();
+    bool stalled = last == 0 || now - std::min(now, last) >= stall_ns_;
+    if (stalled == stalled_) return;
+    stalled_ = stalled;
+    stats_.stalled.store(stalled, std::memory_order_relaxed);
+    if (stalled && last == 0) return;  // no source yet: nothing went wrong
+    if (stalled) {
+      stats_.stalls.fetch_add(1, std::memory_order_relaxed);  // control announces each one
+      LOG_NOTICE("source stalled: no datagram for %u s", ctx_.config.ingest.stall_timeout_s);
+    } else {
+      LOG_NOTICE("source live");
+    }
   }
 
   // The ring is full (fan-out is behind): the producer never waits, it drops and counts
@@ -139,6 +211,11 @@ class Ingest {
   ingest_stats& stats_;
   uint32_t max_datagram_;
   std::vector<char> scratch_;
+  uint64_t stall_ns_;
+  bool stalled_ = false;
+  unsigned ticks_ = 0;
+  uint64_t rate_from_datagrams_, rate_from_bytes_, rate_from_ns_;
+  uint64_t generator_start_ns_ = 0, generated_here_ = 0;
   mmsghdr msgs_[kBatch]{};
   iovec iov_[kBatch]{};
   sockaddr_storage senders_[kBatch]{};
@@ -150,12 +227,28 @@ class Ingest {
 int run_ingest(ChildContext& ctx) {
   ChildLoop child(ctx);
   Ingest ingest(ctx);
+  ev_timer tick;
+  ev_timer_init(&tick, [](struct ev_loop*, ev_timer* w, int) { static_cast<Ingest*>(w->data)->tick(); }, kTick, kTick);
+  tick.data = &ingest;
+  ev_timer_start(child.loop(), &tick);
+
   ev_io readable;
-  ev_io_init(&readable, [](struct ev_loop*, ev_io* w, int) { static_cast<Ingest*>(w->data)->drain(); },
-             ctx.sockets.ingest, EV_READ);
-  readable.data = &ingest;
-  ev_io_start(child.loop(), &readable);
-  LOG_INFO("receiving on %s", ctx.segment.header().ingest_address);
+  ev_timer generator;
+  if (ctx.config.ingest.source == Config::Ingest::Source::kGenerator) {
+    double interval = ctx.config.ingest.interval_ms / 1000.;
+    ev_timer_init(&generator, [](struct ev_loop*, ev_timer* w, int) {
+      static_cast<Ingest*>(w->data)->generate(w->repeat);
+    }, 0., interval);
+    generator.data = &ingest;
+    ev_timer_start(child.loop(), &generator);
+    LOG_INFO("generating the counter stream, one datagram every %u ms", ctx.config.ingest.interval_ms);
+  } else {
+    ev_io_init(&readable, [](struct ev_loop*, ev_io* w, int) { static_cast<Ingest*>(w->data)->drain(); },
+               ctx.sockets.ingest, EV_READ);
+    readable.data = &ingest;
+    ev_io_start(child.loop(), &readable);
+    LOG_INFO("receiving on %s", ctx.segment.header().ingest_address);
+  }
   child.run();
   return 0;
 }

@@ -52,7 +52,7 @@ struct Supervisor {
   Sockets sockets;
   Child children[kRoleCount];
   struct ev_loop* loop = nullptr;
-  ev_signal sigterm{}, sigint{}, sighup{};
+  ev_signal sigterm{}, sigint{}, sighup{}, sigusr1{};
   ev_timer poll_timer{}, kill_timer{}, watchdog_timer{};
   bool announced = false;
   bool stopping = false;
@@ -126,7 +126,7 @@ void close_all_but(std::set<int> keep) {
 
 void Supervisor::become_child(Role role) {
   // Undo what the supervisor's libev set up: signal handlers and the signal mask.
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPIPE}) signal(sig, SIG_DFL);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPIPE, SIGUSR1}) signal(sig, SIG_DFL);
   signal(SIGPIPE, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
@@ -372,7 +372,16 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   ev_signal_init(&sup.sighup, [](struct ev_loop*, ev_signal*, int) {
     LOG_NOTICE("SIGHUP: configuration reload is not supported yet; restart the service to apply changes");
   }, SIGHUP);
-  for (ev_signal* s : {&sup.sigterm, &sup.sigint, &sup.sighup}) {
+  // SIGUSR1: logrotate moved log.file away. The supervisor reopens it now; the children
+  // see log_reopens change at their next heartbeat (no signal needed: control uses SIGUSR1
+  // to wake its session threads).
+  ev_signal_init(&sup.sigusr1, [](struct ev_loop*, ev_signal* w, int) {
+    std::string error = log::reopen();
+    owner(w->data)->segment->stats().supervisor.log_reopens.fetch_add(1, std::memory_order_relaxed);
+    if (error.empty()) LOG_NOTICE("SIGUSR1: log file reopened");
+    else LOG_ERROR("SIGUSR1: %s", error.c_str());
+  }, SIGUSR1);
+  for (ev_signal* s : {&sup.sigterm, &sup.sigint, &sup.sighup, &sup.sigusr1}) {
     s->data = &sup;
     ev_signal_start(sup.loop, s);
   }

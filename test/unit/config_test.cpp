@@ -121,4 +121,24 @@ TEST(Config, MissingFile) {
   EXPECT_THROW(load_config_file("/nonexistent/vrelay.yaml"), ConfigError);
 }
 
+TEST(Config, BadObservabilityKeysAreClearErrors) {
+  struct Case {
+    const char* yaml;
+    const char* message;
+  } cases[] = {
+      {"ingest:\n  source: camera\n", "ingest.source: expected socket or generator, got 'camera'"},
+      {"ingest:\n  interval_ms: 0\n", "ingest.interval_ms: expected a whole number from 1 to 60000"},
+      {"log:\n  file: relative.log\n", "log.file: expected an absolute path, got 'relative.log'"},
+      {"http:\n  listen: nowhere\n", "http.listen:"},
+  };
+  for (const Case& c : cases) {
+    try {
+      load_config_text(c.yaml, "test.yaml");
+      ADD_FAILURE() << c.yaml << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace

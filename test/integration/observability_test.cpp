@@ -1,0 +1,247 @@
+// What the relay tells about itself: counters against known traffic, the source's stall
+// and recovery (gauge, events, STATS), the generator source, and the log file.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "counter_stream.hpp"
+#include "harness.hpp"
+#include "subscribers.hpp"
+
+namespace vrelay::test {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(Counters, MatchKnownTraffic) {
+  Relay relay;
+  UdpSink a, b;
+  Session sa(relay.control_port()), sb(relay.control_port());
+  ASSERT_EQ(sa.command("CONECTAR " + std::to_string(a.port())), "OK");
+  ASSERT_EQ(sb.command("CONECTAR " + std::to_string(b.port())), "OK");
+  ASSERT_EQ(sb.command("BOGUS").substr(0, 19), "ERR unknown-command");
+
+  constexpr uint64_t kCount = 500;
+  uint64_t bytes = 0;
+  UdpSource source(relay.ingest_port());
+  for (uint64_t i = 0; i < kCount; ++i) {
+    source.send(test_payload(i));
+    bytes += test_payload(i).size();
+    ASSERT_TRUE(is_payload(a.receive(), i));  // paced by the slower of the two sinks
+    ASSERT_TRUE(is_payload(b.receive(), i));
+  }
+  Stats& stats = relay.shm().stats();
+  ASSERT_TRUE(wait_until([&] {  // each counter is updated after the sends it counts
+    return stats.fanout.sent_datagrams.load() == 2 * kCount && stats.fanout.datagrams.load() == kCount;
+  }));
+  EXPECT_EQ(stats.ingest.datagrams.load(), kCount);
+  EXPECT_EQ(stats.ingest.bytes.load(), bytes);
+  EXPECT_EQ(stats.fanout.datagrams.load(), kCount);
+  EXPECT_EQ(stats.fanout.sent_bytes.load(), 2 * bytes);
+  EXPECT_EQ(stats.fanout.send_errors.load(), 0u);
+  EXPECT_EQ(stats.fanout.ring_lag.load(), 0u);
+  EXPECT_EQ(stats.fanout.playing.load(), 2u);
+  EXPECT_GE(stats.ingest.batches.load(), 1u);
+  EXPECT_LE(stats.ingest.batches.load(), kCount);
+  EXPECT_EQ(stats.ingest.drops_ring_full.load() + stats.ingest.drops_oversize.load() +
+                stats.ingest.drops_foreign_sender.load(),
+            0u);
+  EXPECT_EQ(stats.control.commands_ok.load(), 2u);
+  EXPECT_EQ(stats.control.commands_err.load(), 1u);
+  EXPECT_EQ(stats.control.sessions_open.load(), 2u);
+  EXPECT_EQ(stats.control.subscribers.load(), 2u);
+  EXPECT_EQ(stats.ingest.stalled.load(), 0u);
+  // The rate covers about the last second (its timer may fire a little early or late): at
+  // most all of the traffic, a little more for a short second.
+  ASSERT_TRUE(wait_until([&] { return stats.ingest.rate_datagrams.load() > 0; }, 3000ms));
+  EXPECT_LE(stats.ingest.rate_datagrams.load(), kCount * 11 / 10);
+  EXPECT_LE(stats.ingest.rate_bits.load(), 8 * bytes * 11 / 10);
+
+  // Per subscriber: each got every datagram and every byte.
+  Segment& shm = relay.shm();
+  int found = 0;
+  for (uint32_t i = 0; i < shm.header().max_subscribers; ++i) {
+    SubscriberSnapshot s;
+    if (!read_subscriber(shm.subscribers()[i], &s) || s.state == SubscriberState::kFree) continue;
+    ++found;
+    EXPECT_EQ(shm.subscribers()[i].datagrams.load(), kCount);
+    EXPECT_EQ(shm.subscribers()[i].bytes.load(), bytes);
+    EXPECT_EQ(shm.subscribers()[i].errors.load(), 0u);
+  }
+  EXPECT_EQ(found, 2);
+}
+
+TEST(Source, StallAndRecoveryAreCountedAndAnnounced) {
+  // Presence events only to named sessions: these two hear nothing but the source's.
+  Relay relay("ingest:\n  stall_timeout: 1\ncontrol:\n  presence_events: named\n");
+  Stats& stats = relay.shm().stats();
+  Session text(relay.control_port()), json(relay.control_port());
+  ASSERT_EQ(json.command("FORMAT JSON"), R"({"ok":true,"text":""})");
+  // No source yet: stalled, but nothing went wrong, so no event and no stall counted.
+  ASSERT_TRUE(wait_until([&] { return stats.ingest.stalled.load() == 1u; }));
+  EXPECT_NE(text.command("STATS").find("source=stalled"), std::string::npos);
+
+  UdpSource source(relay.ingest_port());
+  source.send(test_payload(1));
+  EXPECT_EQ(text.next_event(), "EVENT SOURCE live");
+  EXPECT_EQ(json.next_event(), R"({"event":"source","state":"live"})");
+  EXPECT_EQ(stats.ingest.stalled.load(), 0u);
+  EXPECT_NE(text.command("STATS").find("source=live"), std::string::npos);
+
+  // Nothing for stall_timeout: stalled, said once.
+  auto quiet_since = Clock::now();
+  EXPECT_EQ(text.next_event(3000ms), "EVENT SOURCE stalled");
+  EXPECT_GE(Clock::now() - quiet_since, 800ms);  // not before the timeout (less the 0.1 s checks)
+  EXPECT_EQ(json.next_event(), R"({"event":"source","state":"stalled"})");
+  EXPECT_EQ(stats.ingest.stalls.load(), 1u);
+  EXPECT_EQ(stats.ingest.stalled.load(), 1u);
+  EXPECT_NE(text.command("STATS").find("source=stalled"), std::string::npos);
+
+  source.send(test_payload(2));
+  EXPECT_EQ(text.next_event(), "EVENT SOURCE live");
+  EXPECT_EQ(json.next_event(), R"({"event":"source","state":"live"})");
+  EXPECT_EQ(stats.ingest.stalls.load(), 1u);
+  EXPECT_NE(relay.log().find("source stalled"), std::string::npos);
+}
+
+TEST(Source, StalledStateSurvivesAnIngestRestart) {
+  Relay relay("ingest:\n  stall_timeout: 1\ncontrol:\n  presence_events: named\n");
+  Stats& stats = relay.shm().stats();
+  Session s(relay.control_port());
+  UdpSource source(relay.ingest_port());
+  source.send(test_payload(1));
+  ASSERT_EQ(s.next_event(), "EVENT SOURCE live");
+  pid_t ingest = relay.child_pid(kIngest);
+  ASSERT_EQ(kill(ingest, SIGKILL), 0);
+  ASSERT_TRUE(relay.wait_restarted(kIngest, ingest));
+  // The new ingest process takes the state over: one stall, told once.
+  EXPECT_EQ(s.next_event(3000ms), "EVENT SOURCE stalled");
+  EXPECT_EQ(stats.ingest.stalls.load(), 1u);
+  source.send(test_payload(2));
+  EXPECT_EQ(s.next_event(), "EVENT SOURCE live");
+}
+
+// The counter stream of the generator, as a subscriber receives it.
+std::optional<CounterDatagram> next_counter(UdpSink& sink) {
+  auto got = sink.receive();
+  if (!got) return std::nullopt;
+  return decode_counter(got->data(), got->size());
+}
+
+TEST(Generator, SendsTheCounterStreamAtItsInterval) {
+  Relay relay("ingest:\n  source: generator\n  interval_ms: 10\n");
+  UdpSink sink;
+  Session s(relay.control_port());
+  ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  auto first = next_counter(sink);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->value, 2 * first->index);
+  auto start = Clock::now();
+  uint64_t expected = first->index;
+  for (int i = 0; i < 100; ++i) {  // one second of stream, in order, none missing
+    auto got = next_counter(sink);
+    ASSERT_TRUE(got) << "after index " << expected;
+    ASSERT_EQ(got->index, ++expected);
+    ASSERT_EQ(got->value, 2 * got->index);
+  }
+  auto took = Clock::now() - start;
+  EXPECT_GE(took, 900ms);   // 100 datagrams 10 ms apart
+  EXPECT_LE(took, 3000ms);  // and not much slower (a loaded machine may lag)
+  Stats& stats = relay.shm().stats();
+  EXPECT_GE(stats.ingest.generated.load(), expected);
+  EXPECT_EQ(stats.ingest.datagrams.load() + stats.ingest.drops_ring_full.load(), stats.ingest.generated.load());
+  EXPECT_EQ(stats.ingest.stalled.load(), 0u);
+}
+
+TEST(Generator, IndexGoesOnAcrossAnIngestRestart) {
+  Relay relay("ingest:\n  source: generator\n  interval_ms: 5\n");
+  UdpSink sink;
+  Session s(relay.control_port());
+  ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  auto before = next_counter(sink);
+  ASSERT_TRUE(before);
+  pid_t ingest = relay.child_pid(kIngest);
+  ASSERT_EQ(kill(ingest, SIGKILL), 0);
+  ASSERT_TRUE(relay.wait_restarted(kIngest, ingest));
+  uint64_t generated_at_restart = relay.shm().stats().ingest.generated.load();
+  sink.drain();
+  // Every datagram now comes from the new process: its indexes continue, never restart at 1.
+  for (int i = 0; i < 20; ++i) {
+    auto got = next_counter(sink);
+    ASSERT_TRUE(got);
+    EXPECT_GT(got->index, before->index);
+    if (i == 19) {
+      EXPECT_GT(got->index, generated_at_restart);
+    }
+  }
+}
+
+TEST(Log, FileHasEveryProcessAndIsReopenedOnSigusr1) {
+  std::string path = "/tmp/vrelay-log-test-" + std::to_string(getpid()) + ".log";
+  std::remove(path.c_str());
+  std::remove((path + ".1").c_str());
+  Relay relay("log:\n  file: " + path + "\n");
+  // Each line: time, level in words, process[pid]: text. No journald prefix in a file.
+  std::regex line_shape(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (error|warning|notice|info|debug) [a-z]+\[\d+\]: .*)");
+  ASSERT_TRUE(wait_until([&] {
+    std::string log = read_file(path);
+    return log.find("supervisor[") != std::string::npos && log.find("ingest[") != std::string::npos &&
+           log.find("fanout[") != std::string::npos && log.find("control[") != std::string::npos;
+  }));
+  std::istringstream lines(read_file(path));
+  for (std::string line; std::getline(lines, line);) EXPECT_TRUE(std::regex_match(line, line_shape)) << line;
+
+  // logrotate: move the file away, then SIGUSR1; every process writes to a new file.
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);
+  uint64_t reopens = relay.shm().stats().supervisor.log_reopens.load();
+  ASSERT_EQ(kill(relay.pid(), SIGUSR1), 0);
+  ASSERT_TRUE(wait_until([&] { return relay.shm().stats().supervisor.log_reopens.load() == reopens + 1; }));
+  // Children reopen at their next heartbeat; then a session makes control log, a datagram
+  // makes ingest log.
+  struct stat st;
+  ASSERT_TRUE(wait_until([&] { return stat(path.c_str(), &st) == 0; }));
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  bool control_moved = wait_until([&] {
+    Session s(relay.control_port());
+    return read_file(path).find("control[") != std::string::npos;
+  }, 5000ms);
+  EXPECT_TRUE(control_moved) << read_file(path);
+  UdpSource source(relay.ingest_port());
+  source.send(test_payload(1));
+  EXPECT_TRUE(wait_until([&] { return read_file(path).find("source live") != std::string::npos; }, 5000ms))
+      << read_file(path);
+  EXPECT_NE(read_file(path).find("SIGUSR1: log file reopened"), std::string::npos);
+  relay.stop();
+  std::remove(path.c_str());
+  std::remove((path + ".1").c_str());
+}
+
+TEST(Log, ControlBytesAndTokensNeverReachTheLog) {
+  std::string token_path = "/tmp/vrelay-token-" + std::to_string(getpid());
+  std::ofstream(token_path) << "s3cret-token-42\n";
+  Relay relay("moderators:\n  token_files: [" + token_path + "]\n");
+  Session s(relay.control_port());
+  ASSERT_EQ(s.command("NAME evil\x1b[31mname").substr(0, 3), "ERR");
+  ASSERT_EQ(s.command("AUTH s3cret-token-42"), "OK");
+  Session other(relay.control_port());
+  ASSERT_EQ(other.command("AUTH s3cret-token-43").substr(0, 3), "ERR");
+  relay.stop();
+  std::string log = relay.log();
+  EXPECT_EQ(log.find("s3cret"), std::string::npos) << log;
+  EXPECT_EQ(log.find('\x1b'), std::string::npos) << log;
+  EXPECT_NE(log.find("is a moderator"), std::string::npos) << log;
+  std::remove(token_path.c_str());
+}
+
+}  // namespace
+}  // namespace vrelay::test
