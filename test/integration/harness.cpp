@@ -365,6 +365,11 @@ std::string test_payload(uint64_t index) {
                                        << got_index;
 }
 
+Viewer::Viewer(Relay& relay) : session(relay.control_port()) {
+  std::string reply = session.command("CONECTAR " + std::to_string(sink.port()));
+  if (reply != "OK") ADD_FAILURE() << "CONECTAR " << sink.port() << ": " << reply;
+}
+
 uint16_t free_udp_port() {
   UdpSink probe;
   return probe.port();

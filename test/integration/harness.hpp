@@ -100,6 +100,13 @@ class UdpSink {
   uint16_t port_ = 0;
 };
 
+// A viewer: a UDP sink subscribed to the relay by its own control session (CONECTAR).
+struct Viewer {
+  explicit Viewer(Relay& relay);
+  UdpSink sink;
+  Session session;
+};
+
 // Sends datagrams to the relay's ingest, from 127.0.0.1 or another loopback address.
 class UdpSource {
  public:

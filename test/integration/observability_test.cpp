@@ -140,9 +140,8 @@ std::optional<CounterDatagram> next_counter(UdpSink& sink) {
 
 TEST(Generator, SendsTheCounterStreamAtItsInterval) {
   Relay relay("ingest:\n  source: generator\n  interval_ms: 10\n");
-  UdpSink sink;
-  Session s(relay.control_port());
-  ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  Viewer viewer(relay);
+  UdpSink& sink = viewer.sink;
   auto first = next_counter(sink);
   ASSERT_TRUE(first);
   EXPECT_EQ(first->value, 2 * first->index);
@@ -165,9 +164,8 @@ TEST(Generator, SendsTheCounterStreamAtItsInterval) {
 
 TEST(Generator, IndexGoesOnAcrossAnIngestRestart) {
   Relay relay("ingest:\n  source: generator\n  interval_ms: 5\n");
-  UdpSink sink;
-  Session s(relay.control_port());
-  ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  Viewer viewer(relay);
+  UdpSink& sink = viewer.sink;
   auto before = next_counter(sink);
   ASSERT_TRUE(before);
   pid_t ingest = relay.child_pid(kIngest);
