@@ -151,6 +151,8 @@ int run(const Options& options) {
   }
   int size = kReceiveBuffer;
   setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);  // best effort
+  // Tests wait for this line (the port is bound) before they send.
+  if (!options.quiet) fprintf(stderr, "vrelay-probe: receiving on %s\n", local_endpoint(udp_fd).to_string().c_str());
 
   ControlSession control;
   if (!options.control_host.empty()) {
@@ -337,6 +339,6 @@ int main(int argc, char** argv) {
   options.port = *port;
   bool v6 = options.bind.find(':') != std::string::npos;
   if (!parse_endpoint((v6 ? "[" + options.bind + "]" : options.bind) + ":0", &error))
-    return usage_error("--bind expects a numeric IPv4 or IPv6 address: " + error);
+    return usage_error("--bind expects a numeric IPv4 or IPv6 address, not '" + options.bind + "'");
   return run(options);
 }

@@ -11,8 +11,8 @@ namespace vrelay::probe {
 
 namespace {
 
-nlohmann::json ts_json(const TsAnalyzer& ts) {
-  nlohmann::json pids = nlohmann::json::array();
+nlohmann::ordered_json ts_json(const TsAnalyzer& ts) {
+  nlohmann::ordered_json pids = nlohmann::ordered_json::array();
   for (size_t pid = 0; pid < kTsPidCount; ++pid) {
     const TsAnalyzer::Pid& p = ts.pid(static_cast<uint16_t>(pid));
     if (p.packets == 0) continue;
@@ -25,7 +25,7 @@ nlohmann::json ts_json(const TsAnalyzer& ts) {
 
 double round3(double x) { return std::round(x * 1000) / 1000; }
 
-void flatten(const nlohmann::json& j, const std::string& prefix, std::string* out) {
+void flatten(const nlohmann::ordered_json& j, const std::string& prefix, std::string* out) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
     if (it->is_object()) {
@@ -45,9 +45,9 @@ void flatten(const nlohmann::json& j, const std::string& prefix, std::string* ou
 
 }  // namespace
 
-nlohmann::json report_json(const Analyzer& a, const RunInfo& run) {
+nlohmann::ordered_json report_json(const Analyzer& a, const RunInfo& run) {
   const Totals& t = a.totals();
-  nlohmann::json j = nlohmann::json::object();
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
   j["kind"] = kind_name(a.kind());
   j["end"] = run.end;
   j["duration_s"] = round3(run.duration_s);

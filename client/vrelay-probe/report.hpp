@@ -15,7 +15,8 @@ struct RunInfo {
   std::string end = "signal"; // why it ended: count, duration, idle, signal, error
 };
 
-nlohmann::json report_json(const Analyzer& analyzer, const RunInfo& run);
+// Keys in the order of the man page (ordered_json), for people reading it.
+nlohmann::ordered_json report_json(const Analyzer& analyzer, const RunInfo& run);
 // The same fields as report_json, one "key: value" line each (nested keys joined by '.',
 // one "pid NUMBER: packets N cc_errors M" line per PID).
 std::string report_text(const Analyzer& analyzer, const RunInfo& run);
