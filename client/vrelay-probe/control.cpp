@@ -72,6 +72,25 @@ bool split_host_port(std::string_view spec, std::string* host, std::string* port
 
 ControlSession::~ControlSession() { close(); }
 
+int ControlSession::wait_for(short events, int timeout_ms, std::string* error) {
+  for (;;) {
+    pollfd p[2] = {{fd_, events, 0}, {interrupt_fd_, POLLIN, 0}};
+    int n = poll(p, interrupt_fd_ >= 0 ? 2 : 1, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      *error = std::string("poll: ") + strerror(errno);
+      return -1;
+    }
+    if (n == 0) return 0;
+    if (interrupt_fd_ >= 0 && (p[1].revents & POLLIN)) {
+      interrupted_ = true;
+      *error = "interrupted";
+      return -1;
+    }
+    return 1;
+  }
+}
+
 void ControlSession::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
@@ -105,18 +124,18 @@ bool ControlSession::open(const std::string& host, const std::string& port, doub
       ::close(s);
       continue;
     }
-    pollfd p{s, POLLOUT, 0};
-    int n;
-    do n = poll(&p, 1, ms_left(deadline));
-    while (n < 0 && errno == EINTR);
-    if (n == 0) {
-      last = "no answer within " + seconds_text(timeout_s);
+    fd_ = s;  // for wait_for
+    int n = wait_for(POLLOUT, ms_left(deadline), error);
+    fd_ = -1;
+    if (n <= 0) {
       ::close(s);
-      break;  // the deadline covers every address
+      freeaddrinfo(list);
+      if (n == 0) *error = "cannot connect to the relay at " + host + ":" + port + ": no answer within " + seconds_text(timeout_s);
+      return false;  // the deadline covers every address
     }
     int so_error = 0;
     socklen_t len = sizeof so_error;
-    if (n < 0 || getsockopt(s, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0) so_error = errno;
+    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0) so_error = errno;
     if (so_error != 0) {
       last = strerror(so_error);
       ::close(s);
@@ -163,13 +182,8 @@ ControlSession::Read ControlSession::read_line(double timeout_s, std::string* li
       *error = "the relay sent a line longer than " + std::to_string(kMaxLine) + " bytes";
       return Read::kError;
     }
-    pollfd p{fd_, POLLIN, 0};
-    int n = poll(&p, 1, ms_left(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      *error = std::string("poll: ") + strerror(errno);
-      return Read::kError;
-    }
+    int n = wait_for(POLLIN, ms_left(deadline), error);
+    if (n < 0) return Read::kError;
     if (n == 0) return Read::kTimeout;
     char chunk[4096];
     ssize_t got = recv(fd_, chunk, sizeof chunk, 0);

@@ -31,6 +31,11 @@ class ControlSession {
   // Sends DESCONECTAR and waits for its OK (after the replies still due).
   bool unsubscribe(double timeout_s, std::string* error);
 
+  // A file descriptor (vrelay-probe's signalfd) whose readability interrupts every wait
+  // of open(), subscribe() and unsubscribe(): they then fail with interrupted() set.
+  void set_interrupt_fd(int fd) { interrupt_fd_ = fd; }
+  bool interrupted() const { return interrupted_; }
+
   int fd() const { return fd_; }
   bool connected() const { return fd_ >= 0; }
   const std::string& greeting() const { return greeting_; }
@@ -42,7 +47,12 @@ class ControlSession {
   bool send_line(const std::string& line, std::string* error);
   void close();
 
-  int fd_ = -1;
+  // poll() on fd_ for `events` and on interrupt_fd_: 0 timeout, 1 ready, -1 interrupted or
+  // failed (*error set).
+  int wait_for(short events, int timeout_ms, std::string* error);
+
+  int fd_ = -1, interrupt_fd_ = -1;
+  bool interrupted_ = false;
   std::string buffer_;
   std::string greeting_, last_event_;
   int pending_replies_ = 0;  // PINGs sent whose reply has not been read

@@ -154,10 +154,27 @@ int run(const Options& options) {
   // Tests wait for this line (the port is bound) before they send.
   if (!options.quiet) fprintf(stderr, "vrelay-probe: receiving on %s\n", local_endpoint(udp_fd).to_string().c_str());
 
+  auto batch = std::make_unique<Batch>();
+  Analyzer analyzer;
+  RunInfo run;
+  auto report = [&] {
+    if (options.json)
+      printf("%s\n", report_json(analyzer, run).dump().c_str());
+    else
+      fputs(report_text(analyzer, run).c_str(), stdout);
+    fflush(stdout);
+  };
+
   ControlSession control;
+  control.set_interrupt_fd(signal_fd);  // Ctrl-C while waiting for the relay
   if (!options.control_host.empty()) {
     if (!control.open(options.control_host, options.control_port, options.timeout_s, &error) ||
         !control.subscribe(options.port, options.timeout_s, &error)) {
+      if (control.interrupted()) {  // a clean end, before anything arrived
+        run.end = "signal";
+        report();
+        return kExitOk;
+      }
       fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
       return kExitFailure;
     }
@@ -166,9 +183,6 @@ int run(const Options& options) {
               options.control_port.c_str());
   }
 
-  auto batch = std::make_unique<Batch>();
-  Analyzer analyzer;
-  RunInfo run;
   int status = kExitOk;
   const uint64_t start = monotonic_now_ns();
   uint64_t next_live = start + 1000000000u;
@@ -266,16 +280,16 @@ int run(const Options& options) {
   close(udp_fd);
 
   if (control.connected()) {
-    if (!control.unsubscribe(options.timeout_s, &error)) {
+    if (control.unsubscribe(options.timeout_s, &error)) {
+      // done
+    } else if (control.interrupted()) {  // a second Ctrl-C: closing the session ends it too
+      fprintf(stderr, "vrelay-probe: interrupted: not waiting for the reply to DESCONECTAR\n");
+    } else {
       fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
       status = kExitFailure;
     }
   }
-  if (options.json)
-    printf("%s\n", report_json(analyzer, run).dump().c_str());
-  else
-    fputs(report_text(analyzer, run).c_str(), stdout);
-  fflush(stdout);
+  report();
   close(signal_fd);
   return status;
 }

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -137,6 +138,58 @@ std::string ts_packet(uint16_t pid, uint8_t cc) {
 }
 
 std::string port_text(uint16_t port) { return std::to_string(port); }
+
+// A listening TCP socket on 127.0.0.1 that plays a relay's control port by hand.
+class FakeRelay {
+ public:
+  FakeRelay() {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(listen_fd_, 4) != 0)
+      throw std::runtime_error("FakeRelay: bind/listen");
+    socklen_t len = sizeof a;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~FakeRelay() {
+    if (fd_ >= 0) close(fd_);
+    close(listen_fd_);
+  }
+  uint16_t port() const { return port_; }
+  bool accept_client(std::chrono::milliseconds limit = 5000ms) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (poll(&p, 1, int(limit.count())) != 1) return false;
+    fd_ = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    return fd_ >= 0;
+  }
+  void send(const std::string& text) { ASSERT_EQ(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL), ssize_t(text.size())); }
+  // The next line from the client, without CR LF; nullopt on timeout or close.
+  std::optional<std::string> line(std::chrono::milliseconds limit = 5000ms) {
+    auto deadline = Clock::now() + limit;
+    for (;;) {
+      size_t lf = buffer_.find('\n');
+      if (lf != std::string::npos) {
+        std::string l = buffer_.substr(0, lf > 0 && buffer_[lf - 1] == '\r' ? lf - 1 : lf);
+        buffer_.erase(0, lf + 1);
+        return l;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      pollfd p{fd_, POLLIN, 0};
+      if (left <= 0 || poll(&p, 1, int(left)) != 1) return std::nullopt;
+      char chunk[512];
+      ssize_t n = recv(fd_, chunk, sizeof chunk, 0);
+      if (n <= 0) return std::nullopt;
+      buffer_.append(chunk, size_t(n));
+    }
+  }
+
+ private:
+  int listen_fd_ = -1, fd_ = -1;
+  uint16_t port_ = 0;
+  std::string buffer_;
+};
 
 }  // namespace
 
@@ -362,4 +415,80 @@ TEST(Probe, TheRelayGoingAwayEndsTheProbeWithStatusOneAndItsReport) {
   auto j = probe.json();
   EXPECT_EQ(j["end"], "error");
   EXPECT_EQ(j["sequence"]["received"], 5);
+}
+
+// ---- Against a fake relay: the control session's failures ----
+
+TEST(Probe, AServerThatIsNotARelayIsRefused) {
+  FakeRelay fake;
+  Probe probe({"--subscribe", "127.0.0.1:" + port_text(fake.port()), "--bind", "127.0.0.1", port_text(free_udp_port())});
+  ASSERT_TRUE(fake.accept_client());
+  fake.send("SSH-2.0-OpenSSH_9.2\r\n");
+  EXPECT_EQ(probe.wait(), 1);
+  EXPECT_NE(probe.err().find("vrelay-probe: not a vrelay relay (its first line is 'SSH-2.0-OpenSSH_9.2'"),
+            std::string::npos) << probe.err();
+}
+
+TEST(Probe, NoReplyToConectarWithinTheTimeoutIsARuntimeFailure) {
+  FakeRelay fake;
+  uint16_t port = free_udp_port();
+  Probe probe({"--subscribe", "127.0.0.1:" + port_text(fake.port()), "--timeout", "0.3", "--bind", "127.0.0.1",
+               port_text(port)});
+  ASSERT_TRUE(fake.accept_client());
+  fake.send("EVENT HELLO vrelay 0.1.0 guest-1\r\n");
+  EXPECT_EQ(fake.line(), "CONECTAR " + port_text(port));
+  EXPECT_EQ(probe.wait(), 1);
+  EXPECT_NE(probe.err().find("vrelay-probe: no reply to CONECTAR " + port_text(port) + " within 0.3 s"),
+            std::string::npos) << probe.err();
+}
+
+TEST(Probe, CtrlCWhileWaitingForTheRelayEndsCleanlyAtOnce) {
+  FakeRelay fake;
+  uint16_t port = free_udp_port();
+  Probe probe({"--subscribe", "127.0.0.1:" + port_text(fake.port()), "--timeout", "600", "--json", "--bind",
+               "127.0.0.1", port_text(port)});
+  ASSERT_TRUE(fake.accept_client());
+  fake.send("EVENT HELLO vrelay 0.1.0 guest-1\r\nEVENT JOIN ana\r\n");
+  EXPECT_EQ(fake.line(), "CONECTAR " + port_text(port));
+  probe.signal(SIGINT);  // the reply never comes: the signal must end the wait
+  EXPECT_EQ(probe.wait(5000ms), 0) << probe.err();
+  auto j = probe.json();
+  EXPECT_EQ(j["end"], "signal");
+  EXPECT_EQ(j["datagrams"], 0);
+}
+
+TEST(Probe, EventsDoNotConfuseTheSubscriptionOrTheLeaving) {
+  FakeRelay fake;
+  uint16_t port = free_udp_port();
+  Probe probe({"--subscribe", "127.0.0.1:" + port_text(fake.port()), "--json", "--bind", "127.0.0.1", "--count", "1",
+               port_text(port)});
+  ASSERT_TRUE(fake.accept_client());
+  fake.send("EVENT HELLO vrelay 0.1.0 guest-1\r\n");
+  EXPECT_EQ(fake.line(), "CONECTAR " + port_text(port));
+  fake.send("EVENT JOIN bob\r\nOK\r\nEVENT MSG bob hola\r\n");
+  ASSERT_TRUE(probe.wait_stderr("subscribed UDP port " + port_text(port))) << probe.err();
+  Sender(port).send(counter_datagram(1));
+  EXPECT_EQ(fake.line(), "DESCONECTAR");
+  fake.send("EVENT LEAVE bob\r\nOK\r\n");
+  EXPECT_EQ(probe.wait(), 0) << probe.err();
+  EXPECT_EQ(probe.json()["sequence"]["received"], 1);
+}
+
+TEST(Probe, AnErrReplyToDesconectarIsARuntimeFailureWithTheReport) {
+  FakeRelay fake;
+  uint16_t port = free_udp_port();
+  Probe probe({"--subscribe", "127.0.0.1:" + port_text(fake.port()), "--json", "--bind", "127.0.0.1", "--count", "1",
+               port_text(port)});
+  ASSERT_TRUE(fake.accept_client());
+  fake.send("EVENT HELLO vrelay 0.1.0 guest-1\r\n");
+  EXPECT_EQ(fake.line(), "CONECTAR " + port_text(port));
+  fake.send("OK\r\n");
+  ASSERT_TRUE(probe.wait_stderr("subscribed UDP port")) << probe.err();
+  Sender(port).send(counter_datagram(1));
+  EXPECT_EQ(fake.line(), "DESCONECTAR");
+  fake.send("ERR busy try later\r\n");
+  EXPECT_EQ(probe.wait(), 1);
+  EXPECT_NE(probe.err().find("vrelay-probe: the relay answered DESCONECTAR with: ERR busy try later"),
+            std::string::npos) << probe.err();
+  EXPECT_EQ(probe.json()["datagrams"], 1);
 }

@@ -3,7 +3,10 @@
 // MPEG-TS continuity, and garbage that must be counted, never crash.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <set>
 #include <string>
@@ -15,6 +18,21 @@
 
 using namespace vrelay;
 using namespace vrelay::probe;
+
+// Counts the allocations of this test program, to hold the analysis to "nothing allocated
+// per datagram" (replacing the global operator new is allowed; sanitizers still see malloc).
+static std::atomic<uint64_t> g_allocations{0};
+void* operator new(size_t size) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+// GCC 12 takes free() in a replaced operator delete for a mismatch once it inlines both.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace {
 
@@ -356,6 +374,23 @@ TEST(ProbeTs, BadSyncBytesShortTailsAndTransportErrorsAreCounted) {
 }
 
 // ---- Kinds, garbage, reports ----
+
+TEST(ProbeKinds, FeedingDatagramsAllocatesNothing) {
+  std::vector<std::vector<Bytes>> streams = {
+      {counter(1), counter(3), counter(2), counter(2), counter(70000), Bytes(5, 0)},
+      {rtp(65535), rtp(1), rtp(0), rtp(0), rtp(9, concat({ts_packet(0x30, 0), ts_packet(0x31, 5)}), 33)},
+      {concat({ts_packet(0x100, 0), ts_packet(0x101, 0)}), concat({ts_packet(0x100, 5), ts_packet(kTsNullPid, 2)}),
+       Bytes(200, 0x47), Bytes(3, 1)},
+      {Bytes(40, 7), Bytes(0)}};
+  for (const auto& stream : streams) {
+    Analyzer a;  // the PID table is allocated here, once
+    uint64_t before = g_allocations.load();
+    for (int round = 0; round < 1000; ++round)
+      for (const Bytes& d : stream) a.feed(d.data(), d.size(), uint64_t(round));
+    EXPECT_EQ(g_allocations.load(), before) << kind_name(a.kind());
+    EXPECT_EQ(a.totals().datagrams, 1000 * stream.size());
+  }
+}
 
 TEST(ProbeKinds, TheFirstRecognisedDatagramSetsTheKind) {
   Analyzer a;
