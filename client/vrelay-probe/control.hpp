@@ -1,0 +1,61 @@
+// vrelay-probe's control session (--subscribe): a blocking TCP client with poll() deadlines
+// that subscribes the probe's UDP port to a relay (CONECTAR) and leaves at the end
+// (DESCONECTAR). Run by vrelay-probe's only thread, between batches of datagrams.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace vrelay::probe {
+
+// "HOST:PORT" or "[V6]:PORT" -> host and port (1..65535); false and *error otherwise.
+bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error);
+
+class ControlSession {
+ public:
+  ControlSession() = default;
+  ~ControlSession();
+  ControlSession(const ControlSession&) = delete;
+  ControlSession& operator=(const ControlSession&) = delete;
+
+  // Each returns false with a message in *error; timeout_s bounds the whole call.
+  // Connects and reads the greeting (EVENT HELLO vrelay ...).
+  bool open(const std::string& host, const std::string& port, double timeout_s, std::string* error);
+  // Sends CONECTAR <udp_port>; true on OK, false on ERR (quoted in *error) or no reply.
+  bool subscribe(uint16_t udp_port, double timeout_s, std::string* error);
+  // When fd() is readable: reads what came (events, replies to PING) and drops it; false
+  // when the relay closed the connection or it failed.
+  bool service(std::string* error);
+  // Sends PING (the relay's idle timeout counts lines sent); its reply is dropped.
+  bool ping(std::string* error);
+  // Sends DESCONECTAR and waits for its OK (after the replies still due).
+  bool unsubscribe(double timeout_s, std::string* error);
+
+  // A file descriptor (vrelay-probe's signalfd) whose readability interrupts every wait
+  // of open(), subscribe() and unsubscribe(): they then fail with interrupted() set.
+  void set_interrupt_fd(int fd) { interrupt_fd_ = fd; }
+  bool interrupted() const { return interrupted_; }
+
+  int fd() const { return fd_; }
+  bool connected() const { return fd_ >= 0; }
+  const std::string& greeting() const { return greeting_; }
+
+ private:
+  enum class Read { kLine, kTimeout, kClosed, kError };
+  Read read_line(double timeout_s, std::string* line, std::string* error);
+  bool take_line(std::string* line);  // a whole line from buffer_, CR LF removed
+  bool send_line(const std::string& line, std::string* error);
+  void close();
+
+  // poll() on fd_ for `events` and on interrupt_fd_: 0 timeout, 1 ready, -1 interrupted or
+  // failed (*error set).
+  int wait_for(short events, int timeout_ms, std::string* error);
+
+  int fd_ = -1, interrupt_fd_ = -1;
+  bool interrupted_ = false;
+  std::string buffer_;
+  std::string greeting_, last_event_;
+  int pending_replies_ = 0;  // PINGs sent whose reply has not been read
+};
+
+}  // namespace vrelay::probe
