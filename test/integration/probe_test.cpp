@@ -368,6 +368,29 @@ TEST(Probe, SubscribesThroughARelayReceivesEveryDatagramAndLeaves) {
   EXPECT_NE(stats_reply.find(" subscribers=0"), std::string::npos) << stats_reply;
 }
 
+// The original counter-stream system whole: the relay's generator streams, the probe
+// subscribes itself and counts. Whatever index it starts at, it gets a run of consecutive
+// ones, and the sum of their values is the sum of 2*i over that run.
+TEST(Probe, CountsTheRelaysGeneratorStreamExactly) {
+  Relay relay("ingest:\n  source: generator\n  interval_ms: 2\n");
+  uint16_t port = free_udp_port();
+  constexpr uint64_t kCount = 300;
+  Probe probe({"--subscribe", "127.0.0.1:" + port_text(relay.control_port()), "--bind", "127.0.0.1", "--count",
+               std::to_string(kCount), "--json", "--quiet", port_text(port)});
+  ASSERT_EQ(probe.wait(20000ms), 0) << probe.err();
+  auto j = probe.json();
+  EXPECT_EQ(j["kind"], "counter");
+  EXPECT_EQ(j["sequence"]["received"], kCount);
+  EXPECT_EQ(j["sequence"]["lost"], 0);
+  EXPECT_EQ(j["sequence"]["out_of_order"], 0);
+  EXPECT_EQ(j["sequence"]["duplicates"], 0);
+  EXPECT_EQ(j["counter"]["corrupt"], 0);
+  uint64_t lowest = j["counter"]["lowest_index"], highest = j["counter"]["highest_index"];
+  EXPECT_EQ(highest - lowest + 1, kCount);
+  EXPECT_EQ(j["counter"]["sum"], (lowest + highest) * kCount);  // sum of 2i for i in [lowest, highest]
+  EXPECT_GE(relay.shm().stats().ingest.generated.load(), highest);
+}
+
 TEST(Probe, ARefusedSubscriptionIsARuntimeFailure) {
   Relay relay("control:\n  ports: 2000-2001\n");
   uint16_t port = free_udp_port();
