@@ -94,6 +94,8 @@ std::string describe_open_error(const std::string& instance, const std::string& 
   std::string reason = what;
   std::string prefix = "/" + Segment::shm_name(instance) + ": ";
   if (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
+  std::string empty_prefix = "shared memory /" + Segment::shm_name(instance) + " is ";  // an empty file
+  if (reason.rfind(empty_prefix, 0) == 0) reason = "segment is " + reason.substr(empty_prefix.size());
   std::string text = "instance '" + instance + "': " + path + ": " + reason;
   if (reason.find("layout version") != std::string::npos) return text;  // names both versions and the remedy
   if (reason.find("being created") != std::string::npos) return text + "; try again in a moment";
