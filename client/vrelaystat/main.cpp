@@ -167,7 +167,7 @@ Owner current_owner(const std::string& instance) {
 bool still_current(const Segment& segment, const std::string& instance, std::string* why) {
   const Header& h = segment.header();
   std::string who = "vrelayd (pid " + std::to_string(h.supervisor_pid) + ")";
-  if (kill(h.supervisor_pid, 0) != 0 && errno == ESRCH) {
+  if (h.supervisor_pid > 0 && kill(h.supervisor_pid, 0) != 0 && errno == ESRCH) {
     *why = who + " has exited";
     return false;
   }
@@ -220,7 +220,7 @@ class Screen {
     sigdelset(&wait_mask_, SIGHUP);
     sigdelset(&wait_mask_, SIGWINCH);
     sigdelset(&wait_mask_, SIGCONT);
-    if (keys_) keys_ = tcgetattr(STDIN_FILENO, &saved_) == 0;
+    if (keys_) keys_ = saved_valid_ = tcgetattr(STDIN_FILENO, &saved_) == 0;
     enter();
   }
   ~Screen() { leave(); }
@@ -265,7 +265,11 @@ class Screen {
       timespec timeout{time_t(left / 1000000000ull), long(left % 1000000000ull)};
       pollfd p{STDIN_FILENO, POLLIN, 0};
       int n = ppoll(&p, keys_ ? 1 : 0, &timeout, &wait_mask_);
-      if (n <= 0 || !(p.revents & (POLLIN | POLLHUP))) continue;
+      if (n <= 0) continue;  // the time is up, or a signal: both checked above
+      if (!(p.revents & (POLLIN | POLLHUP))) {
+        keys_ = false;  // POLLERR or POLLNVAL: stop reading keys rather than spin
+        continue;
+      }
       char keys[64];
       ssize_t got = read(STDIN_FILENO, keys, sizeof keys);
       if (got <= 0) {
@@ -299,7 +303,7 @@ class Screen {
   }
   void leave() {
     if (!entered_) return;
-    if (keys_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    if (saved_valid_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);  // even if keys_ was turned off since
     write_all(STDOUT_FILENO, "\x1b[?25h\x1b[?1049l");
     entered_ = false;
   }
@@ -311,7 +315,7 @@ class Screen {
     enter();
   }
 
-  bool full_ = false, keys_ = false, entered_ = false;
+  bool full_ = false, keys_ = false, entered_ = false, saved_valid_ = false;
   termios saved_{};
   sigset_t wait_mask_{};
 };
