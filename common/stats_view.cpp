@@ -10,15 +10,6 @@
 namespace vrelay {
 namespace {
 
-const char* process_state_name(ProcessState state) {
-  switch (state) {
-    case ProcessState::kStarting: return "starting";
-    case ProcessState::kReady: return "ready";
-    case ProcessState::kBackoff: return "backoff";
-    default: return "stopped";
-  }
-}
-
 // A NUL-terminated header field that a damaged segment might not terminate.
 std::string fixed_string(const char* field, size_t size) { return std::string(field, strnlen(field, size)); }
 
@@ -74,6 +65,15 @@ std::string labels(std::initializer_list<std::pair<const char*, std::string>> pa
 }
 
 }  // namespace
+
+const char* process_state_name(ProcessState state) {
+  switch (state) {
+    case ProcessState::kStarting: return "starting";
+    case ProcessState::kReady: return "ready";
+    case ProcessState::kBackoff: return "backoff";
+    default: return "stopped";
+  }
+}
 
 uint64_t Snapshot::counter(const char* group, const char* name) const {
   for (size_t i = 0; i < kCounterCount && i < counters.size(); ++i)
@@ -200,7 +200,8 @@ std::string prometheus_text(const Snapshot& s) {
       continue;
     }
     bool counter = info.kind == CounterKind::counter;
-    if (counter) name += "_total";
+    // control.sessions_total is already a total: vrelay_control_sessions_total, not _total_total.
+    if (counter && !ends_with(name, "_total")) name += "_total";
     w.family(name, counter ? "counter" : "gauge", info.help);
     w.sample(name, "", s.counters[i]);
   }

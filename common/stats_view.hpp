@@ -50,6 +50,9 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers = true);
 // Counter name as vrelaystat, JSON and the man page show it: "ingest.datagrams".
 std::string counter_name(const CounterInfo& info);
 
+// "starting", "ready", "backoff" or "stopped", as the JSON and vrelaystat show a process.
+const char* process_state_name(ProcessState state);
+
 // {"instance":..,"taken_ns":..,"processes":[..],"counters":{"ingest.datagrams":..},
 //  "subscribers":[..]}: the reply of /status.json and of `vrelaystat -j`.
 nlohmann::ordered_json snapshot_json(const Snapshot& snapshot);
