@@ -58,7 +58,7 @@ std::string client_address(MHD_Connection* connection) {
 }
 
 MHD_Result answer(void* cls, MHD_Connection* connection, const char* url, const char* method, const char*,
-                  const char*, size_t*, void** request_state) {
+                  const char*, size_t* upload_size, void** request_state) {
   auto& server = *static_cast<Server*>(cls);
   bool readable = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
   // GET and HEAD are answered on MHD's second call, once the request is complete: a reply
@@ -67,6 +67,10 @@ MHD_Result answer(void* cls, MHD_Connection* connection, const char* url, const 
   static int headers_seen;
   if (readable && *request_state == nullptr) {
     *request_state = &headers_seen;
+    return MHD_YES;
+  }
+  if (readable && *upload_size != 0) {  // a GET with a body: the body is read and ignored
+    *upload_size = 0;
     return MHD_YES;
   }
   Reply reply;

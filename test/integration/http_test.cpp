@@ -571,6 +571,8 @@ TEST(Routes, StatusPageNotFoundAndMethodNotAllowed) {
   HttpReply head = request(port, "HEAD", "/metrics");
   EXPECT_EQ(head.status, 200) << head;
   EXPECT_EQ(head.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  HttpReply with_body = request(port, "GET", "/status.json", "a body a GET does not need");  // ignored
+  EXPECT_EQ(with_body.status, 200) << with_body;
 
   for (const char* path : {"/nope", "/metrics/", "/status.json.bak", "/%2e%2e/metrics", "/../etc/passwd"}) {
     HttpReply r = get(port, path);
@@ -584,11 +586,11 @@ TEST(Routes, StatusPageNotFoundAndMethodNotAllowed) {
     EXPECT_EQ(r.status, 405) << method << ": " << r;
     EXPECT_EQ(r.header("allow"), "GET, HEAD") << method;
   }
-  // 5 not found + 4 refused methods = 9 errors; the 2 answers above plus these 9 = 11.
+  // 5 not found + 4 refused methods = 9 errors; the 3 answers above plus these 9 = 12.
   Exposition m = parse_prometheus(get(port, "/metrics").body);
   ASSERT_EQ(m.error, "");
   EXPECT_EQ(m.value("vrelay_http_errors_total"), 9);
-  EXPECT_EQ(m.value("vrelay_http_requests_total"), 11);
+  EXPECT_EQ(m.value("vrelay_http_requests_total"), 12);
 }
 
 TEST(Supervision, KilledHttpProcessIsRestartedAndServesAgain) {
