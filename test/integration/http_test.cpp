@@ -17,7 +17,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -104,12 +103,14 @@ HttpReply parse_reply(const std::string& raw, bool head) {
   std::istringstream lines(raw.substr(0, end + 2));
   std::string line;
   std::getline(lines, line);
-  std::smatch m;
-  if (!std::regex_match(line, m, std::regex(R"(HTTP/1\.1 ([1-5][0-9][0-9]) [^\r\n]*\r)"))) {
+  bool status_ok = line.size() >= 14 && line.rfind("HTTP/1.1 ", 0) == 0 && line[9] >= '1' && line[9] <= '5' &&
+                   isdigit(static_cast<unsigned char>(line[10])) && isdigit(static_cast<unsigned char>(line[11])) &&
+                   line[12] == ' ' && line.back() == '\r';
+  if (!status_ok) {
     r.error = "bad status line '" + line + "'";
     return r;
   }
-  int status = std::stoi(m[1]);
+  int status = std::stoi(line.substr(9, 3));
   while (std::getline(lines, line) && !line.empty()) {
     if (line.back() != '\r' || line.find(':') == std::string::npos) {
       r.error = "bad header line '" + line + "'";
@@ -202,18 +203,31 @@ struct Exposition {
   }
 };
 
-bool metric_name(const std::string& s) { return std::regex_match(s, std::regex("[a-zA-Z_:][a-zA-Z0-9_:]*")); }
-bool label_name(const std::string& s) {
-  return std::regex_match(s, std::regex("[a-zA-Z_][a-zA-Z0-9_]*")) && s.rfind("__", 0) != 0;
+// [a-zA-Z_:][a-zA-Z0-9_:]* for metrics; [a-zA-Z_][a-zA-Z0-9_]*, not __*, for labels.
+bool name_ok(const std::string& s, bool colon) {
+  if (s.empty() || isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || (colon && c == ':'))) return false;
+  return true;
 }
+bool metric_name(const std::string& s) { return name_ok(s, true); }
+bool label_name(const std::string& s) { return name_ok(s, false) && s.rfind("__", 0) != 0; }
 
+// A Go ParseFloat number as the format allows it, in decimal; NaN, +Inf, -Inf.
 bool parse_value(const std::string& text, double* value) {
   if (text == "NaN") return *value = NAN, true;
   if (text == "+Inf" || text == "Inf") return *value = INFINITY, true;
   if (text == "-Inf") return *value = -INFINITY, true;
-  if (text.empty() || !std::regex_match(text, std::regex(R"([-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?)"))) return false;
-  *value = std::strtod(text.c_str(), nullptr);
-  return true;
+  if (text.empty() || text.find_first_not_of("0123456789.eE+-") != std::string::npos ||
+      text.find_first_of("0123456789") == std::string::npos)
+    return false;
+  char* end = nullptr;
+  *value = std::strtod(text.c_str(), &end);
+  return end == text.c_str() + text.size();
+}
+
+bool digits(const std::string& s, size_t from = 0) {
+  return s.size() > from && s.find_first_not_of("0123456789", from) == std::string::npos;
 }
 
 Exposition parse_prometheus(const std::string& text) {
@@ -235,9 +249,10 @@ Exposition parse_prometheus(const std::string& text) {
     for (char c : line)
       if (static_cast<unsigned char>(c) < 0x20) return fail(n, line, "control character");
     if (line[0] == '#') {
-      std::smatch m;
-      if (std::regex_match(line, m, std::regex(R"(# (HELP|TYPE) (\S+) (.*))"))) {
-        std::string kind = m[1], name = m[2], rest = m[3];
+      size_t name_end = line.find(' ', 7);
+      if ((line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0) && name_end != std::string::npos &&
+          name_end > 7) {
+        std::string kind = line.substr(2, 4), name = line.substr(7, name_end - 7), rest = line.substr(name_end + 1);
         if (!metric_name(name)) return fail(n, line, "invalid metric name");
         auto& table = kind == "HELP" ? e.help : e.type;
         if (table.count(name)) return fail(n, line, "second " + kind + " for " + name);
@@ -304,7 +319,7 @@ Exposition parse_prometheus(const std::string& text) {
     std::string value_text = rest.substr(0, rest.find(' '));
     if (rest.find(' ') != std::string::npos) {
       std::string stamp = rest.substr(rest.find(' ') + 1);
-      if (!std::regex_match(stamp, std::regex("-?[0-9]+"))) return fail(n, line, "bad timestamp");
+      if (!digits(stamp, stamp.rfind('-', 0) == 0 ? 1 : 0)) return fail(n, line, "bad timestamp");
     }
     if (!parse_value(value_text, &s.value)) return fail(n, line, "value '" + value_text + "' is not a number");
     // Counters and gauges: the sample is named as its family.
