@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -451,7 +452,25 @@ TEST(Setup, HttpListenStartsTheHttpProcessOnItsOwnSocket) {
   EXPECT_EQ(listening_sockets_of(relay.child_pid(kControl)), 1) << "the control process does not hold the http socket";
 }
 
+// vrelayd ARGS: exit status and output (stdout and stderr).
+std::pair<int, std::string> run_vrelayd(const std::string& args) {
+  FILE* p = popen((std::string(VRELAYD_PATH) + " " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
 TEST(Setup, CommandLineOverridesHttpListen) {
+  auto help = run_vrelayd("--help");
+  EXPECT_NE(help.second.find("--http HOST:PORT"), std::string::npos) << help.second;
+  auto bad = run_vrelayd("--http nonsense --check-config");
+  EXPECT_EQ(bad.first, 2) << bad.second;
+  EXPECT_NE(bad.second.find("http address"), std::string::npos) << bad.second;
+  EXPECT_EQ(run_vrelayd("--http 127.0.0.1:99999 --check-config").first, 2);
+  EXPECT_EQ(run_vrelayd("--http off --check-config").first, 0);
+  EXPECT_EQ(run_vrelayd("--http [::1]:0 --check-config").first, 0);
   {
     Relay relay("", {"--http", "127.0.0.1:0"});
     EXPECT_NE(relay.http_port(), 0) << relay.ready_line();
