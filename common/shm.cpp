@@ -24,6 +24,7 @@ const char* role_name(Role role) {
     case kIngest: return "ingest";
     case kFanout: return "fanout";
     case kControl: return "control";
+    case kHttp: return "http";
     default: return "?";
   }
 }

@@ -13,11 +13,12 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 2;
+constexpr uint32_t kLayoutMajor = 3;  // 3: the http process and its counters
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
-enum Role : uint32_t { kIngest = 0, kFanout = 1, kControl = 2, kRoleCount = 3 };
+// kHttp runs only when http.listen is set; its process slot stays kStopped otherwise.
+enum Role : uint32_t { kIngest = 0, kFanout = 1, kControl = 2, kHttp = 3, kRoleCount = 4 };
 const char* role_name(Role role);
 
 enum class ProcessState : uint32_t { kStopped = 0, kStarting = 1, kReady = 2, kBackoff = 3 };
@@ -44,6 +45,7 @@ struct alignas(kCacheLine) Header {
   char software_version[24];
   char control_address[64];    // bound addresses ("127.0.0.1:41234"), port 0 resolved
   char ingest_address[64];
+  char http_address[64];       // "" when http.listen is off
 };
 
 struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except heartbeat/state
@@ -68,6 +70,7 @@ struct Stats {
   ingest_stats ingest;
   fanout_stats fanout;
   control_stats control;
+  http_stats http;
 };
 
 enum class CounterKind { counter, gauge };

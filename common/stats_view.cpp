@@ -81,6 +81,11 @@ uint64_t Snapshot::counter(const char* group, const char* name) const {
   return 0;
 }
 
+const char* Snapshot::source_state() const {
+  if (counter("ingest", "last_datagram_ns") == 0) return "waiting";
+  return counter("ingest", "stalled") ? "stalled" : "live";
+}
+
 std::string counter_name(const CounterInfo& info) { return std::string(info.group) + "." + info.name; }
 
 Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
@@ -91,6 +96,7 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
   s.software_version = fixed_string(h.software_version, sizeof h.software_version);
   s.control_address = fixed_string(h.control_address, sizeof h.control_address);
   s.ingest_address = fixed_string(h.ingest_address, sizeof h.ingest_address);
+  s.http_address = fixed_string(h.http_address, sizeof h.http_address);
   s.supervisor_pid = h.supervisor_pid;
   s.created_ns = h.created_ns;
   s.max_subscribers = h.max_subscribers;
@@ -100,6 +106,7 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
 
   for (uint32_t r = 0; r < kRoleCount; ++r) {
     const ProcessSlot& p = segment.process(Role(r));
+    if (Role(r) == kHttp && s.http_address.empty()) continue;  // off: not a stopped process
     s.processes.push_back({Role(r), p.pid.load(std::memory_order_relaxed),
                            ProcessState(p.state.load(std::memory_order_relaxed)),
                            p.started_ns.load(std::memory_order_relaxed), p.restarts.load(std::memory_order_relaxed),
@@ -147,7 +154,8 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
   j["uptime_s"] = uptime_ns(s.taken_ns, s.created_ns) / 1000000000ull;
   j["control_address"] = s.control_address;
   j["ingest_address"] = s.ingest_address;
-  j["source"] = s.counter("ingest", "stalled") ? "stalled" : "live";
+  j["http_address"] = s.http_address;
+  j["source"] = s.source_state();
   j["ring"] = {{"slots", s.ring_slots}, {"head", s.ring_head}, {"tail", s.ring_tail}};
   j["max_subscribers"] = s.max_subscribers;
 
@@ -183,6 +191,14 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
   return j;
 }
 
+std::string metric_name(const CounterInfo& info) {
+  std::string name = std::string("vrelay_") + info.group + "_" + info.name;
+  if (ends_with(name, "_ns")) return name.substr(0, name.size() - 3) + "_seconds";  // a time: in seconds
+  // control.sessions_total is already a total: vrelay_control_sessions_total, not _total_total.
+  if (info.kind == CounterKind::counter && !ends_with(name, "_total")) name += "_total";
+  return name;
+}
+
 std::string prometheus_text(const Snapshot& s) {
   PrometheusWriter w;
   w.family("vrelay_info", "gauge", "Always 1; the labels name the instance and the software version");
@@ -192,18 +208,15 @@ std::string prometheus_text(const Snapshot& s) {
 
   for (size_t i = 0; i < kCounterCount && i < s.counters.size(); ++i) {
     const CounterInfo& info = kCounters[i];
-    std::string name = std::string("vrelay_") + info.group + "_" + info.name;
-    if (ends_with(name, "_ns")) {  // a time: Prometheus wants seconds
-      name = name.substr(0, name.size() - 3) + "_seconds";
+    std::string name = metric_name(info);
+    if (ends_with(name, "_seconds")) {
       w.family(name, "gauge", std::string(info.help) + ", in seconds");
       w.sample(name, "", seconds(s.counters[i]));
-      continue;
+    } else {
+      bool counter = info.kind == CounterKind::counter;
+      w.family(name, counter ? "counter" : "gauge", info.help);
+      w.sample(name, "", s.counters[i]);
     }
-    bool counter = info.kind == CounterKind::counter;
-    // control.sessions_total is already a total: vrelay_control_sessions_total, not _total_total.
-    if (counter && !ends_with(name, "_total")) name += "_total";
-    w.family(name, counter ? "counter" : "gauge", info.help);
-    w.sample(name, "", s.counters[i]);
   }
 
   w.family("vrelay_process_ready", "gauge", "1 when the process reported ready, else 0");

@@ -33,16 +33,19 @@ struct SubscriberView {
 struct Snapshot {
   uint64_t taken_ns = 0;  // CLOCK_REALTIME
   std::string instance, software_version, control_address, ingest_address;
+  std::string http_address;                // "" when http.listen is off
   int32_t supervisor_pid = 0;
   uint64_t created_ns = 0;
   uint32_t max_subscribers = 0, ring_slots = 0;
   uint64_t ring_head = 0, ring_tail = 0;
-  std::vector<ProcessView> processes;      // one per Role
+  std::vector<ProcessView> processes;      // one per Role the relay runs (http only when on)
   std::vector<uint64_t> counters;          // kCounters order
   std::vector<SubscriberView> subscribers; // slots in use, by slot number
 
   // The value of group.name ("ingest", "datagrams"); 0 if there is no such counter.
   uint64_t counter(const char* group, const char* name) const;
+  // "live", "stalled" (ingest.stalled), or "waiting" when no datagram ever came.
+  const char* source_state() const;
 };
 
 Snapshot take_snapshot(const Segment& segment, bool with_subscribers = true);
@@ -56,6 +59,9 @@ const char* process_state_name(ProcessState state);
 // {"instance":..,"taken_ns":..,"processes":[..],"counters":{"ingest.datagrams":..},
 //  "subscribers":[..]}: the reply of /status.json and of `vrelaystat -j`.
 nlohmann::ordered_json snapshot_json(const Snapshot& snapshot);
+
+// The metric of a counter: "vrelay_ingest_datagrams_total", "vrelay_ingest_last_datagram_seconds".
+std::string metric_name(const CounterInfo& info);
 
 // The Prometheus text exposition format (version 0.0.4): HELP and TYPE for every family,
 // counters named vrelay_<group>_<name>_total, times ending in _ns given in seconds.

@@ -6,9 +6,9 @@ set -euo pipefail
 
 PACKAGES=(
   g++ cmake make pkg-config
-  libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev nlohmann-json3-dev libedit-dev
+  libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev nlohmann-json3-dev libedit-dev libmicrohttpd-dev
   googletest libgtest-dev libgmock-dev
-  ffmpeg vlc-bin vlc-plugin-base telnet expect
+  ffmpeg vlc-bin vlc-plugin-base telnet expect chromium
   mandoc groff-base procps iproute2 util-linux
 )
 

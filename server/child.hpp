@@ -12,6 +12,7 @@ struct Sockets {
   int ingest = -1;   // bound UDP socket the source sends to
   int fanout = -1;   // UDP socket the copies leave from
   int wake = -1;     // eventfd: ingest -> fan-out "the ring has data"
+  int http = -1;     // listening TCP socket of the HTTP endpoint (http.listen), or -1
 };
 
 struct ChildContext {
@@ -27,6 +28,7 @@ constexpr int kExitConfig = 78;
 int run_ingest(ChildContext& ctx);
 int run_fanout(ChildContext& ctx);
 int run_control(ChildContext& ctx);
+int run_http(ChildContext& ctx);
 
 // Marks the child ready in shared memory and keeps its heartbeat; shared by all children.
 void mark_ready(ChildContext& ctx);

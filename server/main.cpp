@@ -23,6 +23,8 @@ const char* kUsage =
     "                          without it the embedded defaults apply\n"
     "      --control HOST:PORT control sessions listen here (default 0.0.0.0:7700)\n"
     "      --ingest HOST:PORT  the source sends its UDP stream here (default 127.0.0.1:65534)\n"
+    "      --http HOST:PORT    serve /metrics, /status.json and the status page here,\n"
+    "                          or 'off' (default off)\n"
     "      --instance NAME     names the shared-memory segment /vrelay.NAME (default 'default')\n"
     "  -F, --foreground        stay in the foreground (for systemd and tests); otherwise\n"
     "                          vrelayd detaches once ready\n"
@@ -32,7 +34,7 @@ const char* kUsage =
     "\n"
     "Port 0 binds any free port. When every process is ready vrelayd prints\n"
     "'vrelayd ready control=HOST:PORT ingest=HOST:PORT instance=NAME pid=PID'\n"
-    "on standard output.\n"
+    "on standard output, followed by ' http=HOST:PORT' when HTTP is on.\n"
     "Options override the configuration file. Exit status: 0 on a clean stop,\n"
     "1 on a runtime failure, 2 on a usage or configuration error.\n";
 
@@ -47,11 +49,12 @@ int main(int argc, char** argv) {
   vrelay::proctitle_init(argc, argv);
   vrelay::log::set_role("vrelayd");
 
-  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck };
+  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck, kOptHttp };
   static const option long_options[] = {
       {"config", required_argument, nullptr, 'c'},
       {"control", required_argument, nullptr, kOptControl},
       {"ingest", required_argument, nullptr, kOptIngest},
+      {"http", required_argument, nullptr, kOptHttp},
       {"instance", required_argument, nullptr, kOptInstance},
       {"foreground", no_argument, nullptr, 'F'},
       {"check-config", no_argument, nullptr, kOptCheck},
@@ -60,7 +63,7 @@ int main(int argc, char** argv) {
       {nullptr, 0, nullptr, 0},
   };
 
-  std::string config_file, control, ingest, instance;
+  std::string config_file, control, ingest, http, instance;
   bool instance_given = false;
   vrelay::SupervisorOptions options;
   bool check_only = false;
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
       case 'c': config_file = optarg; break;
       case kOptControl: control = optarg; break;
       case kOptIngest: ingest = optarg; break;
+      case kOptHttp: http = optarg; break;
       case kOptInstance: instance = optarg; instance_given = true; break;
       case 'F': options.foreground = true; break;
       case kOptCheck: check_only = true; break;
@@ -104,6 +108,14 @@ int main(int argc, char** argv) {
       auto ep = vrelay::parse_endpoint(ingest, &error);
       if (!ep) throw vrelay::ConfigError("ingest address: " + error);
       config.ingest.listen = *ep;
+    }
+    if (http == "off") {
+      config.http.enabled = false;
+    } else if (!http.empty()) {
+      auto ep = vrelay::parse_endpoint(http, &error);
+      if (!ep) throw vrelay::ConfigError("http address: " + error);
+      config.http.enabled = true;
+      config.http.listen = *ep;
     }
     if (instance_given) {
       bool ok = !instance.empty() && instance.size() <= 32;

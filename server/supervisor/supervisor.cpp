@@ -1,7 +1,8 @@
 // vrelayd's supervisor process: a single-threaded libev loop that creates the shared memory,
-// binds every socket, forks the ingest, fan-out and control children, restarts a child that
-// dies (capped exponential backoff), reports readiness (stdout line and sd_notify), and stops
-// everything on SIGTERM/SIGINT, removing the segment. It does no client I/O.
+// binds every socket, forks the ingest, fan-out and control children (and the http child
+// when http.listen is set), restarts a child that dies (capped exponential backoff),
+// reports readiness (stdout line and sd_notify), and stops everything on SIGTERM/SIGINT,
+// removing the segment. It does no client I/O.
 #include "supervisor.hpp"
 
 #include <dirent.h>
@@ -62,6 +63,7 @@ struct Supervisor {
   Supervisor(const Config& c, const SupervisorOptions& o) : config(c), options(o) {}
 
   void bind_sockets();
+  bool enabled(Role role) const { return role != kHttp || config.http.enabled; }
   void spawn(Role role);
   [[noreturn]] void become_child(Role role);
   void on_child_exit(Child& child, int status);
@@ -108,6 +110,14 @@ void Supervisor::bind_sockets() {
   std::string ingest = local_endpoint(sockets.ingest).to_string();
   strncpy(h.control_address, control.c_str(), sizeof h.control_address - 1);
   strncpy(h.ingest_address, ingest.c_str(), sizeof h.ingest_address - 1);
+
+  if (config.http.enabled) {
+    sockets.http = bind_socket(config.http.listen, SOCK_STREAM);
+    if (listen(sockets.http, 64) != 0) throw std::runtime_error(std::string("listen: ") + strerror(errno));
+    fcntl(sockets.http, F_SETFL, O_NONBLOCK);
+    std::string http = local_endpoint(sockets.http).to_string();
+    strncpy(h.http_address, http.c_str(), sizeof h.http_address - 1);
+  }
 }
 
 // Everything a child must not keep (other roles' sockets, libev's fds) is closed here.
@@ -140,9 +150,10 @@ void Supervisor::become_child(Role role) {
     case kIngest: mine.ingest = sockets.ingest; mine.wake = sockets.wake; break;
     case kFanout: mine.fanout = sockets.fanout; mine.wake = sockets.wake; break;
     case kControl: mine.control = sockets.control; break;
+    case kHttp: mine.http = sockets.http; break;
     default: break;
   }
-  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.wake})
+  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.wake, mine.http})
     if (fd >= 0) keep.insert(fd);
   close_all_but(keep);  // the ready pipe too: only the supervisor may answer the waiting parent
 
@@ -156,6 +167,7 @@ void Supervisor::become_child(Role role) {
     case kIngest: status = run_ingest(ctx); break;
     case kFanout: status = run_fanout(ctx); break;
     case kControl: status = run_control(ctx); break;
+    case kHttp: status = run_http(ctx); break;
     default: break;
   }
   _exit(status);
@@ -219,11 +231,14 @@ void Supervisor::on_child_exit(Child& child, int status) {
 void Supervisor::check_ready() {
   if (announced || stopping) return;
   for (uint32_t r = 0; r < kRoleCount; ++r)
-    if (segment->process(Role(r)).state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady)) return;
+    if (enabled(Role(r)) &&
+        segment->process(Role(r)).state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady))
+      return;
   announced = true;
   const Header& h = segment->header();
   std::string line = std::string("vrelayd ready control=") + h.control_address + " ingest=" + h.ingest_address +
-                     " instance=" + h.instance + " pid=" + std::to_string(getpid()) + "\n";
+                     " instance=" + h.instance + " pid=" + std::to_string(getpid()) +
+                     (config.http.enabled ? std::string(" http=") + h.http_address : std::string()) + "\n";
   if (ready_pipe >= 0) {
     ssize_t ignored = write(ready_pipe, line.data(), line.size());
     (void)ignored;
@@ -241,12 +256,14 @@ void Supervisor::check_ready() {
     fflush(stdout);
   }
   sd_notify(0, "READY=1\nSTATUS=relaying");
-  LOG_NOTICE("ready: control on %s, ingest on %s", h.control_address, h.ingest_address);
+  LOG_NOTICE("ready: control on %s, ingest on %s%s%s", h.control_address, h.ingest_address,
+             config.http.enabled ? ", http on " : "", config.http.enabled ? h.http_address : "");
 }
 
 bool Supervisor::all_alive() {
   uint64_t now = now_ns();
   for (uint32_t r = 0; r < kRoleCount; ++r) {
+    if (!enabled(Role(r))) continue;
     const ProcessSlot& slot = segment->process(Role(r));
     if (slot.state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady)) return false;
     if (now - slot.heartbeat_ns.load(std::memory_order_relaxed) > kHungNs) return false;
@@ -427,7 +444,8 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
     }, 0., 0.);
     child.restart_timer.data = &sup;
   }
-  for (uint32_t r = 0; r < kRoleCount; ++r) sup.spawn(Role(r));
+  for (uint32_t r = 0; r < kRoleCount; ++r)
+    if (sup.enabled(Role(r))) sup.spawn(Role(r));
 
   ev_run(sup.loop, 0);
 

@@ -12,7 +12,7 @@ E2E_FDS=()             # control sessions and pipes held open
 E2E_PORTS_TAKEN=" "    # ports handed out by free_port in this script
 E2E_KEEP=${E2E_KEEP:-0}   # E2E_KEEP=1 keeps the work folder for a post-mortem
 E2E_WORK=""
-RELAY_PID="" RELAY_INSTANCE="" CONTROL_PORT="" INGEST_PORT="" RELAY_FD=""
+RELAY_PID="" RELAY_INSTANCE="" CONTROL_PORT="" INGEST_PORT="" HTTP_PORT="" RELAY_FD=""
 
 # The error lines ffmpeg prints when it conceals damage (REAL-CLIENTS.md).
 FFMPEG_ERROR_RE='corrupt decoded frame|error while decoding|concealing|Packet corrupt|PES packet size mismatch|Header missing|non-existing PPS'
@@ -158,7 +158,7 @@ wait_exit() {
 
 # start_relay BINARY INSTANCE [--defaults | ARGS...]: starts vrelayd in the foreground and
 # waits (10 s at most) for its ready line; sets RELAY_PID, CONTROL_PORT, INGEST_PORT,
-# RELAY_INSTANCE. Without ARGS it listens on 127.0.0.1, ports chosen by the kernel; with
+# RELAY_INSTANCE, and HTTP_PORT when http.listen is on ("" otherwise). Without ARGS it listens on 127.0.0.1, ports chosen by the kernel; with
 # --defaults, on its embedded defaults (control 0.0.0.0:7700, ingest 127.0.0.1:65534).
 start_relay() {
   local binary=$1 instance=$2
@@ -184,11 +184,12 @@ start_relay() {
     kill -0 "$RELAY_PID" 2>/dev/null || die "vrelayd exited before it was ready: $(tail -n 3 "$E2E_WORK/vrelayd.log")"
     die "vrelayd printed no ready line within 10 s"
   fi
-  local re='^vrelayd ready control=([^ ]+):([0-9]+) ingest=([^ ]+):([0-9]+) instance=([^ ]+) pid=([0-9]+)$'
+  local re='^vrelayd ready control=([^ ]+):([0-9]+) ingest=([^ ]+):([0-9]+) instance=([^ ]+) pid=([0-9]+)( http=([^ ]+):([0-9]+))?$'
   [[ $line =~ $re ]] ||
     die "unexpected ready line: '$line'"
   CONTROL_PORT=${BASH_REMATCH[2]}
   INGEST_PORT=${BASH_REMATCH[4]}
+  HTTP_PORT=${BASH_REMATCH[9]}
   [ "${BASH_REMATCH[5]}" = "$instance" ] || die "ready line names instance '${BASH_REMATCH[5]}', expected '$instance'"
   [ "${BASH_REMATCH[6]}" = "$RELAY_PID" ] || die "ready line names pid ${BASH_REMATCH[6]}, expected $RELAY_PID"
   log "vrelayd ready (pid $RELAY_PID): control port $CONTROL_PORT, ingest port $INGEST_PORT"

@@ -115,6 +115,7 @@ Relay::Relay(const std::string& yaml, std::vector<std::string> extra_args, std::
   ready_line_ = text.substr(0, text.find('\n'));
   control_port_ = port_of(ready_line_, "control=");
   ingest_port_ = port_of(ready_line_, "ingest=");
+  http_port_ = port_of(ready_line_, "http=");
   if (ready_line_.rfind("vrelayd ready ", 0) != 0 || !control_port_ || !ingest_port_) {
     std::string why = "vrelayd did not report ready: '" + ready_line_ + "'\n" + log();
     stop(3000ms);

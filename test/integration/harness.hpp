@@ -37,6 +37,7 @@ class Relay {
 
   uint16_t control_port() const { return control_port_; }
   uint16_t ingest_port() const { return ingest_port_; }
+  uint16_t http_port() const { return http_port_; }  // 0 unless http.listen is on
   pid_t pid() const { return pid_; }
   const std::string& instance() const { return instance_; }
   const std::string& ready_line() const { return ready_line_; }
@@ -51,7 +52,7 @@ class Relay {
 
  private:
   pid_t pid_ = -1;
-  uint16_t control_port_ = 0, ingest_port_ = 0;
+  uint16_t control_port_ = 0, ingest_port_ = 0, http_port_ = 0;
   std::string instance_, ready_line_, log_path_, config_path_;
   std::unique_ptr<Segment> shm_;
 };

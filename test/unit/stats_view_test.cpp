@@ -122,7 +122,7 @@ TEST_F(StatsView, SnapshotHoldsTheStoredValues) {
   EXPECT_EQ(s.counter("fanout", "sent_datagrams"), 84u);
   EXPECT_EQ(s.counter("control", "sessions_total"), 3u);
   EXPECT_EQ(s.counter("ingest", "no_such_counter"), 0u);
-  ASSERT_EQ(s.processes.size(), size_t(kRoleCount));
+  ASSERT_EQ(s.processes.size(), size_t(kRoleCount) - 1);  // http is off: not listed
   EXPECT_EQ(s.processes[kFanout].pid, 1001);
   EXPECT_EQ(s.processes[kControl].restarts, 2u);
 
@@ -153,7 +153,7 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
   std::vector<std::string> keys;
   for (auto& [key, value] : j.items()) keys.push_back(key);
   EXPECT_EQ(keys, (std::vector<std::string>{"instance", "version", "supervisor_pid", "created_ns", "taken_ns", "uptime_s",
-                                            "control_address", "ingest_address", "source", "ring", "max_subscribers",
+                                            "control_address", "ingest_address", "http_address", "source", "ring", "max_subscribers",
                                             "processes", "counters", "subscribers"}));
   EXPECT_EQ(j["instance"], instance_);
   EXPECT_EQ(j["max_subscribers"], 4);
@@ -163,7 +163,7 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
   EXPECT_EQ(j["counters"]["ingest.datagrams"], 42);
   EXPECT_EQ(j["counters"]["fanout.sent_datagrams"], 84);
 
-  ASSERT_EQ(j["processes"].size(), size_t(kRoleCount));
+  ASSERT_EQ(j["processes"].size(), size_t(kRoleCount) - 1);
   EXPECT_EQ(j["processes"][1]["role"], "fanout");
   EXPECT_EQ(j["processes"][1]["pid"], 1001);
   EXPECT_EQ(j["processes"][1]["state"], "ready");
