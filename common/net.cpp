@@ -3,9 +3,14 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -194,6 +199,103 @@ Endpoint peer_endpoint(int fd) {
   socklen_t len = sizeof ss;
   getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
   return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error,
+                     const char* default_port) {
+  auto fail = [&](const std::string& why) {
+    *error = "'" + std::string(spec) + "': " + why;
+    return false;
+  };
+  std::string_view h, p;
+  bool has_port = true;
+  if (!spec.empty() && spec.front() == '[') {  // [V6]:PORT or [V6]
+    size_t close = spec.find(']');
+    if (close == std::string_view::npos) return fail("missing ']'");
+    h = spec.substr(1, close - 1);
+    std::string_view after = spec.substr(close + 1);
+    if (after.empty()) has_port = false;
+    else if (after.front() == ':') p = after.substr(1);
+    else return fail("expected ':PORT' after ']'");
+  } else {
+    size_t colon = spec.find(':');
+    if (colon == std::string_view::npos || spec.find(':', colon + 1) != std::string_view::npos) {
+      h = spec;  // a name, an IPv4 address or a bare IPv6 address: no port
+      has_port = false;
+    } else {
+      h = spec.substr(0, colon);
+      p = spec.substr(colon + 1);
+    }
+  }
+  if (!has_port && !default_port) return fail("expected HOST:PORT (an IPv6 address in brackets)");
+  if (h.empty()) return fail("missing host");
+  if (has_port && !parse_port(p, 1, 65535)) return fail("the port must be a number from 1 to 65535");
+  *host = std::string(h);
+  *port = has_port ? std::string(p) : default_port;
+  return true;
+}
+
+int connect_tcp(const std::string& host, const std::string& port, double timeout_s, std::string* error,
+                int interrupt_fd) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
+  if (rc != 0) {
+    *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
+    return -1;
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  std::string last = "no address";
+  int fd = -1;
+  for (addrinfo* ai = list; ai && fd < 0; ai = ai->ai_next) {
+    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (s < 0) {
+      last = strerror(errno);
+      continue;
+    }
+    if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
+      fd = s;
+      break;
+    }
+    if (errno != EINPROGRESS) {
+      last = strerror(errno);
+      ::close(s);
+      continue;
+    }
+    pollfd waits[2] = {{s, POLLOUT, 0}, {interrupt_fd, POLLIN, 0}};
+    int n;
+    do {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      n = poll(waits, interrupt_fd >= 0 ? 2 : 1, left.count() > 0 ? int(left.count()) + 1 : 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0 && interrupt_fd >= 0 && (waits[1].revents & POLLIN)) {
+      last = "interrupted";
+      ::close(s);
+      break;
+    }
+    if (n == 0) {
+      char text[64];
+      snprintf(text, sizeof text, "no answer within %g s", timeout_s);
+      last = text;
+      ::close(s);
+      break;  // the deadline covers every address
+    }
+    int so_error = 0;
+    socklen_t len = sizeof so_error;
+    if (n < 0 || getsockopt(s, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0) so_error = errno;
+    if (so_error != 0) {
+      last = strerror(so_error);
+      ::close(s);
+      continue;
+    }
+    fd = s;
+  }
+  freeaddrinfo(list);
+  if (fd < 0) *error = last;
+  return fd;
 }
 
 }  // namespace vrelay

@@ -44,6 +44,17 @@ struct Cidr {
 std::optional<Cidr> parse_cidr(std::string_view text, std::string* error);
 bool allowed(const std::vector<Cidr>& list, const Endpoint& ep);
 
+// "HOST:PORT" or "[V6]:PORT" (HOST a name or a numeric address, PORT 1..65535) -> host and
+// port. With a default_port, "HOST", "[V6]" and a bare IPv6 address are accepted too.
+bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error,
+                     const char* default_port = nullptr);
+
+// Connects a TCP socket (non-blocking, close-on-exec) to the first address of host:port
+// that answers, within timeout_s in all. Returns it, or -1 with *error set (the reason;
+// "interrupted" when `interrupt_fd`, if given, became readable first).
+int connect_tcp(const std::string& host, const std::string& port, double timeout_s, std::string* error,
+                int interrupt_fd = -1);
+
 // A bound socket (SO_REUSEADDR for TCP). Throws std::runtime_error naming the address.
 int bind_socket(const Endpoint& ep, int type);
 // The address a socket is bound to (resolves port 0).

@@ -38,38 +38,6 @@ std::string seconds_text(double s) {
 
 }  // namespace
 
-bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error) {
-  std::string_view h, p;
-  if (!spec.empty() && spec.front() == '[') {
-    size_t close = spec.find("]:");
-    if (close == std::string_view::npos) {
-      *error = "'" + std::string(spec) + "': expected [ADDRESS]:PORT";
-      return false;
-    }
-    h = spec.substr(1, close - 1);
-    p = spec.substr(close + 2);
-  } else {
-    size_t colon = spec.find(':');
-    if (colon == std::string_view::npos || spec.find(':', colon + 1) != std::string_view::npos) {
-      *error = "'" + std::string(spec) + "': expected HOST:PORT (an IPv6 address in brackets)";
-      return false;
-    }
-    h = spec.substr(0, colon);
-    p = spec.substr(colon + 1);
-  }
-  if (h.empty()) {
-    *error = "'" + std::string(spec) + "': empty host";
-    return false;
-  }
-  if (!parse_port(p, 1, 65535)) {
-    *error = "'" + std::string(spec) + "': the port must be a number from 1 to 65535";
-    return false;
-  }
-  *host = std::string(h);
-  *port = std::string(p);
-  return true;
-}
-
 ControlSession::~ControlSession() { close(); }
 
 int ControlSession::wait_for(short events, int timeout_ms, std::string* error) {
@@ -98,54 +66,11 @@ void ControlSession::close() {
 
 bool ControlSession::open(const std::string& host, const std::string& port, double timeout_s, std::string* error) {
   auto deadline = deadline_after(timeout_s);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* list = nullptr;
-  int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
-  if (rc != 0) {
-    *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
-    return false;
-  }
-  std::string last = "no address";
-  for (addrinfo* ai = list; ai && fd_ < 0; ai = ai->ai_next) {
-    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (s < 0) {
-      last = strerror(errno);
-      continue;
-    }
-    if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
-      fd_ = s;
-      break;
-    }
-    if (errno != EINPROGRESS) {
-      last = strerror(errno);
-      ::close(s);
-      continue;
-    }
-    fd_ = s;  // for wait_for
-    int n = wait_for(POLLOUT, ms_left(deadline), error);
-    fd_ = -1;
-    if (n <= 0) {
-      ::close(s);
-      freeaddrinfo(list);
-      if (n == 0) *error = "cannot connect to the relay at " + host + ":" + port + ": no answer within " + seconds_text(timeout_s);
-      return false;  // the deadline covers every address
-    }
-    int so_error = 0;
-    socklen_t len = sizeof so_error;
-    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0) so_error = errno;
-    if (so_error != 0) {
-      last = strerror(so_error);
-      ::close(s);
-      continue;
-    }
-    fd_ = s;
-  }
-  freeaddrinfo(list);
+  std::string why;
+  fd_ = connect_tcp(host, port, timeout_s, &why, interrupt_fd_);
   if (fd_ < 0) {
-    *error = "cannot connect to the relay at " + host + ":" + port + ": " + last;
+    interrupted_ = why == "interrupted";
+    *error = interrupted_ ? why : "cannot connect to the relay at " + host + ":" + port + ": " + why;
     return false;
   }
   std::string line;

@@ -8,9 +8,6 @@
 
 namespace vrelay::probe {
 
-// "HOST:PORT" or "[V6]:PORT" -> host and port (1..65535); false and *error otherwise.
-bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error);
-
 class ControlSession {
  public:
   ControlSession() = default;

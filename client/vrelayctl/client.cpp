@@ -1,6 +1,7 @@
 // vrelayctl: the control session every mode uses, and the one-shot mode
 // (`vrelayctl [-s HOST:PORT] COMMAND [ARGS]`).
 #include "client.hpp"
+#include "net.hpp"
 
 #include <strings.h>
 
@@ -46,7 +47,7 @@ Session::~Session() {
 
 int Session::run() {
   std::string error;
-  int fd = Connection::connect_to(options_.host, options_.port, options_.timeout_s, &error);
+  int fd = connect_tcp(options_.host, options_.port, options_.timeout_s, &error);
   if (fd < 0) {
     report("cannot connect to the relay at " + options_.server + ": " + error);
     return kExitUsage;

@@ -14,63 +14,6 @@
 
 namespace vrelay::ctl {
 
-int Connection::connect_to(const std::string& host, const std::string& port, double timeout_s, std::string* error) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* list = nullptr;
-  int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
-  if (rc != 0) {
-    *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
-    return -1;
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  std::string last = "no address";
-  int fd = -1;
-  for (addrinfo* ai = list; ai && fd < 0; ai = ai->ai_next) {
-    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (s < 0) {
-      last = strerror(errno);
-      continue;
-    }
-    if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
-      fd = s;
-      break;
-    }
-    if (errno != EINPROGRESS) {
-      last = strerror(errno);
-      ::close(s);
-      continue;
-    }
-    pollfd p{s, POLLOUT, 0};
-    int n;
-    do {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      n = poll(&p, 1, left.count() > 0 ? int(left.count()) : 0);
-    } while (n < 0 && errno == EINTR);
-    if (n == 0) {
-      char buf[64];
-      snprintf(buf, sizeof buf, "no answer within %g s", timeout_s);
-      last = buf;
-      ::close(s);
-      break;  // the deadline covers every address
-    }
-    int so_error = 0;
-    socklen_t len = sizeof so_error;
-    if (n < 0 || getsockopt(s, SOL_SOCKET, SO_ERROR, &so_error, &len) < 0) so_error = errno;
-    if (so_error != 0) {
-      last = strerror(so_error);
-      ::close(s);
-      continue;
-    }
-    fd = s;
-  }
-  freeaddrinfo(list);
-  if (fd < 0) *error = last;
-  return fd;
-}
-
 Connection::Connection(struct ev_loop* loop, int fd, Handler& handler) : loop_(loop), fd_(fd), handler_(handler) {
   ev_io_init(&read_watcher_, [](struct ev_loop*, ev_io* w, int) { static_cast<Connection*>(w->data)->on_readable(); },
              fd_, EV_READ);

@@ -17,11 +17,6 @@ class Connection {
     virtual void on_server_closed(const std::string& why) = 0;  // "" when the relay closed cleanly
   };
 
-  // Resolves host (a numeric address or a name) and connects to the first address that
-  // answers, within timeout_s seconds in all. Returns the connected socket (non-blocking),
-  // or -1 with *error set.
-  static int connect_to(const std::string& host, const std::string& port, double timeout_s, std::string* error);
-
   Connection(struct ev_loop* loop, int fd, Handler& handler);
   ~Connection();
   Connection(const Connection&) = delete;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "net.hpp"
 #include "protocol.hpp"
 
 namespace vrelay::ctl {
@@ -188,49 +189,7 @@ bool is_disconnect_word(std::string_view word) {
 }
 
 bool split_server(std::string_view spec, std::string* host, std::string* port, std::string* error) {
-  if (spec.empty()) {
-    *error = "empty server address";
-    return false;
-  }
-  if (spec.front() == '[') {  // [V6]:PORT or [V6]
-    size_t close = spec.find(']');
-    if (close == std::string_view::npos) {
-      *error = "'" + std::string(spec) + "': missing ']'";
-      return false;
-    }
-    *host = std::string(spec.substr(1, close - 1));
-    std::string_view after = spec.substr(close + 1);
-    if (after.empty()) {
-      *port = kDefaultPort;
-    } else if (after.front() == ':') {
-      *port = std::string(after.substr(1));
-    } else {
-      *error = "'" + std::string(spec) + "': expected ':PORT' after ']'";
-      return false;
-    }
-  } else {
-    size_t colon = spec.find(':');
-    if (colon == std::string_view::npos) {
-      *host = std::string(spec);
-      *port = kDefaultPort;
-    } else if (spec.find(':', colon + 1) != std::string_view::npos) {
-      *host = std::string(spec);  // a bare IPv6 address
-      *port = kDefaultPort;
-    } else {
-      *host = std::string(spec.substr(0, colon));
-      *port = std::string(spec.substr(colon + 1));
-    }
-  }
-  unsigned p;
-  if (host->empty()) {
-    *error = "'" + std::string(spec) + "': missing host";
-    return false;
-  }
-  if (!parse_udp_port(*port, &p)) {
-    *error = "'" + std::string(spec) + "': the port must be a number from 1 to 65535";
-    return false;
-  }
-  return true;
+  return split_host_port(spec, host, port, error, kDefaultPort);
 }
 
 bool parse_udp_port(std::string_view text, unsigned* port) {

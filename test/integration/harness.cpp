@@ -371,6 +371,13 @@ Viewer::Viewer(Relay& relay) : session(relay.control_port()) {
   if (reply != "OK") ADD_FAILURE() << "CONECTAR " << sink.port() << ": " << reply;
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 uint16_t free_udp_port() {
   UdpSink probe;
   return probe.port();

@@ -124,5 +124,6 @@ std::string test_payload(uint64_t index);
 // Whether `got` is test_payload(index); a mismatch is described briefly (index and size).
 ::testing::AssertionResult is_payload(const std::optional<std::string>& got, uint64_t index);
 uint16_t free_udp_port();
+std::string read_file(const std::string& path);  // "" if it cannot be read
 
 }  // namespace vrelay::test

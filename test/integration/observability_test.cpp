@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "counter_stream.hpp"
@@ -16,11 +15,22 @@
 namespace vrelay::test {
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+
+// A line of log.file: "2026-11-22T05:40:03.038060Z info control[5531]: text": the time,
+// the level in words, the process and its pid; no journald prefix. (No <regex>: GCC 12
+// warns inside libstdc++'s regex under the sanitizers, and warnings are errors.)
+bool is_file_log_line(const std::string& line) {
+  const std::string time_shape = "dddd-dd-ddTdd:dd:dd.ddddddZ ";
+  if (line.size() < time_shape.size()) return false;
+  for (size_t i = 0; i < time_shape.size(); ++i)
+    if (time_shape[i] == 'd' ? !isdigit(static_cast<unsigned char>(line[i])) : line[i] != time_shape[i]) return false;
+  std::istringstream rest(line.substr(time_shape.size()));
+  std::string level, process;
+  rest >> level >> process;
+  bool known_level = level == "error" || level == "warning" || level == "notice" || level == "info" || level == "debug";
+  size_t open = process.find('[');
+  return known_level && open != std::string::npos && open > 0 && process.ends_with("]:") &&
+         process.find_first_not_of("0123456789", open + 1) == process.size() - 2;
 }
 
 TEST(Counters, MatchKnownTraffic) {
@@ -189,15 +199,14 @@ TEST(Log, FileHasEveryProcessAndIsReopenedOnSigusr1) {
   std::remove(path.c_str());
   std::remove((path + ".1").c_str());
   Relay relay("log:\n  file: " + path + "\n");
-  // Each line: time, level in words, process[pid]: text. No journald prefix in a file.
-  std::regex line_shape(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (error|warning|notice|info|debug) [a-z]+\[\d+\]: .*)");
+
   ASSERT_TRUE(wait_until([&] {
     std::string log = read_file(path);
     return log.find("supervisor[") != std::string::npos && log.find("ingest[") != std::string::npos &&
            log.find("fanout[") != std::string::npos && log.find("control[") != std::string::npos;
   }));
   std::istringstream lines(read_file(path));
-  for (std::string line; std::getline(lines, line);) EXPECT_TRUE(std::regex_match(line, line_shape)) << line;
+  for (std::string line; std::getline(lines, line);) EXPECT_TRUE(is_file_log_line(line)) << line;
 
   // logrotate: move the file away, then SIGUSR1; every process writes to a new file.
   ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);

@@ -30,12 +30,6 @@ using namespace vrelay::test;
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string counter_datagram(uint64_t index) {
   std::string d(kCounterDatagramSize, '\0');

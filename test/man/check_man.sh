@@ -95,9 +95,9 @@ check_options() {
   local count=0
   # Option lines of --help: "  -c, --config FILE   text" or "      --control HOST:PORT text".
   while IFS= read -r line; do
-    short=$(printf '%s\n' "$line" | sed -nE 's/^ +(-[A-Za-z]), --.*/\1/p')
-    long=$(printf '%s\n' "$line" | sed -nE 's/^ +(-[A-Za-z], )?(--[a-z0-9-]+).*/\2/p')
-    arg=$(printf '%s\n' "$line" | sed -nE 's/^ +(-[A-Za-z], )?--[a-z0-9-]+ ([A-Z][A-Z:]*)( .*|$)/\2/p')
+    short=$(printf '%s\n' "$line" | sed -nE 's/^ +(-[A-Za-z0-9]), --.*/\1/p')
+    long=$(printf '%s\n' "$line" | sed -nE 's/^ +(-[A-Za-z0-9], )?(--[a-z0-9-]+).*/\2/p')
+    arg=$(printf '%s\n' "$line" | sed -nE 's/^ +(-[A-Za-z0-9], )?--[a-z0-9-]+ ([A-Z][A-Z:]*)( .*|$)/\2/p')
     [ -n "$long" ] || continue
     count=$((count + 1))
     found=$(printf '%s\n' "$opts_tags" | while IFS= read -r t; do has_word "$long" "$t" && printf '%s\n' "$t"; done)
@@ -111,7 +111,7 @@ check_options() {
     for w in $(printf '%s' "$arg" | tr ':' ' '); do
       has_word "$w" "$found" || fail "$page: the OPTIONS entry of $long does not name its argument $arg"
     done
-  done < <(printf '%s\n' "$help" | grep -E '^ +(-[A-Za-z], )?--[a-z]')
+  done < <(printf '%s\n' "$help" | grep -E '^ +(-[A-Za-z0-9], )?--[a-z]')
   [ $count -gt 0 ] || fail "found no options in '$bin --help'"
   # And the other way: the page documents no option that --help does not print.
   local help_longs
