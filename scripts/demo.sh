@@ -61,12 +61,17 @@ vlc_source "$E2E_WORK/test.ts" \
 echo "VLC finished; waiting for the receivers to drain"
 end_viewer 10 "$FF_PID"       # ffmpeg ends by itself 5 s after the data stops
 end_viewer 10 "$REF_PID"
+
+section "6. What the relay counted (vrelaystat, read from its shared memory)"
+"$BINDIR/vrelaystat" -n "$RELAY_INSTANCE" -1 -f 'ingest.datagrams' -f 'ingest.bytes' -f 'ingest.drops_*' \
+  -f 'fanout.sent_*' -f 'fanout.send_errors' -f 'control.sessions_total'
+"$BINDIR/vrelaystat" -n "$RELAY_INSTANCE" --subscribers
 say "$SESSION" DESCONECTAR OK
 
-section "6. Stopping vrelayd (SIGTERM)"
+section "7. Stopping vrelayd (SIGTERM)"
 stop_relay
 
-section "7. What the viewer received"
+section "8. What the viewer received"
 ffmpeg_pair_figures
 SENT=$REF_FRAMES
 GOT=$FF_FRAMES
