@@ -34,6 +34,7 @@ demo: build
 bench: build
 	$(BUILD)/bin/fanout_bench
 	$(BUILD)/bin/sessions_bench
+	$(BUILD)/bin/tools_bench
 
 install: build
 	cmake --install $(BUILD)
