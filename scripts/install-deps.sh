@@ -10,7 +10,10 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev
   ffmpeg vlc-bin vlc-plugin-base telnet expect chromium
   mandoc groff-base procps iproute2 util-linux
+  prometheus
 )
+# prometheus: only its promtool, which checks the /metrics output in the tests. The server
+# the package ships is not started (policy-rc.d below) and never used.
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -31,4 +34,14 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
+# Packages install without starting services (the prometheus server): a policy-rc.d that
+# says no, for the time of the install, unless the machine has its own.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  own_policy=1
+fi
+trap '[ -n "$own_policy" ] && $SUDO rm -f "$policy"' EXIT
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

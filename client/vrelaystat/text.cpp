@@ -118,7 +118,7 @@ std::vector<std::string> live_frame(const Snapshot& s, const Snapshot* previous,
   lines.push_back(printf_string("uptime %s  source %s  bitrate %s  subscribers %zu/%" PRIu32 "  ring %" PRIu64 "/%" PRIu32,
                                 format_duration(uptime(s.created_ns)).c_str(),
                                 s.source_state(),
-                                format_bitrate(s.counter("ingest", "rate_bits")).c_str(), s.subscribers.size(),
+                                format_bitrate(8 * s.counter("ingest", "rate_bytes")).c_str(), s.subscribers.size(),
                                 s.max_subscribers, ring_used, s.ring_slots));
   lines.push_back("control " + s.control_address + "  ingest " + s.ingest_address);
   lines.push_back("");

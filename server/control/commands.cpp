@@ -170,7 +170,7 @@ Reply Session::execute(const protocol::Parsed& command) {
                {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
                {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / 1000000000ull},
                {"source", live ? "live" : "stalled"},
-               {"ingest_bitrate", st.ingest.rate_bits.load(std::memory_order_relaxed)}};
+               {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)}};
       std::string text;
       for (const auto& [key, value] : f.items())
         text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());

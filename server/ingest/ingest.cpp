@@ -47,7 +47,7 @@ class Ingest {
     double elapsed = double(now - rate_from_ns_) / 1e9;
     if (elapsed > 0) {
       stats_.rate_datagrams.store(uint64_t(double(datagrams - rate_from_datagrams_) / elapsed + 0.5), std::memory_order_relaxed);
-      stats_.rate_bits.store(uint64_t(double(bytes - rate_from_bytes_) * 8 / elapsed + 0.5), std::memory_order_relaxed);
+      stats_.rate_bytes.store(uint64_t(double(bytes - rate_from_bytes_) / elapsed + 0.5), std::memory_order_relaxed);
     }
     rate_from_ns_ = now;
     rate_from_datagrams_ = datagrams;
@@ -228,6 +228,7 @@ int run_ingest(ChildContext& ctx) {
   ChildLoop child(ctx);
   Ingest ingest(ctx);
   ev_timer tick;
+  ev_now_update(child.loop());  // the rates' first window starts now, not at the loop's birth
   ev_timer_init(&tick, [](struct ev_loop*, ev_timer* w, int) { static_cast<Ingest*>(w->data)->tick(); }, kTick, kTick);
   tick.data = &ingest;
   ev_timer_start(child.loop(), &tick);

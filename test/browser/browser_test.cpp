@@ -186,7 +186,7 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   LiveRelay live;
   ASSERT_NE(live.relay().http_port(), 0);
   // The source's bitrate gauge covers a whole second: wait for its first reading.
-  ASSERT_TRUE(wait_until([&] { return live.relay().shm().stats().ingest.rate_bits.load() > 0; }, 5000ms));
+  ASSERT_TRUE(wait_until([&] { return live.relay().shm().stats().ingest.rate_bytes.load() > 0; }, 5000ms));
   Output o = chromium({"--virtual-time-budget=5000", "--dump-dom", live.url()}, "dump-dom");
   ASSERT_EQ(o.status, 0) << chromium_log(o);
   const std::string& dom = o.out;
@@ -198,7 +198,7 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   EXPECT_EQ(element_text(dom, "subscriber-count").value_or("?"), "1");
   std::string bitrate = element_text(dom, "bitrate").value_or("?");
   // Under --virtual-time-budget the page's polls come milliseconds apart in real time, so
-  // the bitrate shown is the ingest.rate_bits gauge: about 50 datagrams/s, never 0.
+  // the bitrate shown is the ingest.rate_bytes gauge: about 50 datagrams/s, never 0.
   EXPECT_TRUE(!bitrate.empty() && isdigit(static_cast<unsigned char>(bitrate[0])) && bitrate.ends_with("bit/s") &&
               bitrate.find(' ') != std::string::npos && !bitrate.starts_with("0 "))
       << "bitrate '" << bitrate << "'";

@@ -508,6 +508,26 @@ struct Traffic {
   }
 };
 
+// Prometheus' own linter on what /metrics serves, subscriber series included: the format,
+// and its naming rules (base units, _total on counters, snake_case).
+TEST(Metrics, PromtoolFindsNoProblem) {
+  ASSERT_EQ(system("command -v promtool >/dev/null 2>&1"), 0)
+      << "promtool is missing (Debian package prometheus; scripts/install-deps.sh installs it)";
+  Relay relay(kHttpYaml);
+  Traffic traffic(relay, 5);
+  HttpReply r = get(relay.http_port(), "/metrics");
+  ASSERT_EQ(r.status, 200) << r;
+  std::string path = "/tmp/vrelay-metrics-" + std::to_string(getpid()) + ".txt";
+  std::ofstream(path) << r.body;
+  std::string command = "promtool check metrics < " + path + " > " + path + ".out 2>&1";
+  int status = system(command.c_str());
+  std::string report = read_file(path + ".out");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "promtool: " << report << "\n" << r.body;
+  EXPECT_EQ(report, "");
+  unlink(path.c_str());
+  unlink((path + ".out").c_str());
+}
+
 TEST(Metrics, ValidPrometheusTextThatCountsTheTraffic) {
   Relay relay(kHttpYaml);
   Traffic traffic(relay, 25);

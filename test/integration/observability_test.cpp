@@ -71,11 +71,11 @@ TEST(Counters, MatchKnownTraffic) {
   EXPECT_EQ(stats.control.sessions_open.load(), 2u);
   EXPECT_EQ(stats.control.subscribers.load(), 2u);
   EXPECT_EQ(stats.ingest.stalled.load(), 0u);
-  // The rate covers about the last second (its timer may fire a little early or late): at
-  // most all of the traffic, a little more for a short second.
+  // The rate is per second over its window, about one second (a loaded machine may run
+  // the timer late): at most all of the traffic over a window of 2/3 s.
   ASSERT_TRUE(wait_until([&] { return stats.ingest.rate_datagrams.load() > 0; }, 3000ms));
-  EXPECT_LE(stats.ingest.rate_datagrams.load(), kCount * 11 / 10);
-  EXPECT_LE(stats.ingest.rate_bits.load(), 8 * bytes * 11 / 10);
+  EXPECT_LE(stats.ingest.rate_datagrams.load(), kCount * 3 / 2);
+  EXPECT_LE(stats.ingest.rate_bytes.load(), bytes * 3 / 2);
 
   // Per subscriber: each got every datagram and every byte.
   Segment& shm = relay.shm();

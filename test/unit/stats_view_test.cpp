@@ -68,7 +68,7 @@ class StatsView : public ::testing::Test {
     Stats& st = segment_->stats();
     st.ingest.datagrams.store(42);
     st.ingest.bytes.store(42 * 1316);
-    st.ingest.rate_bits.store(4200000);
+    st.ingest.rate_bytes.store(525000);
     st.fanout.sent_datagrams.store(84);
     st.control.sessions_total.store(3);
     st.supervisor.started_ns.store(1500000000ull * 1000000000ull);
@@ -226,7 +226,7 @@ TEST_F(StatsView, PrometheusFamiliesHaveOneHelpAndOneTypeBeforeTheirSamples) {
   EXPECT_EQ(values["vrelay_ingest_datagrams_total"], 42);
   EXPECT_EQ(values["vrelay_fanout_sent_datagrams_total"], 84);
   EXPECT_EQ(values["vrelay_control_sessions_total"], 3);
-  EXPECT_EQ(values["vrelay_ingest_rate_bits"], 4200000);
+  EXPECT_EQ(values["vrelay_ingest_rate_bytes"], 525000);
   EXPECT_EQ(values["vrelay_supervisor_started_seconds"], 1500000000.0);  // _ns made seconds
   EXPECT_NE(text.find("vrelay_subscriber_datagrams_total{slot=\"1\",address=\"127.0.0.1\",port=\"5004\"} 7\n"),
             std::string::npos);
@@ -298,10 +298,10 @@ TEST_F(StatsView, VrelaystatLiveFrameShowsRatesOnlyForCountersAfterTheFirstFrame
   EXPECT_EQ(w[1], "142");
   EXPECT_EQ(w[2], "50.0");
   EXPECT_EQ(w[3], "Datagrams");
-  w = words_of(frame2, "ingest.rate_bits");  // a gauge: no rate
+  w = words_of(frame2, "ingest.rate_bytes");  // a gauge: no rate
   ASSERT_GE(w.size(), 3u);
-  EXPECT_EQ(w[1], "4200000");
-  EXPECT_EQ(w[2], "Bits");
+  EXPECT_EQ(w[1], "525000");
+  EXPECT_EQ(w[2], "Bytes");
   EXPECT_FALSE(words_of(frame2, "fanout.playing").empty());
   w = words_of(frame2, "fanout");
   ASSERT_GE(w.size(), 5u);
