@@ -65,12 +65,15 @@ struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except h
 #undef VRELAY_COUNTER
 #undef VRELAY_GROUP_END
 
+// Every group, in the order of counters.def: stats.ingest.datagrams, ...
 struct Stats {
-  supervisor_stats supervisor;
-  ingest_stats ingest;
-  fanout_stats fanout;
-  control_stats control;
-  http_stats http;
+#define VRELAY_GROUP_BEGIN(group, help) group##_stats group;
+#define VRELAY_COUNTER(group, name, kind, help)
+#define VRELAY_GROUP_END(group)
+#include "counters.def"
+#undef VRELAY_GROUP_BEGIN
+#undef VRELAY_COUNTER
+#undef VRELAY_GROUP_END
 };
 
 enum class CounterKind { counter, gauge };
