@@ -1,8 +1,10 @@
 // vrelayd's http process (only with http.listen): serves /metrics (Prometheus text format),
 // /status.json and the live status page on the listening socket the supervisor bound.
-// libmicrohttpd runs its one internal polling thread (epoll); the main thread runs the
-// ChildLoop (SIGTERM, heartbeat). The shared memory is only read here, except this
-// process's own heartbeat and its `http` counters.
+// One thread: libmicrohttpd in its external epoll mode, driven by the ChildLoop's libev
+// loop (its epoll descriptor is one ev_io, its timeouts one ev_timer). A request that got
+// stuck would therefore stop the heartbeat too, and the supervisor would replace the
+// process. The shared memory is only read here, except this process's own heartbeat and
+// its `http` counters.
 #include <microhttpd.h>
 
 #include <cstdarg>
@@ -29,7 +31,7 @@ constexpr size_t kConnectionMemory = 32 * 1024;
 
 struct Server {
   const Segment& segment;
-  http_stats& stats;  // written by this process alone (both threads: relaxed atomics)
+  http_stats& stats;  // written by this process alone
 };
 
 struct Reply {
@@ -115,6 +117,25 @@ void log_mhd(void*, const char* fmt, va_list ap) {
   LOG_WARN("libmicrohttpd: %s", text);
 }
 
+// libmicrohttpd's work, when its epoll descriptor is readable or its next timeout is due
+// (a connection to close); then the timeout is armed again for what MHD waits for next.
+struct Driver {
+  MHD_Daemon* daemon;
+  struct ev_loop* loop;
+  ev_io ready{};
+  ev_timer timeout{};
+
+  void run() {
+    MHD_run(daemon);
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    ev_timer_stop(loop, &timeout);
+    if (MHD_get_timeout(daemon, &ms) == MHD_YES) {
+      ev_timer_set(&timeout, double(ms) / 1000., 0.);
+      ev_timer_start(loop, &timeout);
+    }
+  }
+};
+
 }  // namespace
 
 int run_http(ChildContext& ctx) {
@@ -122,10 +143,10 @@ int run_http(ChildContext& ctx) {
     LOG_ERROR("no HTTP socket was inherited");
     return kExitConfig;
   }
-  ChildLoop loop(ctx);  // first: it blocks SIGTERM/SIGINT, and MHD's thread inherits the mask
+  ChildLoop loop(ctx);
   Server server{ctx.segment, ctx.segment.stats().http};
   MHD_Daemon* daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &answer, &server,
+      MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &answer, &server,
       MHD_OPTION_EXTERNAL_LOGGER, &log_mhd, nullptr,  // first, so that it sees every message
       MHD_OPTION_LISTEN_SOCKET, ctx.sockets.http,
       MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
@@ -134,13 +155,24 @@ int run_http(ChildContext& ctx) {
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory,
       MHD_OPTION_NOTIFY_CONNECTION, &count_connection, &server,
       MHD_OPTION_END);
-  if (!daemon) {
+  const MHD_DaemonInfo* epoll = daemon ? MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_EPOLL_FD) : nullptr;
+  if (!daemon || !epoll) {
     LOG_ERROR("cannot start the HTTP server on %s", local_endpoint(ctx.sockets.http).to_string().c_str());
+    if (daemon) MHD_stop_daemon(daemon);
     return 1;
   }
+  Driver driver{daemon, loop.loop()};
+  ev_io_init(&driver.ready, [](struct ev_loop*, ev_io* w, int) { static_cast<Driver*>(w->data)->run(); },
+             epoll->epoll_fd, EV_READ);
+  ev_init(&driver.timeout, [](struct ev_loop*, ev_timer* w, int) { static_cast<Driver*>(w->data)->run(); });
+  driver.ready.data = driver.timeout.data = &driver;
+  ev_io_start(loop.loop(), &driver.ready);
+  driver.run();  // arms the timeout
   LOG_INFO("serving /metrics, /status.json and / on http://%s/", local_endpoint(ctx.sockets.http).to_string().c_str());
   loop.run();
-  MHD_stop_daemon(daemon);  // joins its thread before `server` goes away
+  ev_io_stop(loop.loop(), &driver.ready);
+  ev_timer_stop(loop.loop(), &driver.timeout);
+  MHD_stop_daemon(daemon);
   return 0;
 }
 
