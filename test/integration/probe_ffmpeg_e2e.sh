@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# e2e test probe_ffmpeg (label "e2e"): ffmpeg -re streams a 6 s test video (MPEG-TS) into
-# vrelayd's ingest; vrelay-probe, subscribed with --subscribe, must see an MPEG-TS stream
-# with no continuity, sync or transport errors, and exactly the bytes and datagrams that
+# e2e test probe_ffmpeg (label "e2e"): ffmpeg -re streams a 6 s test video (MPEG-TS, raw
+# or in RTP) into vrelayd's ingest; vrelay-probe, subscribed with --subscribe, must see a
+# stream of that kind with no continuity, sync or transport errors (and, for RTP, no
+# sequence number lost, reordered or repeated), and exactly the bytes and datagrams that
 # the relay's ingest received (STATS). Uses the helpers of test/e2e/lib.sh.
-# Usage: probe_ffmpeg_e2e.sh VRELAYD VRELAY_PROBE
+# Usage: probe_ffmpeg_e2e.sh VRELAYD VRELAY_PROBE [mpegts|rtp]
 set -euo pipefail
 # shellcheck source=test/e2e/lib.sh
 source "$(dirname "$0")/../e2e/lib.sh"
 BIN=${1:?usage: probe_ffmpeg_e2e.sh VRELAYD VRELAY_PROBE}
-PROBE=${2:?usage: probe_ffmpeg_e2e.sh VRELAYD VRELAY_PROBE}
+PROBE=${2:?usage: probe_ffmpeg_e2e.sh VRELAYD VRELAY_PROBE [mpegts|rtp]}
+MODE=${3:-mpegts}
+case "$MODE" in
+  mpegts) OUTPUT=(-f mpegts "udp://127.0.0.1:PORT?pkt_size=1316") ;;
+  rtp) OUTPUT=(-f rtp_mpegts "rtp://127.0.0.1:PORT?pkt_size=1328") ;;  # 12-byte header + 7 TS packets
+  *) echo "usage: probe_ffmpeg_e2e.sh VRELAYD VRELAY_PROBE [mpegts|rtp]" >&2; exit 2 ;;
+esac
 require ffmpeg ffprobe ss timeout pgrep
-e2e_init probe_ffmpeg
+e2e_init "probe_ffmpeg_$MODE"
 
 # json_number KEY FILE: the first "KEY":N of the report (the keys come in a fixed order:
 # top-level datagrams and bytes before the ts object, its totals before the PIDs).
@@ -32,9 +39,10 @@ probe_subscribed() { grep -q "subscribed UDP port $PROBE_PORT" "$E2E_WORK/probe.
 wait_until 10 "vrelay-probe's subscription" probe_subscribed
 log "vrelay-probe subscribed UDP port $PROBE_PORT"
 
-log "ffmpeg -re streams the video into 127.0.0.1:$INGEST_PORT"
+OUTPUT[2]=${OUTPUT[2]/PORT/$INGEST_PORT}
+log "ffmpeg -re streams the video ($MODE) into ${OUTPUT[2]}"
 timeout 30 ffmpeg -nostdin -hide_banner -loglevel warning -re -i "$E2E_WORK/test.ts" -c copy -map 0 \
-  -f mpegts "udp://127.0.0.1:$INGEST_PORT?pkt_size=1316" >"$E2E_WORK/ffmpeg-source.log" 2>&1 &
+  "${OUTPUT[@]}" >"$E2E_WORK/ffmpeg-source.log" 2>&1 &
 SRC_PID=$!
 track "$SRC_PID"
 wait_exit 35 "$SRC_PID" SRC_STATUS
@@ -59,7 +67,7 @@ wait_exit 10 "$PROBE_PID" PROBE_STATUS
 [ "$PROBE_STATUS" = 0 ] || die "vrelay-probe exited with status $PROBE_STATUS: $(tail -n 3 "$E2E_WORK/probe.log")"
 REPORT="$E2E_WORK/probe.json"
 log "report: $(head -c 400 "$REPORT")"
-grep -q '"kind":"mpegts"' "$REPORT" || die "the probe did not see an MPEG-TS stream: $(head -c 300 "$REPORT")"
+grep -q "\"kind\":\"$MODE\"" "$REPORT" || die "the probe did not see a $MODE stream: $(head -c 300 "$REPORT")"
 grep -q '"end":"signal"' "$REPORT" || die "the probe did not end on the signal"
 
 DATAGRAMS=$(json_number datagrams "$REPORT")
@@ -74,7 +82,15 @@ echo "RESULT vrelay-probe: $DATAGRAMS datagrams, $BYTES bytes, $PACKETS TS packe
   "$CC continuity errors, $SYNC sync errors, $TEI transport errors"
 [ "$DATAGRAMS" = "$INGEST_DATAGRAMS" ] || die "the probe got $DATAGRAMS datagrams, the relay's ingest $INGEST_DATAGRAMS"
 [ "$BYTES" = "$INGEST_BYTES" ] || die "the probe got $BYTES bytes, the relay's ingest $INGEST_BYTES"
-[ "$((PACKETS * 188))" = "$BYTES" ] || die "$PACKETS TS packets do not make $BYTES bytes"
+HEADER=0
+[ "$MODE" = rtp ] && HEADER=12
+[ "$((PACKETS * 188 + DATAGRAMS * HEADER))" = "$BYTES" ] || die "$PACKETS TS packets in $DATAGRAMS datagrams do not make $BYTES bytes"
+if [ "$MODE" = rtp ]; then  # every RTP sequence number once, in order
+  for key in lost out_of_order duplicates; do
+    [ "$(json_number "$key" "$REPORT")" = 0 ] || die "RTP: $key is $(json_number "$key" "$REPORT")"
+  done
+  [ "$(json_number received "$REPORT")" = "$DATAGRAMS" ] || die "RTP: received $(json_number received "$REPORT") of $DATAGRAMS"
+fi
 [ "$CC" = 0 ] || die "$CC continuity counter errors"
 [ "$SYNC" = 0 ] || die "$SYNC sync errors"
 [ "$TEI" = 0 ] || die "$TEI transport errors"
@@ -86,4 +102,4 @@ control_cmd "$S" STATS 'OK .*'
 [ "$(stats_value subscribers)" = 0 ] || die "the relay still has $(stats_value subscribers) subscriber(s)"
 control_close "$S"
 stop_relay
-echo "PASS probe_ffmpeg"
+echo "PASS probe_ffmpeg $MODE"
