@@ -147,24 +147,32 @@ bool ControlSession::send_line(const std::string& line, std::string* error) {
   return true;
 }
 
-bool ControlSession::subscribe(uint16_t udp_port, double timeout_s, std::string* error) {
-  std::string command = "CONECTAR " + std::to_string(udp_port);
+bool ControlSession::command(const std::string& command, double timeout_s, std::string* reply, std::string* error) {
   if (!send_line(command, error)) return false;
   auto deadline = deadline_after(timeout_s);
   for (;;) {
-    std::string line;
     double left = std::chrono::duration<double>(deadline - Clock::now()).count();
-    switch (read_line(left > 0 ? left : 0, &line, error)) {
+    switch (read_line(left > 0 ? left : 0, reply, error)) {
       case Read::kLine: break;
       case Read::kTimeout: *error = "no reply to " + command + " within " + seconds_text(timeout_s); return false;
       case Read::kClosed: *error = "the relay closed the connection before replying to " + command; return false;
       case Read::kError: return false;
     }
-    if (line.rfind("EVENT ", 0) == 0) continue;  // other sessions' news
-    if (line == "OK") return true;
-    *error = "the relay refused " + command + ": " + line.substr(0, 200);
-    return false;
+    if (reply->rfind("EVENT ", 0) == 0) continue;  // other sessions' news
+    if (pending_replies_ > 0) {  // a PING's reply, still due before ours
+      --pending_replies_;
+      continue;
+    }
+    return true;
   }
+}
+
+bool ControlSession::subscribe(uint16_t udp_port, double timeout_s, std::string* error) {
+  std::string line = "CONECTAR " + std::to_string(udp_port), reply;
+  if (!command(line, timeout_s, &reply, error)) return false;
+  if (reply == "OK") return true;
+  *error = "the relay refused " + line + ": " + reply.substr(0, 200);
+  return false;
 }
 
 bool ControlSession::service(std::string* error) {
@@ -207,29 +215,14 @@ bool ControlSession::ping(std::string* error) {
 }
 
 bool ControlSession::unsubscribe(double timeout_s, std::string* error) {
-  if (!send_line("DESCONECTAR", error)) return false;
-  auto deadline = deadline_after(timeout_s);
-  for (;;) {
-    std::string line;
-    double left = std::chrono::duration<double>(deadline - Clock::now()).count();
-    switch (read_line(left > 0 ? left : 0, &line, error)) {
-      case Read::kLine: break;
-      case Read::kTimeout: *error = "no reply to DESCONECTAR within " + seconds_text(timeout_s); return false;
-      case Read::kClosed: *error = "the relay closed the connection before replying to DESCONECTAR"; return false;
-      case Read::kError: return false;
-    }
-    if (line.rfind("EVENT ", 0) == 0) continue;
-    if (pending_replies_ > 0) {  // a PING's reply, still due before ours
-      --pending_replies_;
-      continue;
-    }
-    if (line == "OK") {
-      close();  // the relay closes its side after this OK
-      return true;
-    }
-    *error = "the relay answered DESCONECTAR with: " + line.substr(0, 200);
+  std::string reply;
+  if (!command("DESCONECTAR", timeout_s, &reply, error)) return false;
+  if (reply != "OK") {
+    *error = "the relay answered DESCONECTAR with: " + reply.substr(0, 200);
     return false;
   }
+  close();  // the relay closes its side after this OK
+  return true;
 }
 
 }  // namespace vrelay::probe

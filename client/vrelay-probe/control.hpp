@@ -41,6 +41,9 @@ class ControlSession {
   enum class Read { kLine, kTimeout, kClosed, kError };
   Read read_line(double timeout_s, std::string* line, std::string* error);
   bool take_line(std::string* line);  // a whole line from buffer_, CR LF removed
+  // Sends `command` and reads its reply line, skipping events and the replies of PINGs
+  // still due; false (with *error) on timeout, close or failure.
+  bool command(const std::string& command, double timeout_s, std::string* reply, std::string* error);
   bool send_line(const std::string& line, std::string* error);
   void close();
 
