@@ -35,11 +35,9 @@ bool is_file_log_line(const std::string& line) {
 
 TEST(Counters, MatchKnownTraffic) {
   Relay relay;
-  UdpSink a, b;
-  Session sa(relay.control_port()), sb(relay.control_port());
-  ASSERT_EQ(sa.command("CONECTAR " + std::to_string(a.port())), "OK");
-  ASSERT_EQ(sb.command("CONECTAR " + std::to_string(b.port())), "OK");
-  ASSERT_EQ(sb.command("BOGUS").substr(0, 19), "ERR unknown-command");
+  Viewer va(relay), vb(relay);
+  UdpSink &a = va.sink, &b = vb.sink;
+  ASSERT_EQ(vb.session.command("BOGUS").substr(0, 19), "ERR unknown-command");
 
   constexpr uint64_t kCount = 500;
   uint64_t bytes = 0;
