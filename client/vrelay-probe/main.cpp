@@ -279,10 +279,8 @@ int run(const Options& options) {
   run.duration_s = double(monotonic_now_ns() - start) / 1e9;
   close(udp_fd);
 
-  if (control.connected()) {
-    if (control.unsubscribe(options.timeout_s, &error)) {
-      // done
-    } else if (control.interrupted()) {  // a second Ctrl-C: closing the session ends it too
+  if (control.connected() && !control.unsubscribe(options.timeout_s, &error)) {
+    if (control.interrupted()) {  // a second Ctrl-C: closing the session ends it too
       fprintf(stderr, "vrelay-probe: interrupted: not waiting for the reply to DESCONECTAR\n");
     } else {
       fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
