@@ -106,10 +106,7 @@ Reply Session::execute(const protocol::Parsed& command) {
       end_subscription();
       closing_ = true;
       arm_timer();
-      after_reply([this] {  // OK is the last line: no event from others follows it
-        std::lock_guard lock(out_mutex_);
-        close_requested_ = true;
-      });
+      close_with_reply_ = true;  // OK is the last line: no event from others follows it
       return protocol::ok();
     case CommandId::kName:
       return control_.rename(*this, std::string(args[0]));

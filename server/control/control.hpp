@@ -75,6 +75,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   std::atomic<int> subscription_{-1};
   bool json_ = false;                    // guarded by out_mutex_
   std::optional<bool> format_change_;    // FORMAT's new form, applied with its reply
+  bool close_with_reply_ = false;        // DESCONECTAR: the session closes with its reply
   bool moderator_ = false;
   bool closing_ = false;     // close once the outbox is sent
   bool reading_ = true;      // input paused while our own replies wait to be read

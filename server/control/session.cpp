@@ -73,9 +73,11 @@ void Session::reply(const protocol::Reply& r) {
   counter.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(out_mutex_);
   // FORMAT switches under the lock its reply is queued with: every line after that reply,
-  // events from other threads included, is in the new form, and none before it.
+  // events from other threads included, is in the new form, and none before it. So does
+  // DESCONECTAR's close: no event can slip in after its OK.
   if (format_change_) json_ = *std::exchange(format_change_, std::nullopt);
   outbox_ += protocol::render(r, json_);
+  if (close_with_reply_) close_requested_ = true;
 }
 
 void install_session_wakeup() {
