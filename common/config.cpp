@@ -67,6 +67,13 @@ struct Loader {
     return uint32_t(v);
   }
 
+  bool on_off(const YAML::Node& node, const std::string& key) {
+    std::string s = scalar(node, key);
+    if (s == "on" || s == "true") return true;
+    if (s == "off" || s == "false") return false;
+    fail(node, key, "expected on or off, got '" + s + "'");
+  }
+
   Endpoint address(const YAML::Node& node, const std::string& key) {
     std::string error;
     auto ep = parse_endpoint(scalar(node, key), &error);
@@ -157,6 +164,9 @@ struct Loader {
          section(n, k, {
            {"max_subscribers", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_subscribers = number(v, kk, 1, 65536); }},
            {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.fanout.socket_buffer = number(v, kk, 4096, 1 << 30); }},
+           {"gso", [&](const YAML::Node& v, const std::string& kk) { c.fanout.gso = on_off(v, kk); }},
+           {"max_batch_delay", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_batch_delay_us = number(v, kk, 0, 1000000); }},
+           {"unreachable_pause", [&](const YAML::Node& v, const std::string& kk) { c.fanout.unreachable_pause_s = number(v, kk, 0, 86400); }},
          });
        }},
       {"moderators", [&](const YAML::Node& n, const std::string& k) {

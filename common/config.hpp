@@ -25,9 +25,9 @@ struct Config {
     uint32_t rate_limit = 1000;        // lines per second per session
     uint32_t rate_burst = 2000;
     uint32_t outbox_bytes = 1 << 20;   // a session that lets more pile up is disconnected
-    // Who hears JOIN, LEAVE and RENAME: every session (the contract), or only the sessions
-    // that took a NAME (chat users): O(named) per event instead of O(all) on big relays.
-    bool presence_to_named_only = false;
+    // Who hears JOIN, LEAVE and RENAME: only the sessions that took a NAME (chat users, the
+    // default: O(named) per event), or every session (O(all): for small relays).
+    bool presence_to_named_only = true;
   } control;
 
   struct Moderators {
@@ -51,6 +51,9 @@ struct Config {
   struct Fanout {
     uint32_t max_subscribers = 1024;
     uint32_t socket_buffer = 4 << 20;
+    bool gso = true;                    // UDP GSO where the kernel takes it
+    uint32_t max_batch_delay_us = 0;    // 0 = send as soon as ingest wakes the fan-out
+    uint32_t unreachable_pause_s = 10;  // only refusals for this long: paused; 0 = never
   } fanout;
 
   struct Http {

@@ -13,7 +13,7 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 3;  // 3: the http process and its counters
+constexpr uint32_t kLayoutMajor = 4;  // 4: per-subscriber refusals and the unreachable mark
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -46,6 +46,7 @@ struct alignas(kCacheLine) Header {
   char control_address[64];    // bound addresses ("127.0.0.1:41234"), port 0 resolved
   char ingest_address[64];
   char http_address[64];       // "" when http.listen is off
+  char fanout_address[64];     // where every copy comes from ("[::]:41235")
 };
 
 struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except heartbeat/state
@@ -114,7 +115,13 @@ struct alignas(kCacheLine) SubscriberSlot {
   alignas(kCacheLine) std::atomic<uint64_t> counted_incarnation;  // fan-out: counters belong to it
   std::atomic<uint64_t> datagrams;
   std::atomic<uint64_t> bytes;
-  std::atomic<uint64_t> errors;
+  std::atomic<uint64_t> errors;        // copies not sent, refusals included
+  std::atomic<uint64_t> refusals;      // ECONNREFUSED: the viewer's host said its port is closed
+  std::atomic<uint64_t> sent_until;    // ring position this subscription was sent up to, so a
+                                       // restarted fan-out sends nothing twice
+  // The from_ns of the playing period that met only refusals for fanout.unreachable_pause:
+  // control pauses that subscription and tells its session (EVENT UNREACHABLE).
+  std::atomic<uint64_t> unreachable_from_ns;
 };
 
 struct alignas(kCacheLine) TableControl {

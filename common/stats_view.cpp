@@ -97,6 +97,7 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
   s.control_address = fixed_string(h.control_address, sizeof h.control_address);
   s.ingest_address = fixed_string(h.ingest_address, sizeof h.ingest_address);
   s.http_address = fixed_string(h.http_address, sizeof h.http_address);
+  s.fanout_address = fixed_string(h.fanout_address, sizeof h.fanout_address);
   s.supervisor_pid = h.supervisor_pid;
   s.created_ns = h.created_ns;
   s.max_subscribers = h.max_subscribers;
@@ -137,6 +138,7 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
         v.datagrams = slot.datagrams.load(std::memory_order_relaxed);
         v.bytes = slot.bytes.load(std::memory_order_relaxed);
         v.errors = slot.errors.load(std::memory_order_relaxed);
+        v.refusals = slot.refusals.load(std::memory_order_relaxed);
       }
       s.subscribers.push_back(std::move(v));
     }
@@ -155,6 +157,7 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
   j["control_address"] = s.control_address;
   j["ingest_address"] = s.ingest_address;
   j["http_address"] = s.http_address;
+  j["fanout_address"] = s.fanout_address;
   j["source"] = s.source_state();
   j["ring"] = {{"slots", s.ring_slots}, {"head", s.ring_head}, {"tail", s.ring_tail}};
   j["max_subscribers"] = s.max_subscribers;
@@ -186,7 +189,8 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
                            {"orphan", v.orphan},
                            {"datagrams", v.datagrams},
                            {"bytes", v.bytes},
-                           {"errors", v.errors}});
+                           {"errors", v.errors},
+                           {"refusals", v.refusals}});
   j["subscribers"] = std::move(subscribers);
   return j;
 }
@@ -241,7 +245,8 @@ std::string prometheus_text(const Snapshot& s) {
   const SubscriberFamily families[] = {
       {"vrelay_subscriber_datagrams_total", "counter", "Datagrams sent to the subscriber", &SubscriberView::datagrams},
       {"vrelay_subscriber_bytes_total", "counter", "Bytes sent to the subscriber", &SubscriberView::bytes},
-      {"vrelay_subscriber_errors_total", "counter", "Copies to the subscriber the kernel refused", &SubscriberView::errors},
+      {"vrelay_subscriber_errors_total", "counter", "Copies to the subscriber the kernel did not send, and refusals", &SubscriberView::errors},
+      {"vrelay_subscriber_refusals_total", "counter", "Sends to the subscriber refused with ECONNREFUSED (its port is closed)", &SubscriberView::refusals},
   };
   auto subscriber_labels = [](const SubscriberView& v) {
     return labels({{"slot", std::to_string(v.slot)}, {"address", v.address}, {"port", std::to_string(v.port)}});

@@ -27,13 +27,14 @@ struct SubscriberView {
   SubscriberState state = SubscriberState::kFree;
   uint64_t since_ns = 0;
   bool orphan = false;  // its control session is gone; kept until control.orphan_grace
-  uint64_t datagrams = 0, bytes = 0, errors = 0;
+  uint64_t datagrams = 0, bytes = 0, errors = 0, refusals = 0;
 };
 
 struct Snapshot {
   uint64_t taken_ns = 0;  // CLOCK_REALTIME
   std::string instance, software_version, control_address, ingest_address;
   std::string http_address;                // "" when http.listen is off
+  std::string fanout_address;              // where the copies come from
   int32_t supervisor_pid = 0;
   uint64_t created_ns = 0;
   uint32_t max_subscribers = 0, ring_slots = 0;

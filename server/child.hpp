@@ -10,7 +10,8 @@ namespace vrelay {
 struct Sockets {
   int control = -1;  // listening TCP socket
   int ingest = -1;   // bound UDP socket the source sends to
-  int fanout = -1;   // UDP socket the copies leave from
+  int fanout = -1;   // bound UDP socket the copies leave from (each subscriber's socket binds
+                     // its address too)
   int wake = -1;     // eventfd: ingest -> fan-out "the ring has data"
   int http = -1;     // listening TCP socket of the HTTP endpoint (http.listen), or -1
 };
@@ -24,6 +25,9 @@ struct ChildContext {
 
 // Exit status of a child that must not be restarted (its configuration cannot work).
 constexpr int kExitConfig = 78;
+
+// Descriptors the fan-out needs: one socket per subscriber, and a reserve.
+uint32_t fanout_descriptors(const Config& config);
 
 int run_ingest(ChildContext& ctx);
 int run_fanout(ChildContext& ctx);

@@ -283,6 +283,24 @@ void Control::watch_source() {
   if (live && !announced_live_) announce_source(true);
 }
 
+void Control::watch_unreachable() {
+  uint64_t marked = ctx.segment.stats().fanout.unreachable.load(std::memory_order_acquire);
+  if (marked == unreachable_seen_) return;  // the first look also takes marks left before a restart
+  unreachable_seen_ = marked;
+  for (const SubscriberTable::Unreachable& u : table.pause_unreachable()) {
+    std::shared_ptr<Session> owner;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = sessions_.find(u.owner);
+      if (it != sessions_.end()) owner = it->second;
+    }
+    LOG_NOTICE("subscription to port %u paused: its port refused every datagram for %u s%s", unsigned(u.port),
+               ctx.config.fanout.unreachable_pause_s, owner ? "" : " (an orphan)");
+    if (owner)
+      owner->post(Event{"UNREACHABLE", std::to_string(u.port), Fields{{"port", u.port}}});
+  }
+}
+
 void Control::announce_source(bool live) {
   announced_live_ = live;
   const char* state = live ? "live" : "stalled";
@@ -413,8 +431,11 @@ int run_control(ChildContext& ctx) {
   orphans.data = &control;
   ev_timer_start(child.loop(), &orphans);
   ev_timer source;  // ingest's stall checks run every 100 ms too
-  ev_timer_init(&source, [](struct ev_loop*, ev_timer* w, int) { static_cast<Control*>(w->data)->watch_source(); },
-                0.1, 0.1);
+  ev_timer_init(&source, [](struct ev_loop*, ev_timer* w, int) {
+    auto* control = static_cast<Control*>(w->data);
+    control->watch_source();
+    control->watch_unreachable();
+  }, 0.1, 0.1);
   source.data = &control;
   ev_timer_start(child.loop(), &source);
 

@@ -125,6 +125,9 @@ class Control {
   size_t send_to_others(const Session& from, const protocol::Event& event, bool presence = false);
   // EVENT SOURCE stalled|live to every session when ingest.stalled changes.
   void watch_source();
+  // EVENT UNREACHABLE <port> to the session whose subscription the fan-out found unreachable
+  // (pausing it first), when fanout.unreachable changes.
+  void watch_unreachable();
   protocol::Reply call(Session& from, const std::string& to, uint16_t port);
   protocol::Reply answer(Session& from, const std::string& caller, uint16_t port);
   protocol::Reply hangup(Session& from, const std::string& other);
@@ -143,6 +146,7 @@ class Control {
   size_t send_to_sessions(const Session* except, const protocol::Event& event, bool presence);
   void announce_source(bool live);
   uint64_t stalls_seen_;  // ingest.stalls when last looked at
+  uint64_t unreachable_seen_ = ~0ull;  // fanout.unreachable when last looked at (none yet)
   bool announced_live_;   // what the sessions were last told (or would have been)
 
   std::mutex mutex_;  // guards everything below and every Session::name_

@@ -151,6 +151,24 @@ int SubscriberTable::expire_orphans(uint64_t now) {
   return removed;
 }
 
+std::vector<SubscriberTable::Unreachable> SubscriberTable::pause_unreachable() {
+  std::lock_guard lock(mutex_);
+  std::vector<Unreachable> paused;
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    SubscriberSlot& slot = slots_[i];
+    if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) continue;
+    uint64_t marked = slot.unreachable_from_ns.load(std::memory_order_acquire);
+    if (marked == 0 || marked != slot.from_ns.load(kRelaxed)) continue;  // a later period is not marked
+    SubscriberWrite write(slot, segment_.table());
+    uint64_t now = now_ns();
+    slot.until_ns.store(now, kPublish);
+    slot.since_ns.store(now, kPublish);
+    slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);
+    paused.push_back({int(i), slot.owner.load(kRelaxed), uint16_t(slot.port.load(kRelaxed))});
+  }
+  return paused;
+}
+
 uint64_t SubscriberTable::count_playing() {
   std::lock_guard lock(mutex_);
   uint64_t playing = 0;

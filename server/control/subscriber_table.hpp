@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 #include "net.hpp"
 #include "shm.hpp"
@@ -25,6 +26,14 @@ class SubscriberTable {
   void resume(int slot);
   void release(int slot);
   int expire_orphans(uint64_t now);  // returns how many were removed
+  // Pauses the playing subscriptions the fan-out marked unreachable (only refusals for
+  // fanout.unreachable_pause), as INTERRUMPIR would; returns them.
+  struct Unreachable {
+    int slot;
+    uint64_t owner;  // session id, 0 for an orphan
+    uint16_t port;
+  };
+  std::vector<Unreachable> pause_unreachable();
   uint64_t count();
   uint64_t count_playing();
 

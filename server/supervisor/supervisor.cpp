@@ -90,8 +90,10 @@ void Supervisor::bind_sockets() {
   setsockopt(sockets.ingest, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
   fcntl(sockets.ingest, F_SETFL, O_NONBLOCK);
 
-  // The copies leave from one unbound dual-stack socket: Linux sends to AF_INET and
-  // AF_INET6 destinations from it. Without IPv6 in the kernel, an IPv4 socket does.
+  // The copies leave from one dual-stack address, [::]:PORT (Linux sends to AF_INET and
+  // AF_INET6 destinations from it; without IPv6 in the kernel, 0.0.0.0:PORT). The fan-out
+  // binds each subscriber's connected socket to it too (SO_REUSEADDR), so viewers see one
+  // source address, the same across fan-out restarts.
   sockets.fanout = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (sockets.fanout >= 0) {
     int zero = 0;
@@ -100,7 +102,11 @@ void Supervisor::bind_sockets() {
     sockets.fanout = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   }
   if (sockets.fanout < 0) throw std::runtime_error(std::string("fan-out socket: ") + strerror(errno));
+  setsockopt(sockets.fanout, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   set_buffer(sockets.fanout, SO_SNDBUF, config.fanout.socket_buffer);
+  Endpoint any = local_endpoint(sockets.fanout);  // the wildcard of its family, port 0
+  if (bind(sockets.fanout, any.addr(), any.length) != 0)
+    throw std::runtime_error(std::string("cannot bind the fan-out socket: ") + strerror(errno));
 
   sockets.wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (sockets.wake < 0) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
@@ -110,6 +116,8 @@ void Supervisor::bind_sockets() {
   std::string ingest = local_endpoint(sockets.ingest).to_string();
   strncpy(h.control_address, control.c_str(), sizeof h.control_address - 1);
   strncpy(h.ingest_address, ingest.c_str(), sizeof h.ingest_address - 1);
+  std::string fanout = local_endpoint(sockets.fanout).to_string();
+  strncpy(h.fanout_address, fanout.c_str(), sizeof h.fanout_address - 1);
 
   if (config.http.enabled) {
     sockets.http = bind_socket(config.http.listen, SOCK_STREAM);
@@ -308,18 +316,24 @@ void Supervisor::finish_if_stopped() {
   ev_break(loop, EVBREAK_ALL);
 }
 
-// Each control session is a thread holding two descriptors (its socket and its loop's
-// wake-up eventfd): raise the limit to fit max_sessions, past the hard limit when root.
+// Raises the descriptor limit (children inherit it): control holds one per session, the
+// fan-out one per subscriber. Past the hard limit only with CAP_SYS_RESOURCE. Too few for
+// the fan-out is an error at start; too few for max_sessions lowers it (control warns).
 void raise_descriptor_limit(const Config& config) {
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) return;
-  rlim_t wanted = rlim_t(config.control.max_sessions) * 2 + 1024;
+  rlim_t wanted = std::max<rlim_t>(rlim_t(config.control.max_sessions) * 2 + 1024, fanout_descriptors(config));
   if (nofile.rlim_max < wanted) {
     rlimit raised{wanted, wanted};
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
   }
   nofile.rlim_cur = nofile.rlim_max;
   setrlimit(RLIMIT_NOFILE, &nofile);
+  if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < fanout_descriptors(config))
+    throw std::runtime_error("fanout.max_subscribers=" + std::to_string(config.fanout.max_subscribers) + " needs " +
+                             std::to_string(fanout_descriptors(config)) + " descriptors (a socket per subscriber) " +
+                             "but the limit is " + std::to_string(nofile.rlim_cur) +
+                             ": raise LimitNOFILE (ulimit -n) or lower fanout.max_subscribers");
   if (nofile.rlim_max < wanted)
     LOG_WARN("the descriptor limit (%lu) is too low for control.max_sessions=%u; raise LimitNOFILE",
              (unsigned long)nofile.rlim_max, config.control.max_sessions);
@@ -364,6 +378,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   log::set_role("supervisor");
   proctitle_set("vrelayd: supervisor");
   try {
+    raise_descriptor_limit(config);
     sup.segment = Segment::create(config.instance,
                                   {config.fanout.max_subscribers, config.ingest.ring_slots, config.ingest.max_datagram});
     sup.bind_sockets();
@@ -376,8 +391,6 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   }
   sup.segment->stats().supervisor.started_ns.store(now_ns(), std::memory_order_relaxed);
   sup.segment->publish();
-
-  raise_descriptor_limit(config);
 
   sup.loop = ev_default_loop(EVFLAG_AUTO);
   auto on_stop_signal = [](struct ev_loop*, ev_signal* w, int) {

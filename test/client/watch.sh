@@ -12,6 +12,9 @@ source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 SCENARIO=${4:?usage: watch.sh VRELAYD VRELAYCTL UDP_PROBE ctrl_c|sigterm|play|keepalive}
 require expect ss timeout pgrep ps
 [ "$SCENARIO" != keepalive ] || CLIENT_CONFIG=$'control:\n  idle_timeout: 2'
+# ctrl_c checks that an event is printed while watching: the JOIN of another session, which
+# an unnamed session hears only with presence_events: all.
+[ "$SCENARIO" != ctrl_c ] || CLIENT_CONFIG=$'control:\n  presence_events: all'
 client_init "watch-$SCENARIO" "$1" "$2" "$3"
 free_port UDP_PORT
 

@@ -32,10 +32,14 @@ class Chat : public ::testing::Test {
 };
 
 TEST_F(Chat, NamesAreUniqueIgnoringCaseAndRenamesAreAnnounced) {
-  Session ana(relay.control_port()), other(relay.control_port());
-  EXPECT_TRUE(starts_with(ana.wait_event("JOIN"), "EVENT JOIN guest-"));
+  // Presence events go to the sessions that took a name.
+  Session ana(relay.control_port());
   EXPECT_EQ(ana.command("NAME ana"), "OK");
-  EXPECT_EQ(other.wait_event("RENAME"), "EVENT RENAME " + ana.hello.substr(ana.hello.rfind(' ') + 1) + " ana");
+  Session other(relay.control_port());
+  std::string guest = other.hello.substr(other.hello.rfind(' ') + 1);
+  EXPECT_EQ(ana.wait_event("JOIN"), "EVENT JOIN " + guest);
+  EXPECT_EQ(other.command("NAME bob"), "OK");
+  EXPECT_EQ(ana.wait_event("RENAME"), "EVENT RENAME " + guest + " bob");
   EXPECT_EQ(ana.command("NAME ana"), "OK");  // your own name again: OK, no event
   EXPECT_TRUE(no_event(other, "RENAME"));
   EXPECT_TRUE(starts_with(other.command("NAME ANA"), "ERR name-taken"));
@@ -70,7 +74,7 @@ TEST_F(Chat, ExactlyOneOfTwoRacingNameClaimsWins) {
 
 TEST_F(Chat, JoinAndLeaveReachTheOthers) {
   Session first(relay.control_port());
-  std::string first_name = first.hello.substr(first.hello.rfind(' ') + 1);
+  ASSERT_EQ(first.command("NAME first"), "OK");  // presence reaches named sessions
   auto second = std::make_unique<Session>(relay.control_port());
   std::string second_name = second->hello.substr(second->hello.rfind(' ') + 1);
   EXPECT_EQ(first.wait_event("JOIN"), "EVENT JOIN " + second_name);
@@ -148,10 +152,11 @@ TEST_F(Chat, JsonRepliesAndEvents) {
   EXPECT_EQ(bob.command("FORMAT JSON"), R"({"ok":true,"text":""})");
   EXPECT_EQ(bob.command("PING"), R"({"ok":true,"text":"PONG"})");
   EXPECT_EQ(bob.command("FROB"), R"({"ok":false,"error":"unknown-command","text":"unknown command 'FROB', try HELP"})");
+  EXPECT_EQ(bob.command("NAME bob"), R"({"ok":true,"text":""})");
   ASSERT_EQ(ana.command("NAME ana"), "OK");
   EXPECT_EQ(bob.wait_event("RENAME"), R"({"event":"rename","old":")" +
                                           ana.hello.substr(ana.hello.rfind(' ') + 1) + R"(","new":"ana"})");
-  ASSERT_EQ(ana.command("MSG " + bob.hello.substr(bob.hello.rfind(' ') + 1) + " hola \"mundo\" \\ ñ"), "OK");
+  ASSERT_EQ(ana.command("MSG bob hola \"mundo\" \\ ñ"), "OK");
   EXPECT_EQ(bob.wait_event("MSG"), R"({"event":"msg","from":"ana","text":"hola \"mundo\" \\ ñ"})");
   std::string list = bob.command("LIST");
   EXPECT_NE(list.find(R"("count":2,"names":["ana",")"), std::string::npos) << list;
@@ -251,6 +256,7 @@ TEST_F(Moderation, WrongTokensAreSlowedCountedAndNeverLogged) {
 
 TEST_F(Moderation, KickEndsTheSessionAndItsSubscription) {
   Session mod(relay.control_port()), target(relay.control_port()), witness(relay.control_port());
+  ASSERT_EQ(witness.command("NAME witness"), "OK");
   ASSERT_EQ(mod.command("NAME mod"), "OK");
   ASSERT_EQ(target.command("NAME target"), "OK");
   UdpSink sink;
@@ -454,9 +460,9 @@ namespace {
 
 TEST_F(Moderation, EveryEventInItsJsonForm) {
   Session mod(relay.control_port()), json(relay.control_port());
+  ASSERT_EQ(json.command("NAME js"), "OK");
   ASSERT_EQ(mod.command("NAME mod"), "OK");
   ASSERT_EQ(json.wait_event("RENAME"), "EVENT RENAME " + mod.hello.substr(mod.hello.rfind(' ') + 1) + " mod");
-  ASSERT_EQ(json.command("NAME js"), "OK");
   ASSERT_EQ(json.command("FORMAT JSON"), R"({"ok":true,"text":""})");
   ASSERT_EQ(mod.command("AUTH s3cret-Token-42"), "OK");
   {

@@ -300,14 +300,15 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   EXPECT_EQ(table.out.rfind("SLOT  ADDRESS", 0), 0u) << table.out;
   auto rows = lines_starting(table.out, " ");
   ASSERT_EQ(rows.size(), 1u) << table.out;
-  auto w = words(rows[0]);  // slot address port state since datagrams bytes errors orphan
-  ASSERT_EQ(w.size(), 9u) << rows[0];
+  auto w = words(rows[0]);  // slot address port state since datagrams bytes errors refused orphan
+  ASSERT_EQ(w.size(), 10u) << rows[0];
   EXPECT_EQ(w[1], "127.0.0.1");
   EXPECT_EQ(w[2], std::to_string(sink.port()));
   EXPECT_EQ(w[3], "playing");
   EXPECT_EQ(w[5], n);
   EXPECT_EQ(w[7], "0");
-  EXPECT_EQ(w[8], "no");
+  EXPECT_EQ(w[8], "0");
+  EXPECT_EQ(w[9], "no");
 
   Result table_json = run_stat({"-n", relay.instance(), "--subscribers", "-j"});
   ASSERT_TRUE(exited_with(table_json.status, 0)) << table_json.err;

@@ -170,7 +170,7 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
 
   ASSERT_EQ(j["subscribers"].size(), 2u);
   const auto& sub = j["subscribers"][0];
-  for (const char* key : {"slot", "address", "port", "state", "since_ns", "orphan", "datagrams", "bytes", "errors"})
+  for (const char* key : {"slot", "address", "port", "state", "since_ns", "orphan", "datagrams", "bytes", "errors", "refusals"})
     EXPECT_TRUE(sub.contains(key)) << key;
   EXPECT_EQ(sub["port"], 5004);
   EXPECT_EQ(sub["state"], "playing");
