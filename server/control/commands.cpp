@@ -165,11 +165,11 @@ Reply Session::execute(const protocol::Parsed& command) {
                {"ingest_datagrams", st.ingest.datagrams.load(std::memory_order_relaxed)},
                {"ingest_bytes", st.ingest.bytes.load(std::memory_order_relaxed)},
                {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
-               {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},
-               {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)},
                {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / 1000000000ull},
                {"source", live ? "live" : "stalled"},
-               {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)}};
+               {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)},
+               {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},
+               {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)}};
       std::string text;
       for (const auto& [key, value] : f.items())
         text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());

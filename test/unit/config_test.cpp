@@ -60,6 +60,9 @@ ingest:
 fanout:
   max_subscribers: 64
   socket_buffer: 65536
+  gso: off
+  max_batch_delay: 500
+  unreachable_pause: 0
 log:
   level: debug
 )", "full.yaml");
@@ -79,7 +82,18 @@ log:
   EXPECT_EQ(c.ingest.max_datagram, 9000u);
   EXPECT_EQ(c.ingest.ring_slots, 1024u);
   EXPECT_EQ(c.fanout.max_subscribers, 64u);
+  EXPECT_FALSE(c.fanout.gso);
+  EXPECT_EQ(c.fanout.max_batch_delay_us, 500u);
+  EXPECT_EQ(c.fanout.unreachable_pause_s, 0u);
   EXPECT_EQ(c.log.level, 7);
+}
+
+TEST(Config, FanoutDefaults) {
+  Config c = default_config();
+  EXPECT_TRUE(c.fanout.gso);
+  EXPECT_EQ(c.fanout.max_batch_delay_us, 0u);
+  EXPECT_EQ(c.fanout.unreachable_pause_s, 10u);
+  EXPECT_TRUE(c.control.presence_to_named_only);  // presence events go to named sessions
 }
 
 TEST(Config, UnknownKeyNamesLineAndKey) {
@@ -130,6 +144,9 @@ TEST(Config, BadObservabilityKeysAreClearErrors) {
       {"ingest:\n  interval_ms: 0\n", "ingest.interval_ms: expected a whole number from 1 to 60000"},
       {"log:\n  file: relative.log\n", "log.file: expected an absolute path, got 'relative.log'"},
       {"http:\n  listen: nowhere\n", "http.listen:"},
+      {"fanout:\n  gso: maybe\n", "fanout.gso: expected on or off, got 'maybe'"},
+      {"fanout:\n  max_batch_delay: 2000000\n", "fanout.max_batch_delay: expected a whole number from 0 to 1000000"},
+      {"fanout:\n  unreachable_pause: -1\n", "fanout.unreachable_pause: expected a whole number from 0 to 86400"},
   };
   for (const Case& c : cases) {
     try {
