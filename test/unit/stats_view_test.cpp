@@ -153,8 +153,8 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
   std::vector<std::string> keys;
   for (auto& [key, value] : j.items()) keys.push_back(key);
   EXPECT_EQ(keys, (std::vector<std::string>{"instance", "version", "supervisor_pid", "created_ns", "taken_ns", "uptime_s",
-                                            "control_address", "ingest_address", "http_address", "source", "ring", "max_subscribers",
-                                            "processes", "counters", "subscribers"}));
+                                            "control_address", "ingest_address", "http_address", "fanout_address", "source", "ring",
+                                            "max_subscribers", "processes", "counters", "subscribers"}));
   EXPECT_EQ(j["instance"], instance_);
   EXPECT_EQ(j["max_subscribers"], 4);
   EXPECT_EQ(j["ring"]["slots"], 16);
@@ -268,12 +268,12 @@ TEST_F(StatsView, VrelaystatSubscriberTableShowsEverySubscription) {
   EXPECT_FALSE(std::getline(in, extra)) << text;
   EXPECT_EQ(header.rfind("SLOT  ADDRESS", 0), 0u) << header;
   auto w = words(first);
-  ASSERT_EQ(w.size(), 9u) << first;
-  EXPECT_EQ(w, (std::vector<std::string>{"1", "127.0.0.1", "5004", "playing", w[4], "7", "9212", "0", "no"})) << first;
+  ASSERT_EQ(w.size(), 10u) << first;
+  EXPECT_EQ(w, (std::vector<std::string>{"1", "127.0.0.1", "5004", "playing", w[4], "7", "9212", "0", "0", "no"})) << first;
   EXPECT_EQ(w[4].size(), 19u) << "SINCE is YYYY-MM-DDThh:mm:ss: " << first;
   w = words(second);
-  ASSERT_EQ(w.size(), 9u) << second;
-  EXPECT_EQ(w, (std::vector<std::string>{"3", "::1", "5006", "paused", w[4], "0", "0", "0", "yes"})) << second;
+  ASSERT_EQ(w.size(), 10u) << second;
+  EXPECT_EQ(w, (std::vector<std::string>{"3", "::1", "5006", "paused", w[4], "0", "0", "0", "0", "yes"})) << second;
 }
 
 TEST_F(StatsView, VrelaystatLiveFrameShowsRatesOnlyForCountersAfterTheFirstFrame) {
