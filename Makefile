@@ -32,7 +32,7 @@ demo: build
 
 # Benchmarks on loopback; record the figures in docs/benchmarks.md with machine and date.
 bench: build
-	$(BUILD)/bin/fanout_bench
+	$(BUILD)/bin/relay_bench
 	$(BUILD)/bin/sessions_bench
 	$(BUILD)/bin/tools_bench
 

@@ -10,8 +10,8 @@ namespace vrelay {
 struct Sockets {
   int control = -1;  // listening TCP socket
   int ingest = -1;   // bound UDP socket the source sends to
-  int fanout = -1;   // bound UDP socket the copies leave from (each subscriber's socket binds
-                     // its address too)
+  int fanout = -1;   // bound UDP socket the copies to IPv6 viewers leave from, [::]:PORT
+  int fanout4 = -1;  // the same port for IPv4 viewers, 0.0.0.0:PORT (may be `fanout` itself)
   int wake = -1;     // eventfd: ingest -> fan-out "the ring has data"
   int http = -1;     // listening TCP socket of the HTTP endpoint (http.listen), or -1
 };

@@ -2,16 +2,20 @@
 // datagrams from the ring and sends each, byte for byte, to every subscriber whose active
 // range covers it.
 //
-// Every subscriber has its own UDP socket, bound to the relay's one fan-out address and
-// connected to the viewer. What waits for a subscriber leaves in one send call, and a run
-// of equal-size datagrams (VLC and ffmpeg send 1316 bytes) as one UDP GSO message: the
-// kernel takes it through the stack once and cuts it into the same datagrams, which is
-// what makes the fan-out several times cheaper per copy than one sendmmsg entry per
-// datagram. A connected socket also hears ICMP: a viewer whose port is closed is counted,
-// and after fanout.unreachable_pause of nothing but refusals, paused by control.
+// What waits for one subscriber goes out as few messages as possible: a run of equal-size
+// datagrams (VLC and ffmpeg send 1316 bytes) is one UDP GSO message, which the kernel takes
+// through its stack once and cuts into the very same datagrams. The messages of every
+// subscriber leave in one sendmmsg from the shared fan-out socket: one system call per
+// batch, not one per subscriber (in this VM a call costs about as much as a copy).
+//
+// Every subscriber also has a UDP socket of its own, connected to the viewer and bound to
+// the shared socket's port. The kernel delivers a viewer's ICMP errors to the socket that
+// matches it best, that one: a closed port is heard per subscriber (EPOLLERR, ECONNREFUSED),
+// counted, and after fanout.unreachable_pause of nothing but refusals, paused by control.
 // Messages point into the ring: no copy, no allocation per datagram.
 #include <ev.h>
 #include <netinet/udp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -38,17 +42,21 @@ namespace {
 constexpr unsigned kMaxBatch = 128;     // datagrams taken from the ring at once
 constexpr unsigned kMaxSegments = 64;   // UDP_MAX_SEGMENTS: what every kernel with GSO takes
 constexpr size_t kMaxGsoBytes = 65000;  // one GSO message stays under the 64 KiB of an IP packet
+constexpr unsigned kMaxMessages = 1024; // UIO_MAXIOV: the most one sendmmsg takes
+constexpr unsigned kMessageRoom = kMaxMessages + kMaxBatch;  // one more subscriber always fits
+constexpr unsigned kIovRoom = 8192;     // the datagrams of the messages of one sendmmsg
 constexpr uint64_t kRefusalQuietNs = 3'000'000'000;  // no refusal for this long ends a streak
 constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
 constexpr size_t kControlSpace = CMSG_SPACE(sizeof(uint16_t));
 
 // What the fan-out keeps of one subscriber slot, across table changes.
 struct Link {
-  int fd = -1;                // connected to the viewer; -1: sent through the shared socket
-  uint64_t incarnation = 0;   // the subscription the socket was made for; 0 = none
+  int fd = -1;                // connected to the viewer, to hear its ICMP; -1 if none could be made
+  uint64_t incarnation = 0;   // the subscription the link was made for; 0 = none
   Endpoint destination;
   bool gso = true;            // false once this route refused a GSO message
   uint64_t from_ns = 0;       // the playing period the refusal streak belongs to
+  uint64_t until_ns = 0;
   uint64_t refused_first_ns = 0, refused_last_ns = 0;  // monotonic; 0 = no streak
   bool reported = false;      // this period was marked unreachable
 };
@@ -58,13 +66,18 @@ struct Target {
   uint64_t from_ns, until_ns;
 };
 
+// The fan-out is the only writer of its counters: a plain add, no locked instruction.
+void add(std::atomic<uint64_t>& counter, uint64_t n) {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 // GSO unless fanout.gso is off or the kernel refuses the option (checked once, at start).
-bool gso_available(const Config& config, int family) {
+bool gso_available(const Config& config) {
   if (!config.fanout.gso) {
     LOG_INFO("fanout.gso is off: one message per datagram");
     return false;
   }
-  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   int size = 1316;
   bool ok = fd >= 0 && setsockopt(fd, SOL_UDP, UDP_SEGMENT, &size, sizeof size) == 0;
   int error = errno;
@@ -73,19 +86,12 @@ bool gso_available(const Config& config, int family) {
   return ok;
 }
 
-// The destination as a socket of `family` takes it: an AF_INET6 socket reaches an IPv4
-// viewer at ::ffff:a.b.c.d.
-socklen_t address_for(const Endpoint& destination, int family, sockaddr_storage* out) {
-  std::memcpy(out, &destination.storage, sizeof *out);
-  if (family != AF_INET6 || destination.family() != AF_INET) return destination.length;
-  const auto* in = reinterpret_cast<const sockaddr_in*>(&destination.storage);
-  sockaddr_in6 in6{};
-  in6.sin6_family = AF_INET6;
-  in6.sin6_port = in->sin_port;
-  in6.sin6_addr.s6_addr[10] = in6.sin6_addr.s6_addr[11] = 0xff;
-  std::memcpy(&in6.sin6_addr.s6_addr[12], &in->sin_addr, 4);
-  std::memcpy(out, &in6, sizeof in6);
-  return sizeof in6;
+// The wildcard address of `family` at `port`: where a subscriber's socket is bound.
+Endpoint wildcard(int family, uint16_t port) {
+  std::string error;
+  Endpoint any = *parse_endpoint(family == AF_INET6 ? "[::]:0" : "0.0.0.0:0", &error);
+  any.set_port(port);
+  return any;
 }
 
 class Fanout {
@@ -94,7 +100,7 @@ class Fanout {
       : ctx_(ctx), ring_(ring_of(ctx.segment)), stats_(ctx.segment.stats().fanout),
         slots_(ctx.segment.subscribers()), slot_count_(ctx.segment.header().max_subscribers),
         local_(local_endpoint(ctx.sockets.fanout)), links_(slot_count_),
-        gso_(gso_available(ctx.config, local_.family())),
+        errors_fd_(epoll_create1(EPOLL_CLOEXEC)), gso_(gso_available(ctx.config)),
         unreachable_ns_(uint64_t(ctx.config.fanout.unreachable_pause_s) * 1'000'000'000),
         delay_ns_(uint64_t(ctx.config.fanout.max_batch_delay_us) * 1000) {
     targets_.reserve(slot_count_);
@@ -103,10 +109,14 @@ class Fanout {
 
   ~Fanout() {
     for (Link& link : links_) close_link(link);
+    if (errors_fd_ >= 0) close(errors_fd_);
   }
 
+  // Readable when a subscriber's socket has an error (an ICMP refusal) to report.
+  int errors_fd() const { return errors_fd_; }
+
   // Ingest has published datagrams. With fanout.max_batch_delay, wait that long for more
-  // (unless a full batch waits already), so that each subscriber gets them in fewer sends.
+  // (unless a full batch waits already), so that each subscriber gets them in fewer messages.
   void on_wake(int timer_fd) {
     if (delay_ns_ == 0 || ring_.readable(ring_.consumer_position()) >= kMaxBatch) {
       drain();
@@ -137,18 +147,35 @@ class Fanout {
       if (generation != generation_) rebuild(generation);
 
       uint64_t end = tail + std::min<uint64_t>(waiting, kMaxBatch);
-      // Start at another subscriber each batch, so none is always served last.
-      size_t count = targets_.size();
-      for (size_t k = 0; k < count; ++k) send_to(targets_[(first_target_ + k) % count], tail, end);
-      if (count) first_target_ = (first_target_ + 1) % count;
-      stats_.datagrams.fetch_add(end - tail, std::memory_order_relaxed);
+      for (const Target& t : targets_) {
+        add_messages(t, tail, end);
+        if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages(end);
+      }
+      send_messages(end);
+      add(stats_.datagrams, end - tail);
       tail = end;
       ring_.release(tail);
     }
   }
 
+  // The kernel reported errors on subscribers' sockets: ICMP refusals, each counted.
+  void on_errors() {
+    epoll_event events[64];
+    int n = epoll_wait(errors_fd_, events, 64, 0);
+    for (int i = 0; i < n; ++i) {
+      uint32_t slot = events[i].data.u32;
+      Link& link = links_[slot];
+      int error = 0;
+      socklen_t length = sizeof error;
+      // Reading the error clears it (what a viewer may send us is never read: only errors
+      // wake this set, and the socket's receive buffer is the smallest there is).
+      if (link.fd < 0 || getsockopt(link.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) continue;
+      if (error == ECONNREFUSED) note_refusal(link, slots_[slot]);
+    }
+  }
+
  private:
-  // Re-reads the subscriber table: a socket for every new subscription, none for a gone one.
+  // Re-reads the subscriber table: a link for every new subscription, none for a gone one.
   void rebuild(uint64_t generation) {
     generation_ = generation;
     targets_.clear();
@@ -170,39 +197,46 @@ class Fanout {
           counter->store(0, std::memory_order_relaxed);
         slot.counted_incarnation.store(s.incarnation, std::memory_order_release);
       }
-      if (link.incarnation != s.incarnation) open_link(link, s);
+      if (link.incarnation != s.incarnation) open_link(link, i, s);
       if (link.from_ns != s.from_ns) {  // subscribed or resumed: a new period, a new streak
-        link.from_ns = s.from_ns;
         link.refused_first_ns = link.refused_last_ns = 0;
         link.reported = false;
       }
+      link.from_ns = s.from_ns;
+      link.until_ns = s.until_ns;
       targets_.push_back({i, s.from_ns, s.until_ns});
       if (s.state == SubscriberState::kPlaying) ++playing;
     }
-    first_target_ = 0;
+    // IPv4 viewers first: their messages then go in as few sendmmsg calls as possible.
+    std::stable_partition(targets_.begin(), targets_.end(),
+                          [&](const Target& t) { return links_[t.slot].destination.family() == AF_INET; });
     stats_.playing.store(playing, std::memory_order_relaxed);
     stats_.sockets.store(open_links_, std::memory_order_relaxed);
   }
 
-  void open_link(Link& link, const SubscriberSnapshot& s) {
+  void open_link(Link& link, uint32_t slot, const SubscriberSnapshot& s) {
     close_link(link);
     link.incarnation = s.incarnation;
     link.destination = s.destination;
     link.gso = gso_;
-    int fd = socket(local_.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int one = 1, zero = 0, buffer = int(ctx_.config.fanout.socket_buffer);
-    sockaddr_storage to;
-    socklen_t to_length = address_for(s.destination, local_.family(), &to);
-    // Same local address as the shared socket (SO_REUSEADDR on both): viewers see one source.
+    int family = s.destination.family();
+    int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1, small = 1;  // it receives nothing worth keeping: the smallest buffer
+    // The same port as the shared socket (SO_REUSEADDR on both): viewers see one source, and
+    // the viewer's ICMP errors find this socket.
+    Endpoint local = wildcard(family, local_.port());
+    epoll_event interest{};  // EPOLLERR is always reported
+    interest.data.u32 = slot;
     bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-              (local_.family() != AF_INET6 || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) == 0) &&
-              setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer) == 0 &&
-              bind(fd, local_.addr(), local_.length) == 0 &&
-              connect(fd, reinterpret_cast<sockaddr*>(&to), to_length) == 0;
+              (family != AF_INET6 || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0) &&
+              setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0 &&
+              bind(fd, local.addr(), local.length) == 0 &&
+              connect(fd, s.destination.addr(), s.destination.length) == 0 &&
+              epoll_ctl(errors_fd_, EPOLL_CTL_ADD, fd, &interest) == 0;
     if (!ok) {
-      // Still served, through the shared socket, only without GSO runs of its own or ICMP.
+      // The stream still goes; only the viewer's refusals go unheard.
       if (socket_failures_++ == 0)
-        LOG_WARN("no socket of its own for subscriber %s (%s): sending through the shared socket",
+        LOG_WARN("no socket of its own for subscriber %s (%s): its refusals go unheard",
                  s.destination.to_string().c_str(), strerror(errno));
       if (fd >= 0) close(fd);
       return;
@@ -213,151 +247,166 @@ class Fanout {
 
   void close_link(Link& link) {
     if (link.fd >= 0) {
-      close(link.fd);
+      close(link.fd);  // also leaves the epoll set
       --open_links_;
     }
     link = Link{};
   }
 
-  // Builds the messages of datagrams [first, end) that belong to this subscriber and sends
-  // them in one call. A run of equal sizes is one GSO message (a shorter datagram may end
-  // it: the kernel allows the last segment to be short).
-  void send_to(const Target& t, uint64_t first, uint64_t end) {
-    SubscriberSlot& slot = slots_[t.slot];
-    Link& link = links_[t.slot];
+  // Adds the messages of datagrams [first, end) that belong to this subscriber. A run of
+  // equal sizes is one GSO message (a shorter datagram may end it: the kernel allows the
+  // last segment to be short).
+  void add_messages(const Target& t, uint64_t first, uint64_t end) {
+    const Link& link = links_[t.slot];
     // A fan-out killed mid-batch left how far it got: send nothing twice.
-    first = std::max(first, slot.sent_until.load(std::memory_order_relaxed));
-    unsigned messages = 0, iovs = 0;
+    first = std::max(first, slots_[t.slot].sent_until.load(std::memory_order_relaxed));
     uint32_t run_size = 0;
     bool run_open = false;
     for (uint64_t position = first; position < end; ++position) {
       const RingSlotHeader& h = ring_.header(position);
       if (h.received_ns < t.from_ns || h.received_ns >= t.until_ns) continue;
+      unsigned last = messages_ - 1;
       bool joins = run_open && link.gso && h.length > 0 && h.length <= run_size &&
-                   segments_[messages - 1] < kMaxSegments && bytes_[messages - 1] + h.length <= kMaxGsoBytes;
+                   segments_[last] < kMaxSegments && bytes_[last] + h.length <= kMaxGsoBytes;
       if (!joins) {
-        start_message(messages++, link, iovs);
+        start_message(t.slot, link);
         run_size = h.length;
       }
-      iovs_[iovs++] = {ring_.data(position), h.length};
-      ++segments_[messages - 1];
-      bytes_[messages - 1] += h.length;
+      iovs_[iovs_used_++] = {ring_.data(position), h.length};
+      ++segments_[messages_ - 1];
+      bytes_[messages_ - 1] += h.length;
       run_open = h.length == run_size && run_size > 0;  // a shorter datagram ends the run
     }
-    for (unsigned m = 0; m < messages; ++m) finish_message(m, run_size_of(m));
-    if (messages) send_messages(link, slot, msgs_.data(), messages, false);
-    slot.sent_until.store(end, std::memory_order_relaxed);
   }
 
-  void start_message(unsigned m, const Link& link, unsigned first_iov) {
+  void start_message(uint32_t slot, const Link& link) {
+    unsigned m = messages_++;
     msghdr& h = msgs_[m].msg_hdr;
     h = {};
-    if (link.fd < 0) {  // the shared socket is not connected
-      h.msg_name = const_cast<sockaddr*>(link.destination.addr());
-      h.msg_namelen = link.destination.length;
-    }
-    h.msg_iov = &iovs_[first_iov];
+    h.msg_name = const_cast<sockaddr*>(link.destination.addr());
+    h.msg_namelen = link.destination.length;
+    h.msg_iov = &iovs_[iovs_used_];
+    owners_[m] = slot;
     segments_[m] = 0;
     bytes_[m] = 0;
   }
 
-  uint32_t run_size_of(unsigned m) const { return uint32_t(msgs_[m].msg_hdr.msg_iov[0].iov_len); }
-
-  void finish_message(unsigned m, uint32_t segment_size) {
-    msghdr& h = msgs_[m].msg_hdr;
-    h.msg_iovlen = segments_[m];
-    if (segments_[m] < 2) return;
-    h.msg_control = control_[m];
-    h.msg_controllen = kControlSpace;
-    cmsghdr* c = CMSG_FIRSTHDR(&h);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    uint16_t size = uint16_t(segment_size);
-    std::memcpy(CMSG_DATA(c), &size, sizeof size);
-  }
-
-  // Sends `count` messages to one subscriber. A refusal (ECONNREFUSED: the ICMP of an earlier
-  // datagram) is counted and the message sent again, once; a GSO message the route refuses
-  // goes again one datagram per message; any other failure drops that message, counted.
-  // `split` marks messages of one datagram each (their counts are 1, their bytes iov_len).
-  void send_messages(Link& link, SubscriberSlot& slot, mmsghdr* msgs, unsigned count, bool split) {
-    int fd = link.fd >= 0 ? link.fd : ctx_.sockets.fanout;
-    uint64_t sent = 0, bytes = 0, failed = 0;
-    unsigned i = 0, refused_at = ~0u;
-    while (i < count) {
-      int r = sendmmsg(fd, msgs + i, count - i, MSG_DONTWAIT);
-      stats_.batches.fetch_add(1, std::memory_order_relaxed);
+  // Sends the messages added so far, a sendmmsg at a time, and counts them per subscriber.
+  // A GSO message the route refuses goes again one datagram per message; any other failure
+  // drops that message, counted.
+  void send_messages(uint64_t end) {
+    for (unsigned m = 0; m < messages_; ++m) {
+      msghdr& h = msgs_[m].msg_hdr;
+      h.msg_iovlen = segments_[m];
+      if (segments_[m] > 1) set_segment_size(h, control_[m], uint16_t(h.msg_iov[0].iov_len));
+    }
+    Totals totals;
+    unsigned i = 0;
+    while (i < messages_) {
+      // Messages to IPv4 viewers leave from the IPv4 socket (the targets come grouped by family).
+      int family = address_family(i);
+      unsigned count = 1;
+      while (i + count < messages_ && count < kMaxMessages && address_family(i + count) == family) ++count;
+      int r = sendmmsg(socket_for(family), &msgs_[i], count, 0);
+      ++totals.calls;
       if (r > 0) {
-        for (unsigned k = i; k < i + unsigned(r); ++k) {
-          sent += split ? 1 : segments_[k];
-          bytes += split ? msgs[k].msg_hdr.msg_iov[0].iov_len : bytes_[k];
-          if (!split && segments_[k] > 1) stats_.gso_sends.fetch_add(1, std::memory_order_relaxed);
-        }
+        for (unsigned m = i; m < i + unsigned(r); ++m) count_sent(owners_[m], segments_[m], bytes_[m], &totals);
         i += unsigned(r);
         continue;
       }
       int error = errno;
       if (error == EINTR) continue;
-      if (error == ECONNREFUSED) {
-        note_refusal(link, slot);
-        if (refused_at != i) {  // the error is consumed: the message itself can go
-          refused_at = i;
-          continue;
-        }
-      } else if (!split && segments_[i] > 1 && (error == EINVAL || error == EIO)) {
-        // This route takes no GSO (a device without checksum offload, a segment over its MTU).
-        link.gso = false;
-        LOG_NOTICE("the route to %s refuses UDP GSO (%s): one message per datagram to it",
-                   link.destination.to_string().c_str(), strerror(error));
-        send_split(link, slot, msgs[i].msg_hdr);
-        ++i;
-        continue;
-      }
-      uint64_t lost = split ? 1 : segments_[i];
-      failed += lost;
-      if (send_failures_++ == 0)
-        LOG_DEBUG("send to %s failed: %s", link.destination.to_string().c_str(), strerror(error));
+      if (segments_[i] > 1 && (error == EINVAL || error == EIO))
+        send_split(i, error, &totals);  // this route takes no GSO
+      else
+        count_failed(owners_[i], segments_[i], error, &totals);
       ++i;
     }
-    slot.datagrams.fetch_add(sent, std::memory_order_relaxed);
-    slot.bytes.fetch_add(bytes, std::memory_order_relaxed);
-    stats_.sent_datagrams.fetch_add(sent, std::memory_order_relaxed);
-    stats_.sent_bytes.fetch_add(bytes, std::memory_order_relaxed);
-    if (failed) {
-      slot.errors.fetch_add(failed, std::memory_order_relaxed);
-      stats_.send_errors.fetch_add(failed, std::memory_order_relaxed);
-    }
+    for (unsigned m = 0; m < messages_; ++m) slots_[owners_[m]].sent_until.store(end, std::memory_order_relaxed);
+    add(stats_.sent_datagrams, totals.sent);
+    add(stats_.sent_bytes, totals.bytes);
+    add(stats_.send_errors, totals.failed);
+    add(stats_.batches, totals.calls);
+    add(stats_.gso_sends, totals.gso_sends);
+    messages_ = 0;
+    iovs_used_ = 0;
   }
 
-  void send_split(Link& link, SubscriberSlot& slot, const msghdr& gso_message) {
-    unsigned count = unsigned(gso_message.msg_iovlen);
+  int address_family(unsigned m) const { return static_cast<const sockaddr*>(msgs_[m].msg_hdr.msg_name)->sa_family; }
+  int socket_for(int family) const { return family == AF_INET ? ctx_.sockets.fanout4 : ctx_.sockets.fanout; }
+
+  struct Totals {
+    uint64_t sent = 0, bytes = 0, failed = 0, calls = 0, gso_sends = 0;
+  };
+
+  void count_sent(uint32_t slot, unsigned segments, size_t bytes, Totals* totals) {
+    add(slots_[slot].datagrams, segments);
+    add(slots_[slot].bytes, bytes);
+    totals->sent += segments;
+    totals->bytes += bytes;
+    totals->gso_sends += segments > 1;
+  }
+
+  void count_failed(uint32_t slot, unsigned segments, int error, Totals* totals) {
+    add(slots_[slot].errors, segments);
+    totals->failed += segments;
+    if (send_failures_++ == 0)
+      LOG_WARN("send to %s failed: %s", links_[slot].destination.to_string().c_str(), strerror(error));
+  }
+
+  static void set_segment_size(msghdr& h, char* control, uint16_t size) {
+    h.msg_control = control;
+    h.msg_controllen = kControlSpace;
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof size);
+    std::memcpy(CMSG_DATA(c), &size, sizeof size);
+  }
+
+  // Message m again, one datagram per message, and none in GSO to that subscriber from now on
+  // (a device without checksum offload, a segment over the path's MTU).
+  void send_split(unsigned m, int error, Totals* totals) {
+    Link& link = links_[owners_[m]];
+    link.gso = false;
+    LOG_NOTICE("the route to %s refuses UDP GSO (%s): one message per datagram to it",
+               link.destination.to_string().c_str(), strerror(error));
+    const msghdr& gso = msgs_[m].msg_hdr;
+    unsigned count = unsigned(gso.msg_iovlen);
     for (unsigned k = 0; k < count; ++k) {
-      msghdr& h = split_[k].msg_hdr;
-      h = {};
-      h.msg_name = gso_message.msg_name;
-      h.msg_namelen = gso_message.msg_namelen;
-      h.msg_iov = gso_message.msg_iov + k;
-      h.msg_iovlen = 1;
+      split_[k].msg_hdr = {};
+      split_[k].msg_hdr.msg_name = gso.msg_name;
+      split_[k].msg_hdr.msg_namelen = gso.msg_namelen;
+      split_[k].msg_hdr.msg_iov = gso.msg_iov + k;
+      split_[k].msg_hdr.msg_iovlen = 1;
     }
-    send_messages(link, slot, split_, count, true);
+    for (unsigned k = 0; k < count;) {
+      int r = sendmmsg(socket_for(address_family(m)), &split_[k], count - k, 0);
+      ++totals->calls;
+      if (r > 0) {
+        for (unsigned j = k; j < k + unsigned(r); ++j) count_sent(owners_[m], 1, gso.msg_iov[j].iov_len, totals);
+        k += unsigned(r);
+      } else if (errno != EINTR) {
+        count_failed(owners_[m], 1, errno, totals);
+        ++k;
+      }
+    }
   }
 
   // Refusals with no quiet gap for fanout.unreachable_pause while playing: the viewer is
   // gone. Control alone writes the table, so the fan-out marks the slot and control pauses it.
   void note_refusal(Link& link, SubscriberSlot& slot) {
-    slot.refusals.fetch_add(1, std::memory_order_relaxed);
-    slot.errors.fetch_add(1, std::memory_order_relaxed);
-    stats_.refusals.fetch_add(1, std::memory_order_relaxed);
+    add(slot.refusals, 1);
+    add(slot.errors, 1);
+    add(stats_.refusals, 1);
     uint64_t now = monotonic_ns();
     if (!link.refused_first_ns || now - link.refused_last_ns > kRefusalQuietNs) link.refused_first_ns = now;
     link.refused_last_ns = now;
-    if (!unreachable_ns_ || link.reported || now - link.refused_first_ns < unreachable_ns_) return;
-    SubscriberSnapshot s;
-    if (!read_subscriber(slot, &s) || s.until_ns != kForever || s.from_ns != link.from_ns) return;
+    if (!unreachable_ns_ || link.reported || link.until_ns != kForever || now - link.refused_first_ns < unreachable_ns_)
+      return;
     link.reported = true;
     slot.unreachable_from_ns.store(link.from_ns, std::memory_order_release);
-    stats_.unreachable.fetch_add(1, std::memory_order_release);
+    stats_.unreachable.store(stats_.unreachable.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     LOG_NOTICE("%s refused every datagram for %u s: its subscription is paused",
                link.destination.to_string().c_str(), ctx_.config.fanout.unreachable_pause_s);
   }
@@ -367,21 +416,23 @@ class Fanout {
   fanout_stats& stats_;
   SubscriberSlot* slots_;
   uint32_t slot_count_;
-  Endpoint local_;  // the shared socket's address, which every subscriber socket binds too
+  Endpoint local_;  // the shared socket's address, whose port every subscriber's socket binds
   std::vector<Link> links_;  // by slot
+  int errors_fd_;            // epoll set of the subscribers' sockets
   bool gso_;
   uint64_t unreachable_ns_, delay_ns_;
   bool timer_armed_ = false;
   uint64_t generation_ = ~0ull;
   std::vector<Target> targets_;
-  size_t first_target_ = 0;
   uint64_t open_links_ = 0, socket_failures_ = 0, send_failures_ = 0;
-  // The messages of one subscriber's send, reused for every subscriber.
-  std::array<mmsghdr, kMaxBatch> msgs_{};
-  std::array<iovec, kMaxBatch> iovs_{};
-  std::array<unsigned, kMaxBatch> segments_{};
-  std::array<size_t, kMaxBatch> bytes_{};
-  alignas(cmsghdr) char control_[kMaxBatch][kControlSpace]{};
+  // The messages of one sendmmsg, for many subscribers, reused batch after batch.
+  unsigned messages_ = 0, iovs_used_ = 0;
+  std::array<mmsghdr, kMessageRoom> msgs_{};
+  std::array<uint32_t, kMessageRoom> owners_{};  // the slot each message goes to
+  std::array<unsigned, kMessageRoom> segments_{};
+  std::array<size_t, kMessageRoom> bytes_{};
+  std::array<iovec, kIovRoom> iovs_{};           // a message's datagrams, one iovec each
+  alignas(cmsghdr) char control_[kMessageRoom][kControlSpace]{};
   mmsghdr split_[kMaxSegments]{};
 };
 
@@ -397,11 +448,11 @@ int run_fanout(ChildContext& ctx) {
     Fanout* fanout;
     int timer_fd;
   } watchers{&fanout, timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)};
-  if (watchers.timer_fd < 0 && ctx.config.fanout.max_batch_delay_us) {
-    LOG_ERROR("timerfd_create: %s", strerror(errno));
-    return kExitConfig;
+  if (fanout.errors_fd() < 0 || (watchers.timer_fd < 0 && ctx.config.fanout.max_batch_delay_us)) {
+    LOG_ERROR("epoll_create1 or timerfd_create: %s", strerror(errno));
+    return 1;
   }
-  ev_io wake, timer;
+  ev_io wake, timer, errors;
   ev_io_init(&wake, [](struct ev_loop*, ev_io* w, int) {
     uint64_t count;
     ssize_t ignored = read(w->fd, &count, sizeof count);  // reset the eventfd, then send
@@ -419,8 +470,12 @@ int run_fanout(ChildContext& ctx) {
   }, watchers.timer_fd, EV_READ);
   timer.data = &watchers;
   if (watchers.timer_fd >= 0) ev_io_start(child.loop(), &timer);
-  LOG_INFO("sending copies from %s to up to %u subscribers, one connected socket each",
-           ctx.segment.header().fanout_address, ctx.segment.header().max_subscribers);
+  ev_io_init(&errors, [](struct ev_loop*, ev_io* w, int) { static_cast<Watchers*>(w->data)->fanout->on_errors(); },
+             fanout.errors_fd(), EV_READ);
+  errors.data = &watchers;
+  ev_io_start(child.loop(), &errors);
+  LOG_INFO("sending copies from %s to up to %u subscribers", ctx.segment.header().fanout_address,
+           ctx.segment.header().max_subscribers);
   fanout.drain();  // what arrived while this process was (re)starting
   child.run();
   if (watchers.timer_fd >= 0) close(watchers.timer_fd);

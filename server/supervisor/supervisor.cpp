@@ -74,9 +74,12 @@ struct Supervisor {
   void finish_if_stopped();
 };
 
+// Past net.core.[rw]mem_max where the process may (root): SO_SNDBUFFORCE, SO_RCVBUFFORCE.
 void set_buffer(int fd, int option, uint32_t bytes) {
   int value = int(bytes);
-  setsockopt(fd, SOL_SOCKET, option, &value, sizeof value);
+  int forced = option == SO_SNDBUF ? SO_SNDBUFFORCE : SO_RCVBUFFORCE;
+  if (setsockopt(fd, SOL_SOCKET, forced, &value, sizeof value) != 0)
+    setsockopt(fd, SOL_SOCKET, option, &value, sizeof value);
 }
 
 void Supervisor::bind_sockets() {
@@ -90,23 +93,29 @@ void Supervisor::bind_sockets() {
   setsockopt(sockets.ingest, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
   fcntl(sockets.ingest, F_SETFL, O_NONBLOCK);
 
-  // The copies leave from one dual-stack address, [::]:PORT (Linux sends to AF_INET and
-  // AF_INET6 destinations from it; without IPv6 in the kernel, 0.0.0.0:PORT). The fan-out
-  // binds each subscriber's connected socket to it too (SO_REUSEADDR), so viewers see one
-  // source address, the same across fan-out restarts.
-  sockets.fanout = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (sockets.fanout >= 0) {
+  // The copies leave from one port, on a dual-stack socket [::]:PORT (for IPv6 viewers) and
+  // an IPv4 socket 0.0.0.0:PORT (an IPv4 viewer through a dual-stack socket costs more per
+  // send); without IPv6 in the kernel, the IPv4 socket alone. The fan-out binds each
+  // subscriber's connected socket to that port too (SO_REUSEADDR on all), so viewers see
+  // one source address, the same across fan-out restarts.
+  auto fanout_socket = [&](int family, uint16_t port) {
+    int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
     int zero = 0;
-    setsockopt(sockets.fanout, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  } else {
-    sockets.fanout = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  }
-  if (sockets.fanout < 0) throw std::runtime_error(std::string("fan-out socket: ") + strerror(errno));
-  setsockopt(sockets.fanout, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  set_buffer(sockets.fanout, SO_SNDBUF, config.fanout.socket_buffer);
-  Endpoint any = local_endpoint(sockets.fanout);  // the wildcard of its family, port 0
-  if (bind(sockets.fanout, any.addr(), any.length) != 0)
-    throw std::runtime_error(std::string("cannot bind the fan-out socket: ") + strerror(errno));
+    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    set_buffer(fd, SO_SNDBUF, config.fanout.socket_buffer);
+    Endpoint any = local_endpoint(fd);  // the wildcard of its family
+    any.set_port(port);
+    if (bind(fd, any.addr(), any.length) != 0)
+      throw std::runtime_error(std::string("cannot bind the fan-out socket: ") + strerror(errno));
+    return fd;
+  };
+  sockets.fanout = fanout_socket(AF_INET6, 0);
+  uint16_t fanout_port = sockets.fanout >= 0 ? local_endpoint(sockets.fanout).port() : 0;
+  sockets.fanout4 = fanout_socket(AF_INET, fanout_port);
+  if (sockets.fanout4 < 0) throw std::runtime_error(std::string("fan-out socket: ") + strerror(errno));
+  if (sockets.fanout < 0) sockets.fanout = sockets.fanout4;
 
   sockets.wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (sockets.wake < 0) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
@@ -156,12 +165,12 @@ void Supervisor::become_child(Role role) {
   std::set<int> keep;
   switch (role) {
     case kIngest: mine.ingest = sockets.ingest; mine.wake = sockets.wake; break;
-    case kFanout: mine.fanout = sockets.fanout; mine.wake = sockets.wake; break;
+    case kFanout: mine.fanout = sockets.fanout; mine.fanout4 = sockets.fanout4; mine.wake = sockets.wake; break;
     case kControl: mine.control = sockets.control; break;
     case kHttp: mine.http = sockets.http; break;
     default: break;
   }
-  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.wake, mine.http})
+  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.fanout4, mine.wake, mine.http})
     if (fd >= 0) keep.insert(fd);
   close_all_but(keep);  // the ready pipe too: only the supervisor may answer the waiting parent
 
