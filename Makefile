@@ -20,12 +20,13 @@ build: deps $(BUILD)/CMakeCache.txt
 test: build
 	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
 
-# ASan+UBSan build of everything, then TSan; the e2e tests (real VLC) run in the plain build.
+# ASan+UBSan build of everything, then TSan; the e2e tests (real VLC), the 10,000-session
+# scale test and the benchmark smoke run in the plain build.
 sanitize: deps
 	$(MAKE) build BUILD=build-asan CMAKE_ARGS=-DSANITIZE=asan
-	cd build-asan && ctest --output-on-failure -LE 'e2e|scale'
+	cd build-asan && ctest --output-on-failure -LE 'e2e|scale|bench'
 	$(MAKE) build BUILD=build-tsan CMAKE_ARGS=-DSANITIZE=tsan
-	cd build-tsan && ctest --output-on-failure -LE 'e2e|scale'
+	cd build-tsan && ctest --output-on-failure -LE 'e2e|scale|bench'
 
 demo: build
 	scripts/demo.sh $(BUILD)/bin

@@ -405,22 +405,10 @@ class ReferenceRelay : public Target {
     std::string path = own_directory() + "/reference_relay";
     std::vector<std::string> args = {path, "--ingest", "127.0.0.1:0",
                                      "--destinations", destinations_path_, "--mode", mode};
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], 1);
-      int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(log, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    std::string line = read_line(out[0], 5000);
-    close(out[0]);
+    int out = -1;
+    pid_ = start_program(args, log_path_, &out);
+    std::string line = read_first_line(out, 5000ms);
+    close(out);
     auto colon = line.rfind(':');
     if (line.rfind("ready ingest=", 0) != 0 || colon == std::string::npos) {
       std::string why = path + " did not report ready: '" + line + "' " + trouble();
@@ -462,21 +450,6 @@ class ReferenceRelay : public Target {
   }
 
   // The first line written on `fd` within `limit_ms`, without its newline.
-  static std::string read_line(int fd, int limit_ms) {
-    std::string text;
-    int64_t deadline = now_ns() + int64_t(limit_ms) * 1'000'000;
-    while (text.find('\n') == std::string::npos) {
-      int left = int(std::max<int64_t>(0, (deadline - now_ns()) / 1'000'000));
-      pollfd p{fd, POLLIN, 0};
-      if (poll(&p, 1, left) <= 0) break;
-      char buf[256];
-      ssize_t n = read(fd, buf, sizeof buf);
-      if (n <= 0) break;
-      text.append(buf, size_t(n));
-    }
-    return text.substr(0, text.find('\n'));
-  }
-
   pid_t pid_ = -1;
   uint16_t ingest_port_ = 0;
   std::string destinations_path_, log_path_;

@@ -52,6 +52,41 @@ uint16_t port_of(const std::string& line, const std::string& key) {
 }
 }  // namespace
 
+pid_t start_program(std::vector<std::string> args, const std::string& log_path, int* stdout_fd,
+                    std::vector<std::string> environment) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(log, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : environment) putenv(e.data());
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  *stdout_fd = out[0];
+  return pid;
+}
+
+std::string read_first_line(int fd, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  std::string text;
+  while (text.find('\n') == std::string::npos) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, remaining_ms(deadline)) <= 0) break;
+    char buf[512];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    text.append(buf, size_t(n));
+  }
+  return text.substr(0, text.find('\n'));
+}
+
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
   auto deadline = Clock::now() + limit;
   while (!condition()) {
@@ -86,33 +121,10 @@ Relay::Relay(const std::string& yaml, std::vector<std::string> extra_args, std::
   }
   for (auto& a : extra_args) args.push_back(a);
 
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  pid_ = fork();
-  if (pid_ == 0) {
-    dup2(out[1], 1);
-    int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(log, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : environment) putenv(e.data());
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(out[1]);
-  auto deadline = Clock::now() + 10s;
-  std::string text;
-  while (text.find('\n') == std::string::npos) {
-    pollfd p{out[0], POLLIN, 0};
-    if (poll(&p, 1, remaining_ms(deadline)) <= 0) break;
-    char buf[512];
-    ssize_t n = read(out[0], buf, sizeof buf);
-    if (n <= 0) break;
-    text.append(buf, size_t(n));
-  }
-  close(out[0]);
-  ready_line_ = text.substr(0, text.find('\n'));
+  int out = -1;
+  pid_ = start_program(args, log_path_, &out, environment);
+  ready_line_ = read_first_line(out, 10s);
+  close(out);
   control_port_ = port_of(ready_line_, "control=");
   ingest_port_ = port_of(ready_line_, "ingest=");
   http_port_ = port_of(ready_line_, "http=");

@@ -119,6 +119,13 @@ class UdpSource {
   uint16_t port_;
 };
 
+// Starts a program under test: its stdout into a pipe (*stdout_fd, the read end, for its
+// ready line), its stderr into log_path, NAME=VALUE environment added. Returns its pid.
+pid_t start_program(std::vector<std::string> args, const std::string& log_path, int* stdout_fd,
+                    std::vector<std::string> environment = {});
+// The first line that comes on fd within the limit, without its newline ("" if none).
+std::string read_first_line(int fd, std::chrono::milliseconds limit);
+
 // Payload i of a test stream: its index, then bytes derived from it; size 188..1472.
 std::string test_payload(uint64_t index);
 // Whether `got` is test_payload(index); a mismatch is described briefly (index and size).
