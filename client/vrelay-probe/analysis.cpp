@@ -162,36 +162,6 @@ const char* kind_name(StreamKind kind) {
   return "unknown";
 }
 
-bool parse_rtp(const uint8_t* data, size_t length, RtpPacket* out) {
-  if (length < 12 || (data[0] >> 6) != 2) return false;
-  size_t offset = 12 + 4 * size_t(data[0] & 0x0F);  // fixed header, then the CSRCs
-  if (offset > length) return false;
-  if (data[0] & 0x10) {  // header extension: 16-bit profile, 16-bit length in words
-    if (offset + 4 > length) return false;
-    size_t words = size_t(data[offset + 2]) << 8 | data[offset + 3];
-    offset += 4 + 4 * words;
-    if (offset > length) return false;
-  }
-  size_t end = length;
-  if (data[0] & 0x20) {  // padding: its last byte counts the padding bytes, itself included
-    uint8_t padding = data[length - 1];
-    if (padding == 0 || padding > length - offset) return false;
-    end = length - padding;
-  }
-  out->sequence = static_cast<uint16_t>(data[2] << 8 | data[3]);
-  out->payload_type = data[1] & 0x7F;
-  out->ssrc = uint32_t(data[8]) << 24 | uint32_t(data[9]) << 16 | uint32_t(data[10]) << 8 | data[11];
-  out->payload_offset = offset;
-  out->payload_length = end - offset;
-  return true;
-}
-
-namespace {
-bool looks_like_ts(const uint8_t* data, size_t length) {
-  return length >= kTsPacketSize && length % kTsPacketSize == 0 && data[0] == kTsSync;
-}
-}  // namespace
-
 StreamKind classify(const uint8_t* data, size_t length) {
   if (decode_counter(reinterpret_cast<const char*>(data), length)) return StreamKind::kCounter;
   if (looks_like_ts(data, length)) return StreamKind::kMpegTs;

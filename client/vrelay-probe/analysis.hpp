@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "mpegts.hpp"  // kTsPacketSize, parse_rtp
+
 namespace vrelay::probe {
 
 // The bitmap of SequenceTracker remembers this many indexes below the highest one.
@@ -57,10 +59,6 @@ class RtpSequenceExtender {
   uint64_t highest_ = 0;
 };
 
-constexpr size_t kTsPacketSize = 188;
-constexpr uint8_t kTsSync = 0x47;
-constexpr uint16_t kTsNullPid = 0x1FFF;
-constexpr size_t kTsPidCount = 8192;
 
 // Checks MPEG-TS packets (ISO/IEC 13818-1, 2.4.3.3): continuity counter errors per PID and
 // packets per PID.
@@ -97,15 +95,6 @@ const char* kind_name(StreamKind kind);  // "unknown", "counter", "rtp", "mpegts
 // How one datagram reads, before the stream's kind is known.
 StreamKind classify(const uint8_t* data, size_t length);
 
-// The RTP header fields vrelay-probe uses; false if `data` is not a well-formed RTP
-// (version 2) packet: shorter than its header, CSRCs, extension or padding say.
-struct RtpPacket {
-  uint16_t sequence;
-  uint8_t payload_type;
-  uint32_t ssrc;
-  size_t payload_offset, payload_length;
-};
-bool parse_rtp(const uint8_t* data, size_t length, RtpPacket* out);
 
 // Plain numbers of one moment, for the live line (differences between two) and the report.
 struct Totals {

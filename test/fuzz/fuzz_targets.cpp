@@ -1,5 +1,6 @@
 // Fuzz targets for every parser that reads untrusted input: control-protocol bytes (line
-// reader + parser), the YAML configuration, addresses, and shared-memory headers.
+// reader + parser), the YAML configuration, addresses, shared-memory headers, and the
+// MPEG-TS inspector (datagrams of a source).
 // Built as libFuzzer targets with clang (-DFUZZ=ON), or with driver.cpp as a bounded
 // random-input test that CTest runs in every build (and so under ASan/UBSan).
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "mpegts.hpp"
 #include "net.hpp"
 #include "protocol.hpp"
 #include "shm.hpp"
@@ -35,7 +37,7 @@ struct Sink : vrelay::protocol::LineReader::Sink {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   // The first byte picks the target, so one corpus drives all of them.
-  uint8_t target = data[0] % 4;
+  uint8_t target = data[0] % 5;
   const char* text = reinterpret_cast<const char*>(data + 1);
   size_t length = size - 1;
   switch (target) {
@@ -69,6 +71,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (length) std::memcpy(aligned.data(), text, length);
       bool starting = false;
       (void)vrelay::check_header(aligned.data(), aligned.size(), &starting);
+      break;
+    }
+    case 4: {  // a source's datagrams: cut where the next byte says, kept whole TS-sized or not
+      vrelay::TsInspector inspector;
+      const uint8_t* bytes = data + 1;
+      size_t at = 0;
+      for (uint64_t index = 0; at < length; ++index) {
+        size_t chunk = std::min(length - at, (size_t(bytes[at]) % 8) * vrelay::kTsPacketSize + bytes[at] % 3);
+        if (chunk == 0) chunk = std::min(length - at, vrelay::kTsPacketSize);
+        auto r = inspector.inspect(bytes + at, chunk, index);
+        if (r.key_frame_from && *r.key_frame_from > index) __builtin_trap();
+        at += chunk;
+      }
       break;
     }
   }
