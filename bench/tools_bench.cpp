@@ -48,16 +48,16 @@ void bench_analysis(const char* kind, uint64_t n, size_t buffer_size, Make make)
 // 7 TS packets of three PIDs, continuity counters in order.
 size_t make_ts(uint64_t i, uint8_t* out) {
   for (size_t p = 0; p < 7; ++p) {
-    uint8_t* packet = out + p * probe::kTsPacketSize;
+    uint8_t* packet = out + p * kTsPacketSize;
     uint16_t pid = uint16_t(0x100 + p % 3);
     uint64_t sequence = (i * 7 + p) / 3;  // packets of this PID so far
-    packet[0] = probe::kTsSync;
+    packet[0] = kTsSync;
     packet[1] = uint8_t(pid >> 8);
     packet[2] = uint8_t(pid);
     packet[3] = uint8_t(0x10 | (sequence & 0x0f));  // payload only
-    std::memset(packet + 4, 0xff, probe::kTsPacketSize - 4);
+    std::memset(packet + 4, 0xff, kTsPacketSize - 4);
   }
-  return 7 * probe::kTsPacketSize;
+  return 7 * kTsPacketSize;
 }
 
 size_t make_rtp(uint64_t i, uint8_t* out) {
@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
   printf("vrelay-probe analysis\n");
   bench_analysis("counter stream (24 B)", n, kCounterDatagramSize,
                  [](uint64_t i, uint8_t* out) { return encode_counter(i + 1, reinterpret_cast<char*>(out)); });
-  bench_analysis("MPEG-TS (7 packets)", n, 7 * probe::kTsPacketSize, make_ts);
-  bench_analysis("RTP + MPEG-TS (7 packets)", n, 12 + 7 * probe::kTsPacketSize, make_rtp);
+  bench_analysis("MPEG-TS (7 packets)", n, 7 * kTsPacketSize, make_ts);
+  bench_analysis("RTP + MPEG-TS (7 packets)", n, 12 + 7 * kTsPacketSize, make_rtp);
   printf("\nstats_view: one scrape of the whole segment (mean of the rounds)\n");
   for (uint32_t subscribers : {16u, 1024u, 16384u}) bench_scrape(subscribers, subscribers > 2000 ? 5 : 50);
   return 0;

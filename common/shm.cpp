@@ -61,15 +61,22 @@ Layout Layout::compute(const LayoutParams& p) {
   l.processes = align_up(sizeof(Header), kCacheLine);
   l.stats = align_up(l.processes + kRoleCount * sizeof(ProcessSlot), kCacheLine);
   l.table = align_up(l.stats + sizeof(Stats), kCacheLine);
-  l.subscribers = align_up(l.table + sizeof(TableControl), kCacheLine);
+  l.stream = align_up(l.table + sizeof(TableControl), kCacheLine);
+  l.subscribers = align_up(l.stream + sizeof(StreamInfo), kCacheLine);
   l.ring = align_up(l.subscribers + uint64_t(p.max_subscribers) * sizeof(SubscriberSlot), kCacheLine);
   l.slot_stride = uint32_t(align_up(kRingDataOffset + p.max_datagram, kCacheLine));
   l.total = align_up(l.ring + sizeof(RingControl) + uint64_t(p.ring_slots) * l.slot_stride, 4096);
   return l;
 }
 
+// Both sit right before the subscriber table (their sizes are whole cache lines).
+StreamInfo& Segment::stream() const {
+  return *reinterpret_cast<StreamInfo*>(base_ + header().subscribers_offset - sizeof(StreamInfo));
+}
+
 TableControl& Segment::table() const {
-  return *reinterpret_cast<TableControl*>(base_ + header().subscribers_offset - sizeof(TableControl));
+  return *reinterpret_cast<TableControl*>(base_ + header().subscribers_offset - sizeof(StreamInfo) -
+                                          sizeof(TableControl));
 }
 
 std::string check_header(const void* base, size_t mapped_size, bool* starting) {
@@ -165,6 +172,7 @@ std::unique_ptr<Segment> Segment::create(const std::string& instance, const Layo
   h.max_datagram = params.max_datagram;
   std::strncpy(h.instance, instance.c_str(), sizeof h.instance - 1);
   std::strncpy(h.software_version, VRELAY_VERSION, sizeof h.software_version - 1);
+  seg->stream().key_frame_position.store(kNoPosition, std::memory_order_relaxed);
   return seg;
 }
 

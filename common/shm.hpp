@@ -13,7 +13,7 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 4;  // 4: per-subscriber refusals and the unreachable mark
+constexpr uint32_t kLayoutMajor = 4;  // 4: per-subscriber refusals, the unreachable mark, StreamInfo
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -128,14 +128,29 @@ struct alignas(kCacheLine) TableControl {
   std::atomic<uint64_t> generation;  // control bumps it after every slot change
 };
 
+// What ingest learned of the stream it relays (common/mpegts.hpp), for the fan-out's fast
+// start and for readers: written by ingest alone, rebuilt from the ring when it restarts.
+constexpr uint64_t kNoPosition = ~0ull;
+constexpr size_t kTablePacketWords = 24;  // a 188-byte TS packet in 64-bit words
+struct alignas(kCacheLine) StreamInfo {
+  std::atomic<uint64_t> key_frame_position;  // ring position where the last key frame's access
+                                             // unit begins; kNoPosition: none yet
+  std::atomic<uint64_t> key_frame_ns;        // its receive time
+  std::atomic<uint32_t> codec;               // VideoCodec of the video PID
+  std::atomic<uint32_t> tables_seq;          // seqlock of pat/pmt: odd while written, 0 = none
+  std::atomic<uint64_t> pat[kTablePacketWords];  // the latest PAT and PMT packets
+  std::atomic<uint64_t> pmt[kTablePacketWords];
+};
+
 // Ring of datagrams: positions only grow; slot = position & (slots - 1).
 struct RingControl {
   alignas(kCacheLine) std::atomic<uint64_t> head;  // written by ingest: next position to fill
   alignas(kCacheLine) std::atomic<uint64_t> tail;  // written by fan-out: next position to send
 };
+constexpr uint32_t kSlotKeyFrame = 1;  // a key frame's access unit begins in this datagram
 struct RingSlotHeader {
   uint32_t length;
-  uint32_t flags;
+  uint32_t flags;  // kSlotKeyFrame; set through std::atomic_ref once the slot is published
   uint64_t position;
   uint64_t received_ns;  // kernel receive time (SO_TIMESTAMPNS), CLOCK_REALTIME
   uint64_t reserved;
@@ -158,7 +173,7 @@ struct LayoutParams {
 
 // Byte offsets of each part for these parameters.
 struct Layout {
-  uint64_t processes, stats, table, subscribers, ring, total;
+  uint64_t processes, stats, table, stream, subscribers, ring, total;
   uint32_t slot_stride;
   static Layout compute(const LayoutParams& params);
 };
@@ -193,6 +208,7 @@ class Segment {
   }
   Stats& stats() const { return *reinterpret_cast<Stats*>(base_ + header().stats_offset); }
   TableControl& table() const;
+  StreamInfo& stream() const;
   SubscriberSlot* subscribers() const {
     return reinterpret_cast<SubscriberSlot*>(base_ + header().subscribers_offset);
   }

@@ -1,19 +1,23 @@
 // vrelayd's ingest process: receives the source's datagrams with recvmmsg straight into the
 // shared-memory ring (no copy, no allocation per datagram), drops and counts what must not
 // be relayed (foreign sender, oversize, ring full), and wakes the fan-out once per batch.
-// It also keeps the source's figures (rate, stalled) and can be the source itself: the
-// generator of the counter stream (ingest.source: generator).
+// It also keeps the source's figures (rate, stalled), reads an MPEG-TS source as it passes
+// (tables, key frames: StreamInfo in shared memory, kSlotKeyFrame in the ring) and can be
+// the source itself: the generator of the counter stream (ingest.source: generator).
 #include <ev.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
 #include "child.hpp"
 #include "counter_stream.hpp"
 #include "log.hpp"
+#include "mpegts.hpp"
 #include "net.hpp"
 #include "ring.hpp"
 
@@ -29,13 +33,14 @@ constexpr uint64_t kMaxGeneratedPerTick = 1024;  // a late timer catches up, wit
 class Ingest {
  public:
   explicit Ingest(ChildContext& ctx)
-      : ctx_(ctx), ring_(ring_of(ctx.segment)), stats_(ctx.segment.stats().ingest),
+      : ctx_(ctx), ring_(ring_of(ctx.segment)), stats_(ctx.segment.stats().ingest), stream_(ctx.segment.stream()),
         max_datagram_(ctx.config.ingest.max_datagram), scratch_(size_t(max_datagram_) + 1),
         stall_ns_(uint64_t(ctx.config.ingest.stall_timeout_s) * 1000000000ull),
         rate_from_datagrams_(stats_.datagrams.load(std::memory_order_relaxed)),
         rate_from_bytes_(stats_.bytes.load(std::memory_order_relaxed)), rate_from_ns_(monotonic_ns()) {
     stalled_ = stats_.stalled.load(std::memory_order_relaxed) != 0;
     check_stall();
+    relearn_stream();
   }
 
   // Every kTick: the stall check, and once a second the rates.
@@ -145,6 +150,7 @@ class Ingest {
       slot.flags = 0;
       slot.position = position;
       slot.received_ns = kernel_time(m, now);
+      inspect(position, head);
       bytes += msgs_[i].msg_len;
       ++kept;
     }
@@ -156,6 +162,63 @@ class Ingest {
     }
     if (foreign) stats_.drops_foreign_sender.fetch_add(foreign, std::memory_order_relaxed);
     return got;
+  }
+
+  // Reads one datagram of the ring as MPEG-TS; slots from `unpublished` on are this
+  // process's alone still.
+  void inspect(uint64_t position, uint64_t unpublished) {
+    const RingSlotHeader& h = ring_.header(position);
+    auto found = inspector_.inspect(reinterpret_cast<const uint8_t*>(ring_.data(position)), h.length, position);
+    if (found.tables_changed) publish_tables();
+    if (found.key_frame_from && position - *found.key_frame_from < ring_.capacity())
+      mark_key_frame(*found.key_frame_from, unpublished);
+  }
+
+  // The latest PAT and PMT, under the seqlock; the key frame cached for the old tables
+  // would start a viewer on the wrong stream, so it is forgotten.
+  void publish_tables() {
+    uint32_t seq = stream_.tables_seq.load(std::memory_order_relaxed);
+    stream_.tables_seq.store(seq | 1, std::memory_order_relaxed);
+    for (size_t w = 0; w < kTablePacketWords; ++w) {
+      uint64_t pat = 0, pmt = 0;
+      size_t at = w * 8, count = std::min<size_t>(8, kTsPacketSize - at);
+      std::memcpy(&pat, inspector_.pat().data() + at, count);
+      std::memcpy(&pmt, inspector_.pmt().data() + at, count);
+      stream_.pat[w].store(pat, std::memory_order_release);
+      stream_.pmt[w].store(pmt, std::memory_order_release);
+    }
+    stream_.codec.store(uint32_t(inspector_.codec()), std::memory_order_relaxed);
+    stream_.key_frame_position.store(kNoPosition, std::memory_order_relaxed);
+    stream_.tables_seq.store((seq | 1) + 1, std::memory_order_release);
+    stats_.table_changes.fetch_add(1, std::memory_order_relaxed);
+    LOG_INFO("source tables: video PID %u (%s)", unsigned(inspector_.video_pid()), codec_name(inspector_.codec()));
+  }
+
+  void mark_key_frame(uint64_t position, uint64_t unpublished) {
+    RingSlotHeader& slot = ring_.header(position);
+    if (position >= unpublished) slot.flags |= kSlotKeyFrame;
+    else std::atomic_ref<uint32_t>(slot.flags).fetch_or(kSlotKeyFrame, std::memory_order_relaxed);
+    uint64_t previous = stream_.key_frame_position.load(std::memory_order_relaxed);
+    uint64_t previous_ns = stream_.key_frame_ns.load(std::memory_order_relaxed);
+    if (previous != kNoPosition && position > previous) {
+      stats_.gop_datagrams.store(position - previous, std::memory_order_relaxed);
+      stats_.gop_ns.store(slot.received_ns - std::min(slot.received_ns, previous_ns), std::memory_order_relaxed);
+    }
+    stream_.key_frame_ns.store(slot.received_ns, std::memory_order_relaxed);
+    stream_.key_frame_position.store(position, std::memory_order_release);
+    stats_.key_frames.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A restarted ingest reads what the ring still holds to know the stream again (its PIDs,
+  // the access unit in progress); what it had published stays in shared memory.
+  void relearn_stream() {
+    uint64_t head = ring_.producer_position();
+    uint64_t first = head > ring_.capacity() ? head - ring_.capacity() : 0;
+    for (uint64_t position = first; position < head; ++position) {
+      const RingSlotHeader& h = ring_.header(position);
+      inspector_.inspect(reinterpret_cast<const uint8_t*>(ring_.data(position)), h.length, position);
+    }
+    if (inspector_.has_tables() && stream_.tables_seq.load(std::memory_order_relaxed) == 0) publish_tables();
   }
 
   // Datagrams up to new_head are in the ring: publish them, wake the fan-out, count them.
@@ -209,6 +272,8 @@ class Ingest {
   ChildContext& ctx_;
   RingView ring_;
   ingest_stats& stats_;
+  StreamInfo& stream_;
+  TsInspector inspector_;
   uint32_t max_datagram_;
   std::vector<char> scratch_;
   uint64_t stall_ns_;

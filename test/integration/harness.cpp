@@ -12,7 +12,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -85,6 +87,34 @@ std::string read_first_line(int fd, std::chrono::milliseconds limit) {
     text.append(buf, size_t(n));
   }
   return text.substr(0, text.find('\n'));
+}
+
+std::string run_command(const std::string& command) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+bool have_ffmpeg() { return run_command("command -v ffmpeg && command -v ffprobe").find("ffprobe") != std::string::npos; }
+
+EncodedVideo encode_video(const std::string& name, const std::string& codec_args) {
+  std::string path = "/tmp/vrelay-video-" + std::to_string(getpid()) + "-" + name + ".ts";
+  run_command("ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=25 -t 4 " + codec_args +
+              " -f mpegts " + path + " 2>&1");
+  EncodedVideo e;
+  std::ifstream in(path, std::ios::binary);
+  e.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  e.bytes.resize(e.bytes.size() / 188 * 188);
+  std::istringstream probe(
+      run_command("ffprobe -v error -select_streams v -show_entries packet=pos,flags -of csv=p=0 " + path));
+  for (std::string line; std::getline(probe, line);)
+    if (line.find(",K") != std::string::npos) e.key_positions.push_back(std::stoull(line));
+  std::remove(path.c_str());
+  return e;
 }
 
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit) {

@@ -126,6 +126,18 @@ pid_t start_program(std::vector<std::string> args, const std::string& log_path, 
 // The first line that comes on fd within the limit, without its newline ("" if none).
 std::string read_first_line(int fd, std::chrono::milliseconds limit);
 
+// What a shell command prints on stdout.
+std::string run_command(const std::string& command);
+
+// 4 s of ffmpeg's testsrc (320x240, 25 frames/s) encoded with `codec_args` into MPEG-TS, and
+// where ffprobe says its key frames' packets begin (byte offsets). Empty without ffmpeg.
+struct EncodedVideo {
+  std::vector<uint8_t> bytes;  // whole TS packets
+  std::vector<uint64_t> key_positions;
+};
+EncodedVideo encode_video(const std::string& name, const std::string& codec_args);
+bool have_ffmpeg();  // ffmpeg and ffprobe on the PATH
+
 // Payload i of a test stream: its index, then bytes derived from it; size 188..1472.
 std::string test_payload(uint64_t index);
 // Whether `got` is test_payload(index); a mismatch is described briefly (index and size).

@@ -14,43 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "harness.hpp"  // encode_video
 #include "mpegts.hpp"
 
 using namespace vrelay;
+using namespace vrelay::test;
 
 namespace {
-
-std::string run(const std::string& command) {
-  std::string out;
-  FILE* p = popen(command.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  pclose(p);
-  return out;
-}
-
-struct Encoded {
-  std::vector<uint8_t> bytes;
-  std::vector<uint64_t> key_positions;  // byte offsets of the key frames' first TS packets
-};
-
-// 4 s of testsrc at 25 frames/s, a key frame every 25 frames, encoded with `codec_args`.
-Encoded encode(const std::string& name, const std::string& codec_args) {
-  std::string path = "/tmp/vrelay-mpegts-test-" + std::to_string(getpid()) + "-" + name + ".ts";
-  run("ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=25 -t 4 " + codec_args +
-      " -f mpegts " + path + " 2>&1");
-  Encoded e;
-  std::ifstream in(path, std::ios::binary);
-  e.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  std::istringstream probe(run("ffprobe -v error -select_streams v -show_entries packet=pos,flags -of csv=p=0 " + path));
-  for (std::string line; std::getline(probe, line);)
-    if (line.find(",K") != std::string::npos) e.key_positions.push_back(std::stoull(line));
-  std::remove(path.c_str());
-  return e;
-}
-
-bool have_ffmpeg() { return run("command -v ffmpeg && command -v ffprobe").find("ffprobe") != std::string::npos; }
 
 struct Found {
   std::vector<uint64_t> key_frames;  // datagram indexes where key frames' units begin
@@ -95,10 +65,9 @@ class RealEncoder : public ::testing::TestWithParam<Case> {};
 TEST_P(RealEncoder, FindsEveryKeyFrameWhereFfprobeDoes) {
   if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
   const Case& c = GetParam();
-  Encoded e = encode(c.name, c.codec_args);
+  EncodedVideo e = encode_video(c.name, c.codec_args);
   ASSERT_GT(e.bytes.size(), 100 * kTsPacketSize) << "ffmpeg made no stream for " << c.name;
   ASSERT_EQ(e.key_positions.size(), 4u) << "ffprobe should see a key frame every second";
-  e.bytes.resize(e.bytes.size() / kTsPacketSize * kTsPacketSize);
 
   for (size_t packets : {7, 1, 3}) {
     TsInspector inspector;
@@ -137,9 +106,8 @@ TEST(Mpegts, OpenGopIFramesCountByTheirRecoveryPointSei) {
   if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
   // x264's open GOP: one IDR, then I frames that are not IDR, each with SPS, PPS and a
   // recovery point SEI: a decoder can start at each.
-  Encoded e = encode("open-gop", "-c:v libx264 -preset ultrafast -x264-params keyint=25:min-keyint=25:scenecut=0:open-gop=1 -bf 2");
+  EncodedVideo e = encode_video("open-gop", "-c:v libx264 -preset ultrafast -x264-params keyint=25:min-keyint=25:scenecut=0:open-gop=1 -bf 2");
   ASSERT_GT(e.bytes.size(), 100 * kTsPacketSize);
-  e.bytes.resize(e.bytes.size() / kTsPacketSize * kTsPacketSize);
   TsInspector inspector;
   Found found = feed(inspector, e.bytes, 7);
   EXPECT_EQ(found.key_frames.size(), 4u);
@@ -148,9 +116,8 @@ TEST(Mpegts, OpenGopIFramesCountByTheirRecoveryPointSei) {
 TEST(Mpegts, NewTablesFromARestartedSourceAreTakenAndItsKeyFramesFound) {
   if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
   const char* args = "-c:v libx264 -preset ultrafast -g 25 -keyint_min 25 -sc_threshold 0 -bf 0";
-  Encoded first = encode("first", std::string(args) + " -mpegts_pmt_start_pid 0x1000 -mpegts_start_pid 0x100");
-  Encoded second = encode("second", std::string(args) + " -mpegts_pmt_start_pid 0x1100 -mpegts_start_pid 0x200");
-  for (Encoded* e : {&first, &second}) e->bytes.resize(e->bytes.size() / kTsPacketSize * kTsPacketSize);
+  EncodedVideo first = encode_video("first", std::string(args) + " -mpegts_pmt_start_pid 0x1000 -mpegts_start_pid 0x100");
+  EncodedVideo second = encode_video("second", std::string(args) + " -mpegts_pmt_start_pid 0x1100 -mpegts_start_pid 0x200");
   TsInspector inspector;
   Found a = feed(inspector, first.bytes, 7);
   uint16_t first_video = inspector.video_pid();
