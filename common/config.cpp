@@ -167,6 +167,8 @@ struct Loader {
            {"gso", [&](const YAML::Node& v, const std::string& kk) { c.fanout.gso = on_off(v, kk); }},
            {"max_batch_delay", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_batch_delay_us = number(v, kk, 0, 1000000); }},
            {"unreachable_pause", [&](const YAML::Node& v, const std::string& kk) { c.fanout.unreachable_pause_s = number(v, kk, 0, 86400); }},
+           {"fast_start", [&](const YAML::Node& v, const std::string& kk) { c.fanout.fast_start = on_off(v, kk); }},
+           {"fast_start_rate", [&](const YAML::Node& v, const std::string& kk) { c.fanout.fast_start_rate = number(v, kk, 1, 100); }},
          });
        }},
       {"moderators", [&](const YAML::Node& n, const std::string& k) {

@@ -54,6 +54,8 @@ struct Config {
     bool gso = true;                    // UDP GSO where the kernel takes it
     uint32_t max_batch_delay_us = 0;    // 0 = send as soon as ingest wakes the fan-out
     uint32_t unreachable_pause_s = 10;  // only refusals for this long: paused; 0 = never
+    bool fast_start = true;             // a new viewer starts at the last key frame
+    uint32_t fast_start_rate = 4;       // its burst: this many times the stream's rate
   } fanout;
 
   struct Http {

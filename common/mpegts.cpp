@@ -70,14 +70,20 @@ VideoCodec codec_of(uint8_t stream_type) {
 
 }  // namespace
 
-TsInspector::Result TsInspector::inspect(const uint8_t* data, size_t length, uint64_t index) {
+const uint8_t* ts_packets(const uint8_t* data, size_t length, size_t* ts_length) {
+  *ts_length = length;
+  if (looks_like_ts(data, length)) return data;
+  RtpPacket rtp;
+  if (!parse_rtp(data, length, &rtp) || !looks_like_ts(data + rtp.payload_offset, rtp.payload_length)) return nullptr;
+  *ts_length = rtp.payload_length;
+  return data + rtp.payload_offset;
+}
+
+TsInspector::Result TsInspector::inspect(const uint8_t* datagram, size_t datagram_length, uint64_t index) {
   Result result;
-  if (!looks_like_ts(data, length)) {
-    RtpPacket rtp;
-    if (!parse_rtp(data, length, &rtp) || !looks_like_ts(data + rtp.payload_offset, rtp.payload_length)) return result;
-    data += rtp.payload_offset;
-    length = rtp.payload_length;
-  }
+  size_t length;
+  const uint8_t* data = ts_packets(datagram, datagram_length, &length);
+  if (!data) return result;
   result.transport_stream = true;
   for (size_t at = 0; at + kTsPacketSize <= length; at += kTsPacketSize) packet(data + at, index, &result);
   return result;
@@ -85,7 +91,7 @@ TsInspector::Result TsInspector::inspect(const uint8_t* data, size_t length, uin
 
 void TsInspector::packet(const uint8_t* p, uint64_t index, Result* result) {
   if (p[0] != kTsSync || (p[1] & 0x80)) return;  // lost sync, or transport_error_indicator
-  uint16_t pid = pid_at(p + 1);
+  uint16_t pid = ts_pid(p);
   bool unit_start = p[1] & 0x40;
   unsigned control = (p[3] >> 4) & 3;  // adaptation_field_control
   if (!(control & 1)) return;          // no payload

@@ -33,6 +33,13 @@ inline bool looks_like_ts(const uint8_t* data, size_t length) {
   return length >= kTsPacketSize && length % kTsPacketSize == 0 && data[0] == kTsSync;
 }
 
+// The TS packets of a datagram, raw or carried in RTP: their start, and *length set to
+// their bytes; nullptr when the datagram holds no whole TS packets.
+const uint8_t* ts_packets(const uint8_t* data, size_t length, size_t* ts_length);
+
+// The PID of a TS packet.
+inline uint16_t ts_pid(const uint8_t* packet) { return uint16_t((packet[1] & 0x1F) << 8 | packet[2]); }
+
 enum class VideoCodec : uint8_t { kNone, kH264, kHevc, kMpeg2 };
 const char* codec_name(VideoCodec codec);  // "none", "h264", "hevc", "mpeg2"
 
@@ -50,7 +57,7 @@ class TsInspector {
   };
 
   // `index` numbers the datagrams (the ring position): key_frame_from refers to it.
-  Result inspect(const uint8_t* data, size_t length, uint64_t index);
+  Result inspect(const uint8_t* datagram, size_t datagram_length, uint64_t index);
 
   bool has_tables() const { return pat_valid_ && pmt_valid_; }
   const Packet& pat() const { return pat_; }

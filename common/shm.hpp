@@ -122,6 +122,7 @@ struct alignas(kCacheLine) SubscriberSlot {
   // The from_ns of the playing period that met only refusals for fanout.unreachable_pause:
   // control pauses that subscription and tells its session (EVENT UNREACHABLE).
   std::atomic<uint64_t> unreachable_from_ns;
+  std::atomic<uint64_t> fast_start_from_ns;  // the period whose fast start the fan-out decided
 };
 
 struct alignas(kCacheLine) TableControl {

@@ -29,6 +29,7 @@
 
 #include "child.hpp"
 #include "log.hpp"
+#include "mpegts.hpp"
 #include "ring.hpp"
 #include "subscribers.hpp"
 
@@ -59,11 +60,22 @@ struct Link {
   uint64_t until_ns = 0;
   uint64_t refused_first_ns = 0, refused_last_ns = 0;  // monotonic; 0 = no streak
   bool reported = false;      // this period was marked unreachable
+  // Fast start: this period is sent from the ring position of the last key frame, not from
+  // its start time; `cursor` is the next position to send while it catches up with the others.
+  uint64_t from_position = kNoPosition, cursor = 0;
+  bool tables_pending = false;  // the PAT and PMT go first
+  double credit = 0;            // datagrams the pace allows now
+  uint64_t credit_ns = 0;
 };
 
 struct Target {
   uint32_t slot;
   uint64_t from_ns, until_ns;
+  // A datagram is the subscriber's when it came before until_ns and at or after from_ns, or
+  // during a fast start, at or after the key frame's position.
+  bool wants(const RingSlotHeader& h, uint64_t from_position) const {
+    return h.received_ns < until_ns && (from_position != kNoPosition ? h.position >= from_position : h.received_ns >= from_ns);
+  }
 };
 
 // The fan-out is the only writer of its counters: a plain add, no locked instruction.
@@ -102,8 +114,10 @@ class Fanout {
         local_(local_endpoint(ctx.sockets.fanout)), links_(slot_count_),
         errors_fd_(epoll_create1(EPOLL_CLOEXEC)), gso_(gso_available(ctx.config)),
         unreachable_ns_(uint64_t(ctx.config.fanout.unreachable_pause_s) * 1'000'000'000),
-        delay_ns_(uint64_t(ctx.config.fanout.max_batch_delay_us) * 1000) {
+        delay_ns_(uint64_t(ctx.config.fanout.max_batch_delay_us) * 1000), stream_(ctx.segment.stream()),
+        fast_start_(ctx.config.fanout.fast_start) {
     targets_.reserve(slot_count_);
+    ends_.resize(slot_count_);
     stats_.gso.store(gso_, std::memory_order_relaxed);
   }
 
@@ -114,6 +128,8 @@ class Fanout {
 
   // Readable when a subscriber's socket has an error (an ICMP refusal) to report.
   int errors_fd() const { return errors_fd_; }
+  // Subscribers catching up from a key frame: the pace's timer must keep running.
+  bool bursting() const { return bursting_ > 0; }
 
   // Ingest has published datagrams. With fanout.max_batch_delay, wait that long for more
   // (unless a full batch waits already), so that each subscriber gets them in fewer messages.
@@ -142,16 +158,22 @@ class Fanout {
       // datagram arrived is therefore always seen when that datagram is sent.
       uint64_t waiting = ring_.readable(tail);
       stats_.ring_lag.store(waiting, std::memory_order_relaxed);
-      if (waiting == 0) return;
       uint64_t generation = ctx_.segment.table().generation.load(std::memory_order_seq_cst);
       if (generation != generation_) rebuild(generation);
+      if (waiting == 0) {
+        if (bursting_) send_bursts(tail);  // the pace's timer: nothing new, the bursts go on
+        return;
+      }
 
       uint64_t end = tail + std::min<uint64_t>(waiting, kMaxBatch);
+      if (bursting_) send_bursts(tail);
       for (const Target& t : targets_) {
+        const Link& link = links_[t.slot];
+        if (link.from_position != kNoPosition && link.cursor < tail) continue;  // still catching up
         add_messages(t, tail, end);
-        if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages(end);
+        if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages();
       }
-      send_messages(end);
+      send_messages();
       add(stats_.datagrams, end - tail);
       tail = end;
       ring_.release(tail);
@@ -193,7 +215,7 @@ class Fanout {
       if (slot.counted_incarnation.load(std::memory_order_relaxed) != s.incarnation) {
         // A new subscription in this slot: its counters start from zero.
         for (auto* counter : {&slot.datagrams, &slot.bytes, &slot.errors, &slot.refusals, &slot.sent_until,
-                              &slot.unreachable_from_ns})
+                              &slot.unreachable_from_ns, &slot.fast_start_from_ns})
           counter->store(0, std::memory_order_relaxed);
         slot.counted_incarnation.store(s.incarnation, std::memory_order_release);
       }
@@ -201,6 +223,11 @@ class Fanout {
       if (link.from_ns != s.from_ns) {  // subscribed or resumed: a new period, a new streak
         link.refused_first_ns = link.refused_last_ns = 0;
         link.reported = false;
+        link.from_position = kNoPosition;
+        if (slot.fast_start_from_ns.load(std::memory_order_relaxed) != s.from_ns) {  // once per period
+          slot.fast_start_from_ns.store(s.from_ns, std::memory_order_relaxed);
+          if (fast_start_ && s.state == SubscriberState::kPlaying) begin_fast_start(link, slot, s.from_ns);
+        }
       }
       link.from_ns = s.from_ns;
       link.until_ns = s.until_ns;
@@ -212,6 +239,8 @@ class Fanout {
                           [&](const Target& t) { return links_[t.slot].destination.family() == AF_INET; });
     stats_.playing.store(playing, std::memory_order_relaxed);
     stats_.sockets.store(open_links_, std::memory_order_relaxed);
+    bursting_ = 0;
+    for (const Target& t : targets_) bursting_ += links_[t.slot].from_position != kNoPosition;
   }
 
   void open_link(Link& link, uint32_t slot, const SubscriberSnapshot& s) {
@@ -260,11 +289,12 @@ class Fanout {
     const Link& link = links_[t.slot];
     // A fan-out killed mid-batch left how far it got: send nothing twice.
     first = std::max(first, slots_[t.slot].sent_until.load(std::memory_order_relaxed));
+    ends_[t.slot] = end;
     uint32_t run_size = 0;
     bool run_open = false;
     for (uint64_t position = first; position < end; ++position) {
       const RingSlotHeader& h = ring_.header(position);
-      if (h.received_ns < t.from_ns || h.received_ns >= t.until_ns) continue;
+      if (!t.wants(h, link.from_position)) continue;
       unsigned last = messages_ - 1;
       bool joins = run_open && link.gso && h.length > 0 && h.length <= run_size &&
                    segments_[last] < kMaxSegments && bytes_[last] + h.length <= kMaxGsoBytes;
@@ -294,7 +324,7 @@ class Fanout {
   // Sends the messages added so far, a sendmmsg at a time, and counts them per subscriber.
   // A GSO message the route refuses goes again one datagram per message; any other failure
   // drops that message, counted.
-  void send_messages(uint64_t end) {
+  void send_messages() {
     for (unsigned m = 0; m < messages_; ++m) {
       msghdr& h = msgs_[m].msg_hdr;
       h.msg_iovlen = segments_[m];
@@ -322,7 +352,8 @@ class Fanout {
         count_failed(owners_[i], segments_[i], error, &totals);
       ++i;
     }
-    for (unsigned m = 0; m < messages_; ++m) slots_[owners_[m]].sent_until.store(end, std::memory_order_relaxed);
+    for (unsigned m = 0; m < messages_; ++m)
+      slots_[owners_[m]].sent_until.store(ends_[owners_[m]], std::memory_order_relaxed);
     add(stats_.sent_datagrams, totals.sent);
     add(stats_.sent_bytes, totals.bytes);
     add(stats_.send_errors, totals.failed);
@@ -393,6 +424,107 @@ class Fanout {
     }
   }
 
+  // A new viewer (or one that resumes) gets the stream's PAT and PMT, then everything from
+  // the last key frame before it came on, at fanout.fast_start_rate times the stream's
+  // rate, then goes on live: a picture at once instead of at the next key frame. Only when
+  // the tables are known and that key frame is still well inside the ring (its slot flag).
+  void begin_fast_start(Link& link, SubscriberSlot& slot, uint64_t from_ns) {
+    uint32_t seq = stream_.tables_seq.load(std::memory_order_acquire);
+    if (seq == 0 || (seq & 1)) return;
+    uint64_t head = ring_.head_now();
+    uint64_t lowest = head > ring_.capacity() / 2 ? head - ring_.capacity() / 2 : 0;
+    uint64_t key = kNoPosition;
+    for (uint64_t p = head; p-- > lowest && key == kNoPosition;) {
+      RingSlotHeader& h = ring_.header(p);
+      if (h.received_ns < from_ns && (std::atomic_ref<uint32_t>(h.flags).load(std::memory_order_relaxed) & kSlotKeyFrame))
+        key = p;
+    }
+    if (key == kNoPosition) return;
+    link.from_position = link.cursor = key;
+    slot.sent_until.store(key, std::memory_order_relaxed);  // a resumed viewer gets them again
+    link.tables_pending = true;
+    link.credit = 0;
+    link.credit_ns = monotonic_ns();
+    add(stats_.fast_starts, 1);
+  }
+
+  // Each catching-up subscriber gets what its pace allows of [cursor, tail); one that has
+  // caught up joins the others (its later datagrams go with theirs, by position).
+  void send_bursts(uint64_t tail) {
+    uint64_t now = monotonic_ns();
+    double rate = burst_rate();
+    for (const Target& t : targets_) {
+      Link& link = links_[t.slot];
+      if (link.from_position == kNoPosition || link.cursor >= tail) continue;
+      if (tail - link.cursor > ring_.capacity() / 2) {  // fell too far behind: the ring moves on
+        link.cursor = tail;
+        continue;
+      }
+      link.credit = std::min(double(kMaxBatch), link.credit + rate * double(now - link.credit_ns) / 1e9);
+      link.credit_ns = now;
+      if (link.tables_pending && refresh_tables()) {
+        continue_counters(link.from_position, tail);
+        start_message(t.slot, link);
+        iovs_[iovs_used_++] = {tables_.data(), tables_.size()};
+        segments_[messages_ - 1] = 1;
+        bytes_[messages_ - 1] = tables_.size();
+        ends_[t.slot] = link.cursor;
+        link.tables_pending = false;
+      }
+      uint64_t end = std::min(tail, link.cursor + uint64_t(link.credit));
+      if (end <= link.cursor) continue;
+      add_messages(t, link.cursor, end);
+      add(stats_.burst_datagrams, end - link.cursor);
+      link.credit -= double(end - link.cursor);
+      link.cursor = end;
+      if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages();
+    }
+    send_messages();
+    bursting_ = 0;
+    for (const Target& t : targets_) bursting_ += links_[t.slot].from_position != kNoPosition && links_[t.slot].cursor < tail;
+  }
+
+  // Datagrams per second of a burst: fanout.fast_start_rate times the source's (at least 100/s).
+  double burst_rate() const {
+    double stream = double(ctx_.segment.stats().ingest.rate_datagrams.load(std::memory_order_relaxed));
+    return std::max(100.0, stream) * ctx_.config.fanout.fast_start_rate;
+  }
+
+  // The PAT and PMT packets as one datagram, read under StreamInfo's seqlock.
+  bool refresh_tables() {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      uint32_t before = stream_.tables_seq.load(std::memory_order_acquire);
+      if (before == 0) return false;
+      if (before & 1) continue;
+      for (size_t w = 0; w < kTablePacketWords; ++w) {
+        uint64_t pat = stream_.pat[w].load(std::memory_order_acquire), pmt = stream_.pmt[w].load(std::memory_order_acquire);
+        size_t at = w * 8, count = std::min<size_t>(8, kTsPacketSize - at);
+        std::memcpy(tables_.data() + at, &pat, count);
+        std::memcpy(tables_.data() + kTsPacketSize + at, &pmt, count);
+      }
+      if (stream_.tables_seq.load(std::memory_order_relaxed) == before) return true;
+    }
+    return false;
+  }
+
+  // The repeated PAT and PMT take the continuity counters that come just before the first
+  // PAT and PMT after the key frame, so a player sees them in sequence (no CC error).
+  void continue_counters(uint64_t key, uint64_t end) {
+    uint16_t pids[2] = {0, ts_pid(tables_.data() + kTsPacketSize)};
+    bool done[2] = {false, false};
+    for (uint64_t p = key; p < end && p < key + kMaxBatch && !(done[0] && done[1]); ++p) {
+      size_t length;
+      const auto* packets = ts_packets(reinterpret_cast<const uint8_t*>(ring_.data(p)), ring_.header(p).length, &length);
+      for (size_t at = 0; packets && at + kTsPacketSize <= length; at += kTsPacketSize)
+        for (int k = 0; k < 2; ++k)
+          if (!done[k] && ts_pid(packets + at) == pids[k] && (packets[at + 3] & 0x10)) {
+            uint8_t& header = tables_[k * kTsPacketSize + 3];
+            header = uint8_t((header & 0xF0) | ((packets[at + 3] - 1) & 0x0F));
+            done[k] = true;
+          }
+    }
+  }
+
   // Refusals with no quiet gap for fanout.unreachable_pause while playing: the viewer is
   // gone. Control alone writes the table, so the fan-out marks the slot and control pauses it.
   void note_refusal(Link& link, SubscriberSlot& slot) {
@@ -421,6 +553,11 @@ class Fanout {
   int errors_fd_;            // epoll set of the subscribers' sockets
   bool gso_;
   uint64_t unreachable_ns_, delay_ns_;
+  StreamInfo& stream_;
+  bool fast_start_;
+  uint64_t bursting_ = 0;  // subscribers catching up from a key frame
+  std::array<uint8_t, 2 * kTsPacketSize> tables_{};
+  std::vector<uint64_t> ends_;  // per slot: the position this send goes up to
   bool timer_armed_ = false;
   uint64_t generation_ = ~0ull;
   std::vector<Target> targets_;
@@ -447,6 +584,7 @@ int run_fanout(ChildContext& ctx) {
   struct Watchers {
     Fanout* fanout;
     int timer_fd;
+    ev_timer* pace = nullptr;
   } watchers{&fanout, timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)};
   if (fanout.errors_fd() < 0 || (watchers.timer_fd < 0 && ctx.config.fanout.max_batch_delay_us)) {
     LOG_ERROR("epoll_create1 or timerfd_create: %s", strerror(errno));
@@ -474,6 +612,21 @@ int run_fanout(ChildContext& ctx) {
              fanout.errors_fd(), EV_READ);
   errors.data = &watchers;
   ev_io_start(child.loop(), &errors);
+  // The pace of fast starts: while a subscriber catches up, every 2 ms, new datagrams or not.
+  ev_prepare pace_check;
+  ev_timer pace;
+  ev_timer_init(&pace, [](struct ev_loop*, ev_timer* w, int) { static_cast<Watchers*>(w->data)->fanout->drain(); },
+                0.002, 0.002);
+  pace.data = &watchers;
+  ev_prepare_init(&pace_check, [](struct ev_loop* loop, ev_prepare* w, int) {
+    auto* watchers = static_cast<Watchers*>(w->data);
+    ev_timer* timer = watchers->pace;
+    if (watchers->fanout->bursting() && !ev_is_active(timer)) ev_timer_start(loop, timer);
+    if (!watchers->fanout->bursting() && ev_is_active(timer)) ev_timer_stop(loop, timer);
+  });
+  pace_check.data = &watchers;
+  watchers.pace = &pace;
+  ev_prepare_start(child.loop(), &pace_check);
   LOG_INFO("sending copies from %s to up to %u subscribers", ctx.segment.header().fanout_address,
            ctx.segment.header().max_subscribers);
   fanout.drain();  // what arrived while this process was (re)starting

@@ -1,7 +1,9 @@
-// Integration tests of ingest's reading of the stream: an x264 MPEG-TS source sent through
-// vrelayd in VLC's 1316-byte datagrams; ingest finds its key frames where ffprobe does (the
-// ring's slot flags, StreamInfo, the counters), keeps its PAT and PMT in shared memory, and
-// a restarted ingest knows the stream again from the ring.
+// Integration tests of ingest's reading of the stream and of fast start: an x264 MPEG-TS
+// source sent through vrelayd in VLC's 1316-byte datagrams; ingest finds its key frames
+// where ffprobe does (the ring's slot flags, StreamInfo, the counters), keeps its PAT and
+// PMT in shared memory, and a restarted ingest knows the stream again from the ring. A
+// viewer that joins (or resumes) mid-stream gets the PAT and PMT, the datagrams since the
+// last key frame, then the live stream, with no gap and no repeat.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -85,6 +87,118 @@ TEST(KeyFrames, IngestMarksWhereFfprobeSeesThemAndKeepsTheTables) {
   for (uint64_t p : expected) second.push_back(p + count);
   EXPECT_EQ(flagged_positions(relay, count, 2 * count), second);
   EXPECT_EQ(info.key_frame_position.load(), second.back());
+}
+
+// The video's datagrams [first, end), sent one after the other; waits until the fan-out took them.
+void send_range(Relay& relay, UdpSource& source, const EncodedVideo& video, uint64_t first, uint64_t end) {
+  for (uint64_t i = first; i < end; ++i)
+    source.send(std::string(reinterpret_cast<const char*>(video.bytes.data() + i * kDatagram), kDatagram));
+  ASSERT_TRUE(wait_until([&] { return relay.shm().stats().fanout.datagrams.load() == end; }));
+}
+
+std::string datagram(const EncodedVideo& video, uint64_t i) {
+  return std::string(reinterpret_cast<const char*>(video.bytes.data() + i * kDatagram), kDatagram);
+}
+
+struct FastStartCase {
+  EncodedVideo video;
+  std::vector<uint64_t> keys;  // datagram indexes of the key frames
+  uint64_t count = 0, join = 0;
+};
+
+FastStartCase fast_start_case() {
+  FastStartCase c;
+  c.video = encode_video("fast-start", "-c:v libx264 -preset ultrafast -g 25 -keyint_min 25 -sc_threshold 0 -bf 0");
+  for (uint64_t p : c.video.key_positions) c.keys.push_back(p / kDatagram);
+  c.count = c.video.bytes.size() / kDatagram;
+  if (c.keys.size() == 4) c.join = (c.keys[2] + c.keys[3]) / 2;  // between the 3rd and the 4th
+  return c;
+}
+
+// The viewer's next datagrams are exactly the video's [first, end), and (unless more is to
+// be read) nothing follows.
+void expect_video(UdpSink& sink, const EncodedVideo& video, uint64_t first, uint64_t end, bool last = true) {
+  for (uint64_t i = first; i < end; ++i) {
+    auto got = sink.receive();
+    ASSERT_TRUE(got) << "datagram " << i << " never came";
+    ASSERT_TRUE(*got == datagram(video, i)) << "datagram " << i << " differs or is out of order";
+  }
+  if (last) {
+    EXPECT_EQ(sink.drain(), 0u);
+  }
+}
+
+TEST(FastStart, AViewerJoiningMidStreamGetsTheTablesThenEverythingSinceTheLastKeyFrame) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
+  FastStartCase c = fast_start_case();
+  ASSERT_EQ(c.keys.size(), 4u);
+  Relay relay;
+  UdpSource source(relay.ingest_port());
+  send_range(relay, source, c.video, 0, c.join);
+  Viewer viewer(relay);
+  send_range(relay, source, c.video, c.join, c.count);
+
+  auto tables = viewer.sink.receive();
+  ASSERT_TRUE(tables);
+  ASSERT_EQ(tables->size(), 2 * kTsPacketSize) << "first the PAT and the PMT, as one datagram";
+  // The stream's PAT and PMT, but for their continuity counters (byte 3, low half): those
+  // come just before the next PAT and PMT of the stream, so the player sees no CC error.
+  std::array<uint8_t, kTsPacketSize> pat = table(relay.shm().stream().pat), pmt = table(relay.shm().stream().pmt);
+  std::string sent_pat = tables->substr(0, kTsPacketSize), sent_pmt = tables->substr(kTsPacketSize);
+  uint8_t pat_cc = sent_pat[3] & 0x0F, pmt_cc = sent_pmt[3] & 0x0F;
+  sent_pat[3] = char(pat[3]);
+  sent_pmt[3] = char(pmt[3]);
+  EXPECT_EQ(sent_pat, std::string(pat.begin(), pat.end()));
+  EXPECT_EQ(sent_pmt, std::string(pmt.begin(), pmt.end()));
+  auto next_cc = [&](uint16_t pid) {  // of the first packet of that PID from the key frame on
+    for (size_t at = c.keys[2] * kDatagram; at < c.video.bytes.size(); at += kTsPacketSize)
+      if (ts_pid(c.video.bytes.data() + at) == pid) return c.video.bytes[at + 3] & 0x0F;
+    return -1;
+  };
+  EXPECT_EQ((pat_cc + 1) & 0x0F, next_cc(0));
+  EXPECT_EQ((pmt_cc + 1) & 0x0F, next_cc(ts_pid(pmt.data())));
+  expect_video(viewer.sink, c.video, c.keys[2], c.count);  // the burst, then live: no gap, no repeat
+  Stats& stats = relay.shm().stats();
+  EXPECT_EQ(stats.fanout.fast_starts.load(), 1u);
+  // Sent while it caught up: at least what came before it joined.
+  EXPECT_GE(stats.fanout.burst_datagrams.load(), c.join - c.keys[2]);
+  EXPECT_LE(stats.fanout.burst_datagrams.load(), c.count - c.keys[2]);
+}
+
+TEST(FastStart, OffTheViewerGetsOnlyWhatComesAfterItJoined) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
+  FastStartCase c = fast_start_case();
+  ASSERT_EQ(c.keys.size(), 4u);
+  Relay relay("fanout:\n  fast_start: off\n");
+  UdpSource source(relay.ingest_port());
+  send_range(relay, source, c.video, 0, c.join);
+  Viewer viewer(relay);
+  send_range(relay, source, c.video, c.join, c.count);
+  expect_video(viewer.sink, c.video, c.join, c.count);
+  EXPECT_EQ(relay.shm().stats().fanout.fast_starts.load(), 0u);
+}
+
+TEST(FastStart, AResumedViewerStartsAgainAtTheLastKeyFrame) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
+  FastStartCase c = fast_start_case();
+  ASSERT_EQ(c.keys.size(), 4u);
+  Relay relay;
+  UdpSource source(relay.ingest_port());
+  Viewer viewer(relay);  // from the start: no key frame yet, no fast start
+  uint64_t pause_at = c.keys[1] + 3, resume_at = c.join;
+  send_range(relay, source, c.video, 0, pause_at);
+  ASSERT_EQ(viewer.session.command("INTERRUMPIR"), "OK");
+  send_range(relay, source, c.video, pause_at, resume_at);
+  ASSERT_EQ(viewer.session.command("CONTINUAR"), "OK");
+  send_range(relay, source, c.video, resume_at, c.count);
+  expect_video(viewer.sink, c.video, 0, pause_at, false);
+  auto tables = viewer.sink.receive();
+  ASSERT_TRUE(tables);
+  EXPECT_EQ(tables->size(), 2 * kTsPacketSize);
+  // Live resumes with the next datagram, as INTERRUMPIR/CONTINUAR always did, after a burst
+  // from the last key frame so that the player can decode it.
+  expect_video(viewer.sink, c.video, c.keys[2], c.count);
+  EXPECT_EQ(relay.shm().stats().fanout.fast_starts.load(), 1u);
 }
 
 TEST(KeyFrames, ANonTsSourceHasNone) {

@@ -94,6 +94,11 @@ TEST(Config, FanoutDefaults) {
   EXPECT_EQ(c.fanout.max_batch_delay_us, 0u);
   EXPECT_EQ(c.fanout.unreachable_pause_s, 10u);
   EXPECT_TRUE(c.control.presence_to_named_only);  // presence events go to named sessions
+  EXPECT_TRUE(c.fanout.fast_start);
+  EXPECT_EQ(c.fanout.fast_start_rate, 4u);
+  Config off = load_config_text("fanout:\n  fast_start: off\n  fast_start_rate: 10\n", "test.yaml");
+  EXPECT_FALSE(off.fanout.fast_start);
+  EXPECT_EQ(off.fanout.fast_start_rate, 10u);
 }
 
 TEST(Config, UnknownKeyNamesLineAndKey) {
@@ -145,6 +150,8 @@ TEST(Config, BadObservabilityKeysAreClearErrors) {
       {"log:\n  file: relative.log\n", "log.file: expected an absolute path, got 'relative.log'"},
       {"http:\n  listen: nowhere\n", "http.listen:"},
       {"fanout:\n  gso: maybe\n", "fanout.gso: expected on or off, got 'maybe'"},
+      {"fanout:\n  fast_start: yes please\n", "fanout.fast_start: expected on or off"},
+      {"fanout:\n  fast_start_rate: 0\n", "fanout.fast_start_rate: expected a whole number from 1 to 100"},
       {"fanout:\n  max_batch_delay: 2000000\n", "fanout.max_batch_delay: expected a whole number from 0 to 1000000"},
       {"fanout:\n  unreachable_pause: -1\n", "fanout.unreachable_pause: expected a whole number from 0 to 86400"},
   };
