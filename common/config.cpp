@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -139,6 +140,7 @@ struct Loader {
               c.ingest.ring_slots = number(v, kk, 16, 1 << 20);
               if (c.ingest.ring_slots & (c.ingest.ring_slots - 1)) fail(v, kk, "must be a power of two");
             }},
+           {"ring_bytes", [&](const YAML::Node& v, const std::string& kk) { c.ingest.ring_bytes = number(v, kk, 0, 1 << 30); }},
            {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.ingest.socket_buffer = number(v, kk, 4096, 1 << 30); }},
            {"stall_timeout", [&](const YAML::Node& v, const std::string& kk) { c.ingest.stall_timeout_s = number(v, kk, 1, 3600); }},
            {"source", [&](const YAML::Node& v, const std::string& kk) {
@@ -215,6 +217,14 @@ struct Loader {
 };
 
 }  // namespace
+
+uint32_t ring_slot_count(const Config& config) {
+  constexpr uint64_t kTypicalDatagram = 1316, kMostSlots = 1 << 20;
+  uint64_t wanted = std::max<uint64_t>(config.ingest.ring_slots, (config.ingest.ring_bytes + kTypicalDatagram - 1) / kTypicalDatagram);
+  uint64_t slots = config.ingest.ring_slots;
+  while (slots < wanted && slots < kMostSlots) slots *= 2;
+  return uint32_t(slots);
+}
 
 int parse_log_level(const std::string& name) {
   static const std::map<std::string, int> levels = {

@@ -39,7 +39,8 @@ struct Config {
     Endpoint listen;                 // 127.0.0.1:65534
     std::vector<Cidr> allow;         // loopback
     uint32_t max_datagram = 1500;    // larger datagrams are dropped, never truncated
-    uint32_t ring_slots = 4096;      // power of two
+    uint32_t ring_slots = 4096;      // power of two; the ring holds at least this many
+    uint32_t ring_bytes = 12'500'000;  // and at least this much stream (10 s at 10 Mbit/s)
     uint32_t socket_buffer = 4 << 20;
     uint32_t stall_timeout_s = 3;    // no datagram for this long: the source is stalled
     // Where datagrams come from: the ingest socket, or the built-in generator of the
@@ -84,6 +85,10 @@ Config load_config_file(const std::string& path);
 Config load_config_text(const std::string& yaml, const std::string& origin);
 // Checks values that depend on each other; throws ConfigError.
 void validate(const Config& config);
+
+// Datagrams the ring holds: ingest.ring_slots, or more to hold ingest.ring_bytes of a
+// stream of 1316-byte datagrams (what VLC and ffmpeg send); a power of two.
+uint32_t ring_slot_count(const Config& config);
 
 // "info" -> 6; -1 if unknown.
 int parse_log_level(const std::string& name);

@@ -432,7 +432,7 @@ class Fanout {
     uint32_t seq = stream_.tables_seq.load(std::memory_order_acquire);
     if (seq == 0 || (seq & 1)) return;
     uint64_t head = ring_.head_now();
-    uint64_t lowest = head > ring_.capacity() / 2 ? head - ring_.capacity() / 2 : 0;
+    uint64_t lowest = head > usable_ring() ? head - usable_ring() : 0;
     uint64_t key = kNoPosition;
     for (uint64_t p = head; p-- > lowest && key == kNoPosition;) {
       RingSlotHeader& h = ring_.header(p);
@@ -451,12 +451,12 @@ class Fanout {
   // Each catching-up subscriber gets what its pace allows of [cursor, tail); one that has
   // caught up joins the others (its later datagrams go with theirs, by position).
   void send_bursts(uint64_t tail) {
-    uint64_t now = monotonic_ns();
+    uint64_t now = monotonic_ns(), head = ring_.head_now();
     double rate = burst_rate();
     for (const Target& t : targets_) {
       Link& link = links_[t.slot];
       if (link.from_position == kNoPosition || link.cursor >= tail) continue;
-      if (tail - link.cursor > ring_.capacity() / 2) {  // fell too far behind: the ring moves on
+      if (head - link.cursor > usable_ring()) {  // fell too far behind: ingest will write there
         link.cursor = tail;
         continue;
       }
@@ -483,6 +483,10 @@ class Fanout {
     bursting_ = 0;
     for (const Target& t : targets_) bursting_ += links_[t.slot].from_position != kNoPosition && links_[t.slot].cursor < tail;
   }
+
+  // How far back a burst may read: the slots ingest will not write before long (it writes
+  // slot p again at position p + capacity), with a quarter of the ring to spare.
+  uint64_t usable_ring() const { return ring_.capacity() / 4 * 3; }
 
   // Datagrams per second of a burst: fanout.fast_start_rate times the source's (at least 100/s).
   double burst_rate() const {

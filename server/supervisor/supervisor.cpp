@@ -389,7 +389,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   try {
     raise_descriptor_limit(config);
     sup.segment = Segment::create(config.instance,
-                                  {config.fanout.max_subscribers, config.ingest.ring_slots, config.ingest.max_datagram});
+                                  {config.fanout.max_subscribers, ring_slot_count(config), config.ingest.max_datagram});
     sup.bind_sockets();
   } catch (const std::exception& e) {
     LOG_ERROR("%s", e.what());

@@ -106,14 +106,27 @@ struct FastStartCase {
   uint64_t count = 0, join = 0;
 };
 
-FastStartCase fast_start_case() {
-  FastStartCase c;
-  c.video = encode_video("fast-start", "-c:v libx264 -preset ultrafast -g 25 -keyint_min 25 -sc_threshold 0 -bf 0");
-  for (uint64_t p : c.video.key_positions) c.keys.push_back(p / kDatagram);
-  c.count = c.video.bytes.size() / kDatagram;
-  if (c.keys.size() == 4) c.join = (c.keys[2] + c.keys[3]) / 2;  // between the 3rd and the 4th
+// The video, encoded once for all the fast-start tests.
+const FastStartCase& fast_start_case() {
+  static const FastStartCase c = [] {
+    FastStartCase c;
+    c.video = encode_video("fast-start", "-c:v libx264 -preset ultrafast -g 25 -keyint_min 25 -sc_threshold 0 -bf 0");
+    for (uint64_t p : c.video.key_positions) c.keys.push_back(p / kDatagram);
+    c.count = c.video.bytes.size() / kDatagram;
+    if (c.keys.size() == 4) c.join = (c.keys[2] + c.keys[3]) / 2;  // between the 3rd and the 4th
+    return c;
+  }();
   return c;
 }
+
+class FastStart : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
+    ASSERT_EQ(c.keys.size(), 4u) << "ffprobe should see a key frame every second";
+  }
+  const FastStartCase& c = fast_start_case();
+};
 
 // The viewer's next datagrams are exactly the video's [first, end), and (unless more is to
 // be read) nothing follows.
@@ -128,10 +141,7 @@ void expect_video(UdpSink& sink, const EncodedVideo& video, uint64_t first, uint
   }
 }
 
-TEST(FastStart, AViewerJoiningMidStreamGetsTheTablesThenEverythingSinceTheLastKeyFrame) {
-  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
-  FastStartCase c = fast_start_case();
-  ASSERT_EQ(c.keys.size(), 4u);
+TEST_F(FastStart, AViewerJoiningMidStreamGetsTheTablesThenEverythingSinceTheLastKeyFrame) {
   Relay relay;
   UdpSource source(relay.ingest_port());
   send_range(relay, source, c.video, 0, c.join);
@@ -165,10 +175,7 @@ TEST(FastStart, AViewerJoiningMidStreamGetsTheTablesThenEverythingSinceTheLastKe
   EXPECT_LE(stats.fanout.burst_datagrams.load(), c.count - c.keys[2]);
 }
 
-TEST(FastStart, OffTheViewerGetsOnlyWhatComesAfterItJoined) {
-  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
-  FastStartCase c = fast_start_case();
-  ASSERT_EQ(c.keys.size(), 4u);
+TEST_F(FastStart, OffTheViewerGetsOnlyWhatComesAfterItJoined) {
   Relay relay("fanout:\n  fast_start: off\n");
   UdpSource source(relay.ingest_port());
   send_range(relay, source, c.video, 0, c.join);
@@ -178,10 +185,7 @@ TEST(FastStart, OffTheViewerGetsOnlyWhatComesAfterItJoined) {
   EXPECT_EQ(relay.shm().stats().fanout.fast_starts.load(), 0u);
 }
 
-TEST(FastStart, AResumedViewerStartsAgainAtTheLastKeyFrame) {
-  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
-  FastStartCase c = fast_start_case();
-  ASSERT_EQ(c.keys.size(), 4u);
+TEST_F(FastStart, AResumedViewerStartsAgainAtTheLastKeyFrame) {
   Relay relay;
   UdpSource source(relay.ingest_port());
   Viewer viewer(relay);  // from the start: no key frame yet, no fast start

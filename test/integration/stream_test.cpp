@@ -148,7 +148,7 @@ TEST(Stream, ForeignSendersAreDroppedAndCounted) {
 }
 
 TEST(Stream, AFullRingDropsAndCountsNeverBlocks) {
-  Relay relay("ingest:\n  ring_slots: 16\n");
+  Relay relay("ingest:\n  ring_slots: 16\n  ring_bytes: 0\n");
   Stats& stats = relay.shm().stats();
   // Stop the fan-out so nothing empties the ring, then overfill it.
   pid_t fanout = relay.child_pid(kFanout);

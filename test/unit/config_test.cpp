@@ -88,6 +88,20 @@ log:
   EXPECT_EQ(c.log.level, 7);
 }
 
+TEST(Config, TheRingHoldsRingSlotsAndRingBytesOfStream) {
+  Config c = default_config();
+  EXPECT_EQ(ring_slot_count(c), 16384u);  // 12,500,000 bytes: 9,499 datagrams of 1316 bytes
+  c.ingest.ring_bytes = 0;
+  EXPECT_EQ(ring_slot_count(c), 4096u);
+  c.ingest.ring_bytes = 1316 * 5000;
+  EXPECT_EQ(ring_slot_count(c), 8192u);
+  c.ingest.ring_slots = 16;
+  c.ingest.ring_bytes = 1316 * 16;
+  EXPECT_EQ(ring_slot_count(c), 16u);
+  c.ingest.ring_bytes = 1u << 30;
+  EXPECT_EQ(ring_slot_count(c), 1u << 20);  // the most there may be
+}
+
 TEST(Config, FanoutDefaults) {
   Config c = default_config();
   EXPECT_TRUE(c.fanout.gso);
