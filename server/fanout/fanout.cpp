@@ -470,6 +470,7 @@ class Fanout {
         bytes_[messages_ - 1] = tables_.size();
         ends_[t.slot] = link.cursor;
         link.tables_pending = false;
+        send_messages();  // tables_ is one buffer: the next subscriber's counters may differ
       }
       uint64_t end = std::min(tail, link.cursor + uint64_t(link.credit));
       if (end <= link.cursor) continue;
