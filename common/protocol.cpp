@@ -1,4 +1,4 @@
-// The control protocol without I/O (see protocol.hpp and PROTOCOL.md).
+// The control protocol without I/O (see protocol.hpp and vrelay-protocol(7)).
 #include "protocol.hpp"
 
 #include <strings.h>

@@ -1,4 +1,4 @@
-// The control protocol (PROTOCOL.md), without I/O: the telnet-aware line reader, the
+// The control protocol (vrelay-protocol(7)), without I/O: the telnet-aware line reader, the
 // command table that drives dispatch and HELP, the pure parser, and reply formatting.
 // Used by the control process and by the clients; fuzzable and unit-tested.
 #pragma once
@@ -82,7 +82,7 @@ std::string event_line(std::string_view type, std::string_view text);   // "EVEN
 std::string help_text();                                                // command names
 
 // A reply or an event with its structured fields, rendered per session in the text form
-// of PROTOCOL.md or as one JSON object per line (FORMAT JSON).
+// of vrelay-protocol(7) or as one JSON object per line (FORMAT JSON).
 using Fields = nlohmann::ordered_json;  // a JSON object; empty = none
 
 struct Reply {

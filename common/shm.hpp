@@ -1,6 +1,6 @@
 // The shared-memory segment of one vrelay instance (/vrelay.<instance>): its fixed layout,
 // created by the supervisor before it forks, mapped read-only by outside readers.
-// No lock lives here: every field has exactly one writing process (see DESIGN.md).
+// No lock lives here: every field has exactly one writing process (see docs/architecture.md).
 #pragma once
 #include <atomic>
 #include <cstddef>

@@ -1,4 +1,4 @@
-// The commands of a control session (PROTOCOL.md). Checks run in the contract's order:
+// The commands of a control session (vrelay-protocol(7)). Checks run in the contract's order:
 // syntax (the parser, then argument values), permission, then state.
 #include <algorithm>
 #include <ctime>

@@ -1,4 +1,4 @@
-// One control session (PROTOCOL.md): its thread, its loop, its line discipline and its
+// One control session (vrelay-protocol(7)): its thread, its loop, its line discipline and its
 // outbox. The commands themselves are in commands.cpp.
 #include <netinet/in.h>
 #include <netinet/tcp.h>

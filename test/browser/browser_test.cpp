@@ -30,8 +30,9 @@ struct Output {
   std::string log_path;  // standard error
 };
 
-// Runs chromium with the flags of REAL-CLIENTS.md plus `args`, in a process group of its
-// own, a fresh profile folder, and at most `limit`; the group is killed if it overruns.
+// Runs chromium headless with the flags a closed, GPU-less machine needs (no sandbox, no GPU,
+// no background networking) plus `args`, in a process group of its own, a fresh profile
+// folder, and at most `limit`; the group is killed if it overruns.
 Output chromium(const std::vector<std::string>& args, const std::string& name, std::chrono::seconds limit = 90s) {
   char profile[] = "/tmp/vrelay-chromium.XXXXXX";
   if (!mkdtemp(profile)) throw std::runtime_error("mkdtemp");

@@ -14,7 +14,7 @@ E2E_KEEP=${E2E_KEEP:-0}   # E2E_KEEP=1 keeps the work folder for a post-mortem
 E2E_WORK=""
 RELAY_PID="" RELAY_INSTANCE="" CONTROL_PORT="" INGEST_PORT="" HTTP_PORT="" RELAY_FD=""
 
-# The error lines ffmpeg prints when it conceals damage (REAL-CLIENTS.md).
+# The error lines ffmpeg prints when it meets or conceals damage in what it decodes.
 FFMPEG_ERROR_RE='corrupt decoded frame|error while decoding|concealing|Packet corrupt|PES packet size mismatch|Header missing|non-existing PPS'
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }

@@ -1,5 +1,5 @@
 // Integration tests of the chat, information, moderation and call commands of
-// PROTOCOL.md, with several real sessions: who receives what, in text and in JSON.
+// vrelay-protocol(7), with several real sessions: who receives what, in text and in JSON.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
 // Integration tests of the control protocol over real TCP sessions: the line discipline of
-// PROTOCOL.md as a telnet or nc user meets it, and the session limits.
+// vrelay-protocol(7) as a telnet or nc user meets it, and the session limits.
 #include <gtest/gtest.h>
 
 #include "harness.hpp"

@@ -1,5 +1,5 @@
 // Unit tests of the control protocol without I/O: line reader (CRLF, limits, telnet IAC),
-// the parser and the reply formatting. Every case of PROTOCOL.md's line discipline.
+// the parser and the reply formatting. Every case of the line discipline of vrelay-protocol(7).
 #include <gtest/gtest.h>
 
 #include "net.hpp"
