@@ -12,6 +12,8 @@
 // the shared socket's port. The kernel delivers a viewer's ICMP errors to the socket that
 // matches it best, that one: a closed port is heard per subscriber (EPOLLERR, ECONNREFUSED),
 // counted, and after fanout.unreachable_pause of nothing but refusals, paused by control.
+// A subscriber that joins or resumes mid-stream starts at the last key frame (fast start):
+// the PAT and PMT, then the ring from there, paced, until it has caught up with the others.
 // Messages point into the ring: no copy, no allocation per datagram.
 #include <ev.h>
 #include <netinet/udp.h>
@@ -171,7 +173,7 @@ class Fanout {
         const Link& link = links_[t.slot];
         if (link.from_position != kNoPosition && link.cursor < tail) continue;  // still catching up
         add_messages(t, tail, end);
-        if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages();
+        send_if_full();
       }
       send_messages();
       add(stats_.datagrams, end - tail);
@@ -239,8 +241,7 @@ class Fanout {
                           [&](const Target& t) { return links_[t.slot].destination.family() == AF_INET; });
     stats_.playing.store(playing, std::memory_order_relaxed);
     stats_.sockets.store(open_links_, std::memory_order_relaxed);
-    bursting_ = 0;
-    for (const Target& t : targets_) bursting_ += links_[t.slot].from_position != kNoPosition;
+    count_bursting(ring_.consumer_position());
   }
 
   void open_link(Link& link, uint32_t slot, const SubscriberSnapshot& s) {
@@ -319,6 +320,11 @@ class Fanout {
     owners_[m] = slot;
     segments_[m] = 0;
     bytes_[m] = 0;
+  }
+
+  // Sends what is added when one more subscriber's messages might not fit.
+  void send_if_full() {
+    if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages();
   }
 
   // Sends the messages added so far, a sendmmsg at a time, and counts them per subscriber.
@@ -478,9 +484,13 @@ class Fanout {
       add(stats_.burst_datagrams, end - link.cursor);
       link.credit -= double(end - link.cursor);
       link.cursor = end;
-      if (messages_ >= kMaxMessages || iovs_used_ > kIovRoom - kMaxBatch) send_messages();
+      send_if_full();
     }
     send_messages();
+    count_bursting(tail);
+  }
+
+  void count_bursting(uint64_t tail) {
     bursting_ = 0;
     for (const Target& t : targets_) bursting_ += links_[t.slot].from_position != kNoPosition && links_[t.slot].cursor < tail;
   }
