@@ -4,6 +4,8 @@
 // cut-offs at the ingest socket, whatever the lag of ingest or fan-out.
 #include "subscriber_table.hpp"
 
+#include <unistd.h>
+
 #include <cstring>
 #include <limits>
 
@@ -15,9 +17,17 @@ constexpr auto kRelaxed = std::memory_order_relaxed;
 constexpr auto kPublish = std::memory_order_release;  // slot fields: see subscribers.cpp
 constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
 
-SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns)
+SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns, int fanout_wake)
     : segment_(segment), slots_(segment.subscribers()), capacity_(segment.header().max_subscribers),
-      orphan_grace_ns_(orphan_grace_ns), next_incarnation_(now_ns()) {}
+      orphan_grace_ns_(orphan_grace_ns), next_incarnation_(now_ns()), fanout_wake_(fanout_wake) {}
+
+void SubscriberTable::wake_fanout() const {
+  if (fanout_wake_ < 0) return;
+  uint64_t one = 1;
+  // It cannot fail but with EAGAIN, when the counter is full: the fan-out wakes anyway.
+  ssize_t ignored = write(fanout_wake_, &one, sizeof one);
+  (void)ignored;
+}
 
 void SubscriberTable::update_gauge() { segment_.stats().control.subscribers.store(used_, kRelaxed); }
 
@@ -72,6 +82,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     }
     *adopted = true;
     segment_.stats().control.orphans_adopted.fetch_add(1, kRelaxed);
+    wake_fanout();
     return int(i);
   }
   if (free_slot < 0) return kFull;
@@ -90,6 +101,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
   }
   ++used_;
   update_gauge();
+  wake_fanout();
   return free_slot;
 }
 
@@ -114,6 +126,7 @@ void SubscriberTable::resume(int index) {
   slot.until_ns.store(kForever, kPublish);
   slot.since_ns.store(now, kPublish);
   slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
+  wake_fanout();
 }
 
 void SubscriberTable::release(int index) {

@@ -12,7 +12,9 @@ namespace vrelay {
 
 class SubscriberTable {
  public:
-  SubscriberTable(Segment& segment, uint64_t orphan_grace_ns);
+  // fanout_wake: the eventfd that wakes the fan-out (-1: none), written when a viewer starts
+  // or resumes, so that its fast start begins now rather than with the next datagram.
+  SubscriberTable(Segment& segment, uint64_t orphan_grace_ns, int fanout_wake = -1);
 
   // Subscriptions left by a control process that died become orphans: they keep playing
   // until a client takes them over or the grace period ends.
@@ -38,6 +40,7 @@ class SubscriberTable {
   uint64_t count_playing();
 
  private:
+  void wake_fanout() const;
   void update_gauge();
 
   Segment& segment_;
@@ -47,6 +50,7 @@ class SubscriberTable {
   std::mutex mutex_;
   uint64_t next_incarnation_;
   uint64_t used_ = 0;
+  int fanout_wake_;
 };
 
 }  // namespace vrelay

@@ -43,6 +43,10 @@ namespace vrelay {
 namespace {
 
 constexpr unsigned kMaxBatch = 128;     // datagrams taken from the ring at once
+// A fast start sends this many datagrams at once (the key frame, the player's first
+// picture), then paces the rest; far less than a receive buffer's default 208 KiB.
+constexpr unsigned kFirstBurst = 48;
+constexpr uint64_t kMinBacklogNs = 1'000'000'000;  // a fast start sends at least this much stream
 constexpr unsigned kMaxSegments = 64;   // UDP_MAX_SEGMENTS: what every kernel with GSO takes
 constexpr size_t kMaxGsoBytes = 65000;  // one GSO message stays under the 64 KiB of an IP packet
 constexpr unsigned kMaxMessages = 1024; // UIO_MAXIOV: the most one sendmmsg takes
@@ -170,9 +174,10 @@ class Fanout {
       uint64_t end = tail + std::min<uint64_t>(waiting, kMaxBatch);
       if (bursting_) send_bursts(tail);
       for (const Target& t : targets_) {
-        const Link& link = links_[t.slot];
+        Link& link = links_[t.slot];
         if (link.from_position != kNoPosition && link.cursor < tail) continue;  // still catching up
         add_messages(t, tail, end);
+        link.cursor = end;  // caught up: it goes on with the others
         send_if_full();
       }
       send_messages();
@@ -439,27 +444,40 @@ class Fanout {
     if (seq == 0 || (seq & 1)) return;
     uint64_t head = ring_.head_now();
     uint64_t lowest = head > usable_ring() ? head - usable_ring() : 0;
+    // The last key frame before the viewer came, or the one before it if that one left less
+    // than kMinBacklogNs: players read about half a second of stream before their first
+    // picture (ffmpeg's probe, VLC's network-caching), so that much must come at once.
     uint64_t key = kNoPosition;
-    for (uint64_t p = head; p-- > lowest && key == kNoPosition;) {
+    for (uint64_t p = head; p-- > lowest;) {
       RingSlotHeader& h = ring_.header(p);
-      if (h.received_ns < from_ns && (std::atomic_ref<uint32_t>(h.flags).load(std::memory_order_relaxed) & kSlotKeyFrame))
-        key = p;
+      if (h.received_ns >= from_ns || !(std::atomic_ref<uint32_t>(h.flags).load(std::memory_order_relaxed) & kSlotKeyFrame))
+        continue;
+      bool first = key == kNoPosition;
+      key = p;
+      if (!first || h.received_ns + kMinBacklogNs <= from_ns) break;
     }
     if (key == kNoPosition) return;
-    link.from_position = link.cursor = key;
+    link.from_position = key;
+    // A key frame not sent to anyone yet goes with the next batch, as live.
+    link.cursor = std::min(key, ring_.consumer_position());
     slot.sent_until.store(key, std::memory_order_relaxed);  // a resumed viewer gets them again
     link.tables_pending = true;
-    link.credit = 0;
+    link.credit = kFirstBurst;
     link.credit_ns = monotonic_ns();
     add(stats_.fast_starts, 1);
   }
 
   // Each catching-up subscriber gets what its pace allows of [cursor, tail); one that has
-  // caught up joins the others (its later datagrams go with theirs, by position).
+  // caught up joins the others (its later datagrams go with theirs, by position). All the
+  // bursts together send at most kMaxBatch datagrams per call, so that however many viewers
+  // join at once, the live stream waits at most one batch for them; the turn rotates.
   void send_bursts(uint64_t tail) {
     uint64_t now = monotonic_ns(), head = ring_.head_now();
     double rate = burst_rate();
-    for (const Target& t : targets_) {
+    uint64_t budget = kMaxBatch;
+    size_t count = targets_.size(), first = count ? burst_turn_++ % count : 0;
+    for (size_t k = 0; k < count; ++k) {
+      const Target& t = targets_[(first + k) % count];
       Link& link = links_[t.slot];
       if (link.from_position == kNoPosition || link.cursor >= tail) continue;
       if (head - link.cursor > usable_ring()) {  // fell too far behind: ingest will write there
@@ -478,11 +496,12 @@ class Fanout {
         link.tables_pending = false;
         send_messages();  // tables_ is one buffer: the next subscriber's counters may differ
       }
-      uint64_t end = std::min(tail, link.cursor + uint64_t(link.credit));
+      uint64_t end = std::min({tail, link.cursor + uint64_t(link.credit), link.cursor + budget});
       if (end <= link.cursor) continue;
       add_messages(t, link.cursor, end);
       add(stats_.burst_datagrams, end - link.cursor);
       link.credit -= double(end - link.cursor);
+      budget -= end - link.cursor;
       link.cursor = end;
       send_if_full();
     }
@@ -571,6 +590,7 @@ class Fanout {
   StreamInfo& stream_;
   bool fast_start_;
   uint64_t bursting_ = 0;  // subscribers catching up from a key frame
+  uint64_t burst_turn_ = 0;  // whose burst goes first (send_bursts)
   std::array<uint8_t, 2 * kTsPacketSize> tables_{};
   std::vector<uint64_t> ends_;  // per slot: the position this send goes up to
   bool timer_armed_ = false;

@@ -166,7 +166,7 @@ void Supervisor::become_child(Role role) {
   switch (role) {
     case kIngest: mine.ingest = sockets.ingest; mine.wake = sockets.wake; break;
     case kFanout: mine.fanout = sockets.fanout; mine.fanout4 = sockets.fanout4; mine.wake = sockets.wake; break;
-    case kControl: mine.control = sockets.control; break;
+    case kControl: mine.control = sockets.control; mine.wake = sockets.wake; break;  // fast starts begin at once
     case kHttp: mine.http = sockets.http; break;
     default: break;
   }

@@ -172,7 +172,7 @@ start_relay() {
   fi
   RELAY_INSTANCE=$instance
   # The ready line arrives through a FIFO, read with a deadline (no sleep-and-hope).
-  local fifo="$E2E_WORK/relay.stdout"
+  local fifo="$E2E_WORK/relay-$instance.stdout"
   mkfifo "$fifo"
   exec {RELAY_FD}<>"$fifo"
   E2E_FDS+=("$RELAY_FD")
@@ -247,14 +247,15 @@ control_close() {
   exec {fd}>&-
 }
 
-# make_video FILE SECONDS: the recipe's test video (640x360, 25 fps, H.264 + MP2 in MPEG-TS),
-# readable by nobody; sets VIDEO_FRAMES to its number of video frames.
+# make_video FILE SECONDS [GOP]: the recipe's test video (640x360, 25 fps, H.264 + MP2 in
+# MPEG-TS), readable by nobody; sets VIDEO_FRAMES to its number of video frames. GOP (in frames,
+# default 25) is exact: no extra key frame at scene cuts.
 VIDEO_FRAMES=0
 make_video() {
-  local file=$1 seconds=$2
+  local file=$1 seconds=$2 gop=${3:-25}
   ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=640x360:rate=25 \
     -f lavfi -i sine=frequency=440:sample_rate=48000 -t "$seconds" -c:v libx264 -preset veryfast \
-    -tune zerolatency -b:v 800k -maxrate 800k -bufsize 400k -g 25 -pix_fmt yuv420p \
+    -tune zerolatency -b:v 800k -maxrate 800k -bufsize 400k -g "$gop" -sc_threshold 0 -pix_fmt yuv420p \
     -c:a mp2 -b:a 128k -f mpegts "$file" || die "ffmpeg could not generate the test video"
   chmod 644 "$file"
   # ffprobe prints the count once per program and once per stream: take the first.
@@ -372,4 +373,93 @@ at_least() {
 at_most() {
   [[ $2 =~ ^[0-9]+$ ]] || die "$1: '$2' is not a number"
   (($2 <= $3)) || die "$1 = $2, expected at most $3"
+}
+
+# --- Joining mid-stream (fast start) ------------------------------------------------------
+# join_viewer KIND LABEL: a viewer of KIND starts, subscribes through a new control session
+# to the relay of CONTROL_PORT, and is timed from CONECTAR's OK to its first decoded picture;
+# it then plays for a while so that damage after the join counts too. KIND is cvlc
+# (--network-caching=500), ffmpeg-probe (-analyzeduration 0.5M) or ffmpeg (its 5 s probe).
+# Sets JOIN_SECONDS ("" if no picture within JOIN_LIMIT seconds) and JOIN_ERRORS (the damage
+# lines in the viewer's log, $E2E_WORK/join-LABEL.log).
+JOIN_LIMIT=${JOIN_LIMIT:-15}   # seconds a viewer may take to show its first picture
+JOIN_WATCH=${JOIN_WATCH:-2}    # seconds it plays after its first picture
+JOIN_SECONDS="" JOIN_ERRORS=0
+# What VLC logs (with -vv) when it joined badly: its packetizer drops the stream while it
+# waits for the parameter sets, its decoder stalls or conceals.
+CVLC_ERROR_RE='packetizer warning: waiting for|decoder error|corrupt|concealing|non-existing PPS|no frame!'
+
+# stamp_lines: each line of stdin, prefixed with the time it was read (seconds since 1970).
+stamp_lines() {
+  local line
+  while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done
+}
+
+# seconds_between T0 T1: T1 - T0 with 3 decimals (both $EPOCHREALTIME values).
+seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+join_viewer() {
+  local kind=$1 label=$2 port pid fd session t0 t1="" logf="$E2E_WORK/join-$2.log" first
+  free_port port
+  JOIN_SECONDS="" JOIN_ERRORS=0
+  case $kind in
+    cvlc)
+      # VLC logs "Received first picture" when its decoder gave one; the stamps date it.
+      as_nobody timeout $((JOIN_LIMIT + JOIN_WATCH + 20)) cvlc -vv --vout dummy --aout dummy \
+        --network-caching=500 "udp://@:$port" > >(stamp_lines >"$logf") 2>&1 &
+      pid=$!
+      ;;
+    ffmpeg | ffmpeg-probe)
+      # ffmpeg writes each decoded picture (shrunk to 16x16) to a FIFO: its first byte dates
+      # the first picture. -t ends it JOIN_WATCH s of stream after that.
+      local probe=() fifo="$E2E_WORK/join-$label.fifo"
+      [ "$kind" = ffmpeg-probe ] && probe=(-analyzeduration 0.5M)
+      mkfifo "$fifo"
+      exec {fd}<>"$fifo"
+      E2E_FDS+=("$fd")
+      ffmpeg -nostdin -hide_banner -loglevel info "${probe[@]}" \
+        -i "udp://127.0.0.1:$port?timeout=5000000&overrun_nonfatal=1&fifo_size=100000" \
+        -map 0:v:0 -vf scale=16:16 -t $((JOIN_WATCH + 1)) -f rawvideo -y "$fifo" >"$logf" 2>&1 &
+      pid=$!
+      ;;
+    *) die "join_viewer: unknown kind '$kind'" ;;
+  esac
+  track "$pid"
+  wait_until 20 "the $kind viewer's UDP port $port" udp_bound "$port"
+  control_open session
+  control_cmd "$session" "CONECTAR $port" OK
+  t0=$EPOCHREALTIME
+  local deadline=$((SECONDS + JOIN_LIMIT))
+  if [ "$kind" = cvlc ]; then
+    while ((SECONDS < deadline)); do
+      first=$(grep -m1 'Received first picture' "$logf" || true)
+      if [ -n "$first" ]; then t1=${first%% *}; break; fi
+      sleep 0.02
+    done
+    [ -z "$t1" ] || sleep "$JOIN_WATCH"   # it plays on: damage after the join counts too
+    kill_tree TERM "$pid"
+    wait_exit 10 "$pid"
+    check_vlc_log "$logf"
+    JOIN_ERRORS=$(grep -cE "$CVLC_ERROR_RE" "$logf" || true)
+  else
+    local byte drain=""
+    if read -r -N 1 -t "$JOIN_LIMIT" -u "$fd" byte; then
+      t1=$EPOCHREALTIME
+      cat <&"$fd" >/dev/null &   # the rest of its pictures
+      drain=$!
+      track "$drain"
+    fi
+    [ -n "$t1" ] || kill_tree TERM "$pid"
+    wait_exit $((JOIN_WATCH + 20)) "$pid"
+    [ -z "$drain" ] || kill "$drain" 2>/dev/null || true
+    JOIN_ERRORS=$(ffmpeg_errors "$logf")
+  fi
+  control_close "$session"
+  [ -z "$t1" ] || JOIN_SECONDS=$(seconds_between "$t0" "$t1")
+}
+
+# median V...: the median of numbers (the lower middle one of an even count); "-" if none.
+median() {
+  (($# > 0)) || { echo -; return; }
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
