@@ -36,6 +36,7 @@ bench: build
 	$(BUILD)/bin/relay_bench
 	$(BUILD)/bin/sessions_bench
 	$(BUILD)/bin/tools_bench
+	bash bench/fast_start_bench.sh $(BUILD)/bin/vrelayd
 
 install: build
 	cmake --install $(BUILD)

@@ -219,8 +219,8 @@ struct Loader {
 }  // namespace
 
 uint32_t ring_slot_count(const Config& config) {
-  constexpr uint64_t kTypicalDatagram = 1316, kMostSlots = 1 << 20;
-  uint64_t wanted = std::max<uint64_t>(config.ingest.ring_slots, (config.ingest.ring_bytes + kTypicalDatagram - 1) / kTypicalDatagram);
+  constexpr uint64_t kMostSlots = 1 << 20;
+  uint64_t wanted = std::max<uint64_t>(config.ingest.ring_slots, (config.ingest.ring_bytes + kRingBytesPerSlot - 1) / kRingBytesPerSlot);
   uint64_t slots = config.ingest.ring_slots;
   while (slots < wanted && slots < kMostSlots) slots *= 2;
   return uint32_t(slots);

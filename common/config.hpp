@@ -88,6 +88,7 @@ void validate(const Config& config);
 
 // Datagrams the ring holds: ingest.ring_slots, or more to hold ingest.ring_bytes of a
 // stream of 1316-byte datagrams (what VLC and ffmpeg send); a power of two.
+constexpr uint64_t kRingBytesPerSlot = 1316;
 uint32_t ring_slot_count(const Config& config);
 
 // "info" -> 6; -1 if unknown.

@@ -13,7 +13,7 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 4;  // 4: per-subscriber refusals, the unreachable mark, StreamInfo
+constexpr uint32_t kLayoutMajor = 5;  // 5: StreamInfo.tables_position
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -139,6 +139,8 @@ struct alignas(kCacheLine) StreamInfo {
   std::atomic<uint64_t> key_frame_ns;        // its receive time
   std::atomic<uint32_t> codec;               // VideoCodec of the video PID
   std::atomic<uint32_t> tables_seq;          // seqlock of pat/pmt: odd while written, 0 = none
+  std::atomic<uint64_t> tables_position;     // the ring position from which they hold: no key
+                                             // frame before it belongs to this stream
   std::atomic<uint64_t> pat[kTablePacketWords];  // the latest PAT and PMT packets
   std::atomic<uint64_t> pmt[kTablePacketWords];
 };

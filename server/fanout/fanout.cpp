@@ -70,6 +70,7 @@ struct Link {
   // its start time; `cursor` is the next position to send while it catches up with the others.
   uint64_t from_position = kNoPosition, cursor = 0;
   bool tables_pending = false;  // the PAT and PMT go first
+  uint32_t tables_seq = 0;      // the tables the key frame was chosen with
   double credit = 0;            // datagrams the pace allows now
   uint64_t credit_ns = 0;
 };
@@ -443,7 +444,9 @@ class Fanout {
     uint32_t seq = stream_.tables_seq.load(std::memory_order_acquire);
     if (seq == 0 || (seq & 1)) return;
     uint64_t head = ring_.head_now();
-    uint64_t lowest = head > usable_ring() ? head - usable_ring() : 0;
+    // Only key frames of the stream the tables describe (a source may restart with others).
+    uint64_t lowest = std::max(head > usable_ring() ? head - usable_ring() : 0,
+                               stream_.tables_position.load(std::memory_order_relaxed));
     // The last key frame before the viewer came, or the one before it if that one left less
     // than kMinBacklogNs: players read about half a second of stream before their first
     // picture (ffmpeg's probe, VLC's network-caching), so that much must come at once.
@@ -456,8 +459,10 @@ class Fanout {
       key = p;
       if (!first || h.received_ns + kMinBacklogNs <= from_ns) break;
     }
-    if (key == kNoPosition) return;
+    // Tables that changed meanwhile may not describe that key frame's stream.
+    if (key == kNoPosition || stream_.tables_seq.load(std::memory_order_acquire) != seq) return;
     link.from_position = key;
+    link.tables_seq = seq;
     // A key frame not sent to anyone yet goes with the next batch, as live.
     link.cursor = std::min(key, ring_.consumer_position());
     slot.sent_until.store(key, std::memory_order_relaxed);  // a resumed viewer gets them again
@@ -486,7 +491,12 @@ class Fanout {
       }
       link.credit = std::min(double(kMaxBatch), link.credit + rate * double(now - link.credit_ns) / 1e9);
       link.credit_ns = now;
-      if (link.tables_pending && refresh_tables()) {
+      if (link.tables_pending && !refresh_tables(link.tables_seq)) {
+        link.tables_pending = false;  // the source changed its tables: no burst, live from here
+        link.cursor = tail;
+        continue;
+      }
+      if (link.tables_pending) {
         continue_counters(link.from_position, tail);
         start_message(t.slot, link);
         iovs_[iovs_used_++] = {tables_.data(), tables_.size()};
@@ -524,21 +534,17 @@ class Fanout {
     return std::max(100.0, stream) * ctx_.config.fanout.fast_start_rate;
   }
 
-  // The PAT and PMT packets as one datagram, read under StreamInfo's seqlock.
-  bool refresh_tables() {
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      uint32_t before = stream_.tables_seq.load(std::memory_order_acquire);
-      if (before == 0) return false;
-      if (before & 1) continue;
-      for (size_t w = 0; w < kTablePacketWords; ++w) {
-        uint64_t pat = stream_.pat[w].load(std::memory_order_acquire), pmt = stream_.pmt[w].load(std::memory_order_acquire);
-        size_t at = w * 8, count = std::min<size_t>(8, kTsPacketSize - at);
-        std::memcpy(tables_.data() + at, &pat, count);
-        std::memcpy(tables_.data() + kTsPacketSize + at, &pmt, count);
-      }
-      if (stream_.tables_seq.load(std::memory_order_relaxed) == before) return true;
+  // The PAT and PMT packets as one datagram, read under StreamInfo's seqlock; false unless
+  // they are still those of seqlock value `seq` (a change, or one under way, means others).
+  bool refresh_tables(uint32_t seq) {
+    if (stream_.tables_seq.load(std::memory_order_acquire) != seq) return false;
+    for (size_t w = 0; w < kTablePacketWords; ++w) {
+      uint64_t pat = stream_.pat[w].load(std::memory_order_acquire), pmt = stream_.pmt[w].load(std::memory_order_acquire);
+      size_t at = w * 8, count = std::min<size_t>(8, kTsPacketSize - at);
+      std::memcpy(tables_.data() + at, &pat, count);
+      std::memcpy(tables_.data() + kTsPacketSize + at, &pmt, count);
     }
-    return false;
+    return stream_.tables_seq.load(std::memory_order_acquire) == seq;
   }
 
   // The repeated PAT and PMT take the continuity counters that come just before the first

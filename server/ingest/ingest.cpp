@@ -169,14 +169,14 @@ class Ingest {
   void inspect(uint64_t position, uint64_t unpublished) {
     const RingSlotHeader& h = ring_.header(position);
     auto found = inspector_.inspect(reinterpret_cast<const uint8_t*>(ring_.data(position)), h.length, position);
-    if (found.tables_changed) publish_tables();
+    if (found.tables_changed) publish_tables(position);
     if (found.key_frame_from && position - *found.key_frame_from < ring_.capacity())
       mark_key_frame(*found.key_frame_from, unpublished);
   }
 
-  // The latest PAT and PMT, under the seqlock; the key frame cached for the old tables
-  // would start a viewer on the wrong stream, so it is forgotten.
-  void publish_tables() {
+  // The latest PAT and PMT, under the seqlock, valid from ring position `from` on; the key
+  // frames before it would start a viewer on the wrong stream, so they are forgotten.
+  void publish_tables(uint64_t from) {
     uint32_t seq = stream_.tables_seq.load(std::memory_order_relaxed);
     stream_.tables_seq.store(seq | 1, std::memory_order_relaxed);
     for (size_t w = 0; w < kTablePacketWords; ++w) {
@@ -189,6 +189,7 @@ class Ingest {
     }
     stream_.codec.store(uint32_t(inspector_.codec()), std::memory_order_relaxed);
     stream_.key_frame_position.store(kNoPosition, std::memory_order_relaxed);
+    stream_.tables_position.store(from, std::memory_order_relaxed);
     stream_.tables_seq.store((seq | 1) + 1, std::memory_order_release);
     stats_.table_changes.fetch_add(1, std::memory_order_relaxed);
     LOG_INFO("source tables: video PID %u (%s)", unsigned(inspector_.video_pid()), codec_name(inspector_.codec()));
@@ -201,12 +202,31 @@ class Ingest {
     uint64_t previous = stream_.key_frame_position.load(std::memory_order_relaxed);
     uint64_t previous_ns = stream_.key_frame_ns.load(std::memory_order_relaxed);
     if (previous != kNoPosition && position > previous) {
-      stats_.gop_datagrams.store(position - previous, std::memory_order_relaxed);
-      stats_.gop_ns.store(slot.received_ns - std::min(slot.received_ns, previous_ns), std::memory_order_relaxed);
+      uint64_t gop = position - previous, gop_ns = slot.received_ns - std::min(slot.received_ns, previous_ns);
+      stats_.gop_datagrams.store(gop, std::memory_order_relaxed);
+      stats_.gop_ns.store(gop_ns, std::memory_order_relaxed);
+      check_gop_fits(gop, gop_ns);
     }
     stream_.key_frame_ns.store(slot.received_ns, std::memory_order_relaxed);
     stream_.key_frame_position.store(position, std::memory_order_release);
     stats_.key_frames.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A fast start reads back within three quarters of the ring (the rest is about to be
+  // written): a longer GOP leaves the viewers who join late in it without one. Said once,
+  // and again when it happens after the GOPs fitted.
+  void check_gop_fits(uint64_t gop, uint64_t gop_ns) {
+    uint64_t usable = ring_.capacity() / 4 * 3;
+    bool fits = gop <= usable;
+    if (!fits) {
+      stats_.gops_too_long.fetch_add(1, std::memory_order_relaxed);
+      if (gop_fitted_)
+        LOG_WARN("the source's GOP (%lu datagrams, %.1f s) is longer than three quarters of the ring (%lu of %lu "
+                 "slots): viewers who join late in it get no fast start; set ingest.ring_bytes to %lu or more",
+                 (unsigned long)gop, double(gop_ns) / 1e9, (unsigned long)usable, (unsigned long)ring_.capacity(),
+                 (unsigned long)((gop + 1) * 2 * kRingBytesPerSlot));
+    }
+    gop_fitted_ = fits;
   }
 
   // A restarted ingest reads what the ring still holds to know the stream again (its PIDs,
@@ -218,7 +238,8 @@ class Ingest {
       const RingSlotHeader& h = ring_.header(position);
       inspector_.inspect(reinterpret_cast<const uint8_t*>(ring_.data(position)), h.length, position);
     }
-    if (inspector_.has_tables() && stream_.tables_seq.load(std::memory_order_relaxed) == 0) publish_tables();
+    // Tables never published: the key frames already in the ring are not trusted with them.
+    if (inspector_.has_tables() && stream_.tables_seq.load(std::memory_order_relaxed) == 0) publish_tables(head);
   }
 
   // Datagrams up to new_head are in the ring: publish them, wake the fan-out, count them.
@@ -274,6 +295,7 @@ class Ingest {
   ingest_stats& stats_;
   StreamInfo& stream_;
   TsInspector inspector_;
+  bool gop_fitted_ = true;  // the last GOP fitted the ring (check_gop_fits)
   uint32_t max_datagram_;
   std::vector<char> scratch_;
   uint64_t stall_ns_;

@@ -197,6 +197,9 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   EXPECT_EQ(element_text(dom, "source-state").value_or("?"), "live");
   EXPECT_NE(opening_tag(dom, "source-state").find("badge live"), std::string::npos) << opening_tag(dom, "source-state");
   EXPECT_EQ(element_text(dom, "subscriber-count").value_or("?"), "1");
+  // Not MPEG-TS: no key frame, no GOP, and so no fast start.
+  EXPECT_EQ(element_text(dom, "key-frames").value_or("?"), "0");
+  EXPECT_EQ(element_text(dom, "fast-starts").value_or("?"), "no GOP yet \u00b7 0 fast starts");
   std::string bitrate = element_text(dom, "bitrate").value_or("?");
   // Under --virtual-time-budget the page's polls come milliseconds apart in real time, so
   // the bitrate shown is the ingest.rate_bytes gauge: about 50 datagrams/s, never 0.

@@ -404,7 +404,9 @@ join_viewer() {
   JOIN_SECONDS="" JOIN_ERRORS=0
   case $kind in
     cvlc)
-      # VLC logs "Received first picture" when its decoder gave one; the stamps date it.
+      # The stamps date VLC's log lines: its video output opens for the decoder's first
+      # picture ("original format ... 4cc I420"), which VLC then logs as "Received first
+      # picture" (unless it gave up buffering: "buffer deadlock prevented").
       as_nobody timeout $((JOIN_LIMIT + JOIN_WATCH + 20)) cvlc -vv --vout dummy --aout dummy \
         --network-caching=500 "udp://@:$port" > >(stamp_lines >"$logf") 2>&1 &
       pid=$!
@@ -432,7 +434,7 @@ join_viewer() {
   local deadline=$((SECONDS + JOIN_LIMIT))
   if [ "$kind" = cvlc ]; then
     while ((SECONDS < deadline)); do
-      first=$(grep -m1 'Received first picture' "$logf" || true)
+      first=$(grep -m1 -E 'Received first picture|original format .* 4cc I420' "$logf" || true)
       if [ -n "$first" ]; then t1=${first%% *}; break; fi
       sleep 0.02
     done

@@ -224,6 +224,49 @@ TEST_F(FastStart, AResumedViewerStartsAgainFromAKeyFrame) {
   EXPECT_EQ(relay.shm().stats().fanout.fast_starts.load(), 1u);
 }
 
+TEST_F(FastStart, ASourceThatRestartsWithNewTablesIsNeverBurstFromTheOldStream) {
+  EncodedVideo other = encode_video("fast-start-other", "-c:v libx264 -preset ultrafast -g 25 -keyint_min 25 "
+                                    "-sc_threshold 0 -bf 0 -mpegts_pmt_start_pid 0x1100 -mpegts_start_pid 0x300");
+  ASSERT_GE(other.key_positions.size(), 2u);
+  uint64_t other_count = other.bytes.size() / kDatagram, before_second_key = other.key_positions[1] / kDatagram - 1;
+  Relay relay;
+  UdpSource source(relay.ingest_port());
+  send_range(relay, source, c.video, 0, c.join);  // the old stream, with three key frames
+  auto send_other = [&](uint64_t first, uint64_t end) {
+    for (uint64_t i = first; i < end; ++i) source.send(datagram(other, i));
+    ASSERT_TRUE(wait_until([&] { return relay.shm().stats().fanout.datagrams.load() == c.join + end; }));
+  };
+  send_other(0, before_second_key);  // the new one: new PIDs, one key frame so far
+  ASSERT_EQ(relay.shm().stats().ingest.table_changes.load(), 2u);
+  Viewer viewer(relay);
+  send_other(before_second_key, other_count);
+
+  auto tables = viewer.sink.receive();
+  ASSERT_TRUE(tables);
+  ASSERT_EQ(tables->size(), 2 * kTsPacketSize);
+  EXPECT_EQ(ts_pid(reinterpret_cast<const uint8_t*>(tables->data()) + kTsPacketSize), 0x1100) << "the new PMT";
+  expect_video(viewer.sink, other, 0, other_count);  // from the new stream's key frame, none of the old
+}
+
+TEST_F(FastStart, AGopLongerThanTheRingCanHoldIsCountedAndSaid) {
+  Relay relay("ingest:\n  ring_slots: 16\n  ring_bytes: 0\n");  // 12 usable slots, GOPs of ~30 datagrams
+  UdpSource source(relay.ingest_port());
+  Stats& stats = relay.shm().stats();
+  for (uint64_t i = 0; i < c.join; ++i) {  // one at a time: the small ring never overflows
+    source.send(datagram(c.video, i));
+    ASSERT_TRUE(wait_until([&] { return stats.fanout.datagrams.load() == i + 1; }));
+  }
+  EXPECT_EQ(stats.ingest.key_frames.load(), 3u);
+  EXPECT_EQ(stats.ingest.gops_too_long.load(), 2u);
+  EXPECT_NE(relay.log().find("set ingest.ring_bytes to"), std::string::npos) << relay.log();
+  Viewer viewer(relay);  // late in the GOP: its key frame is no longer in reach
+  source.send(datagram(c.video, c.join));
+  auto got = viewer.sink.receive();
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(*got == datagram(c.video, c.join)) << "live at once, no tables, no burst";
+  EXPECT_EQ(stats.fanout.fast_starts.load(), 0u);
+}
+
 TEST(KeyFrames, ANonTsSourceHasNone) {
   Relay relay("ingest:\n  source: generator\n  interval_ms: 1\n");
   ASSERT_TRUE(wait_until([&] { return relay.shm().stats().ingest.datagrams.load() >= 50; }));
