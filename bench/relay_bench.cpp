@@ -95,7 +95,7 @@ struct FixedLoad {
 };
 constexpr FixedLoad kFixedLoads[] = {{300, 1000}, {100, 1000}, {500, 100}};  // issue 8
 
-int64_t now_ns() {
+int64_t wall_ns() {
   timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
@@ -211,9 +211,9 @@ class Viewers {
   }
   // Waits until nothing has arrived for `quiet_ns`, at most `limit_ns`; false at the limit.
   bool wait_quiet(int64_t quiet_ns, int64_t limit_ns) const {
-    int64_t start = now_ns();
+    int64_t start = wall_ns();
     while (true) {
-      int64_t now = now_ns(), last = last_arrival_ns_.load(std::memory_order_relaxed);
+      int64_t now = wall_ns(), last = last_arrival_ns_.load(std::memory_order_relaxed);
       if (now - std::max(last, start) >= quiet_ns) return true;
       if (now - start >= limit_ns) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));  // poll interval of a bounded wait
@@ -243,7 +243,7 @@ class Viewers {
           // MSG_TRUNC: msg_len is the datagram's real size although only the header is copied.
           n = recvmmsg(fds_[viewer], msgs, kBatch, MSG_DONTWAIT | MSG_TRUNC, nullptr);
           if (n <= 0) break;
-          int64_t now = now_ns();
+          int64_t now = wall_ns();
           last_arrival_ns_.store(now, std::memory_order_relaxed);
           std::lock_guard lock(mutex_);
           for (int i = 0; i < n; ++i) account(viewer, buffers[i], msgs[i].msg_len, now);
@@ -313,26 +313,26 @@ class Source {
   Sent send(double rate, uint64_t total, uint64_t warm, uint64_t trial, int64_t limit_ns,
             const std::function<void()>& at_measure_start) {
     Sent s;
-    const int64_t start = now_ns();
+    const int64_t start = wall_ns();
     const double interval_ns = 1e9 / rate;
     uint64_t i = 0;
     while (i < total) {
-      int64_t now = now_ns();
+      int64_t now = wall_ns();
       if (now >= limit_ns) break;
       uint64_t due = std::min<uint64_t>(total, uint64_t(double(now - start) / interval_ns) + 1);
       for (; i < due; ++i) {
         if (i == warm) {
           at_measure_start();
-          s.measure_start_ns = now_ns();
+          s.measure_start_ns = wall_ns();
         }
-        Header h{i, now_ns(), trial};
+        Header h{i, wall_ns(), trial};
         std::memcpy(payload_.data(), &h, sizeof h);
         if (sendto(fd_, payload_.data(), payload_.size(), 0, reinterpret_cast<sockaddr*>(&ingest_), sizeof ingest_) < 0)
           ++s.errors;
       }
       sleep_until_ns(start + int64_t(double(i) * interval_ns));
     }
-    s.end_ns = now_ns();
+    s.end_ns = wall_ns();
     s.total = i;
     s.measured = i > warm ? i - warm : 0;
     return s;
@@ -434,9 +434,9 @@ class ReferenceRelay : public Target {
   void stop() {
     if (pid_ > 0) {
       kill(pid_, SIGTERM);
-      int64_t deadline = now_ns() + 5'000'000'000;
+      int64_t deadline = wall_ns() + 5'000'000'000;
       while (waitpid(pid_, nullptr, WNOHANG) == 0) {
-        if (now_ns() > deadline) {
+        if (wall_ns() > deadline) {
           kill(pid_, SIGKILL);
           waitpid(pid_, nullptr, 0);
           break;
@@ -556,14 +556,14 @@ Trial run_trial(Target& relay, Viewers& viewers, Source& source, double rate, do
   viewers.begin_trial(trial, warm);
   std::string receiver = "self/task/" + std::to_string(viewers.receiver_tid());
   double cpu_before = 0, receiver_before = 0;
-  int64_t limit = now_ns() + int64_t((kWarmupSeconds + seconds + 1) * 1e9);
+  int64_t limit = wall_ns() + int64_t((kWarmupSeconds + seconds + 1) * 1e9);
   Sent sent = source.send(rate, total, warm, trial, limit, [&] {
     cpu_before = cpu_seconds(pids);
     receiver_before = cpu_seconds(receiver);
   });
   viewers.wait_quiet(kQuietNs, kGraceLimitNs);
   double cpu = cpu_seconds(pids) - cpu_before, receiver_cpu = cpu_seconds(receiver) - receiver_before;
-  double window = double(now_ns() - sent.measure_start_ns) / 1e9;
+  double window = double(wall_ns() - sent.measure_start_ns) / 1e9;
   Received got = viewers.end_trial();
   if (std::string why = relay.trouble(); !why.empty()) throw std::runtime_error(why);
 

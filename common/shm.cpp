@@ -160,7 +160,7 @@ std::unique_ptr<Segment> Segment::create(const std::string& instance, const Layo
   h.magic = kShmMagic;
   h.header_size = sizeof(Header);
   h.total_size = l.total;
-  h.created_ns = now_ns();
+  h.created_ns = wall_ns();
   h.supervisor_pid = getpid();
   h.max_subscribers = params.max_subscribers;
   h.processes_offset = l.processes;
@@ -204,18 +204,6 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
 
 bool Segment::remove(const std::string& instance) {
   return bip::shared_memory_object::remove(shm_name(instance).c_str());
-}
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
 }  // namespace vrelay

@@ -9,6 +9,8 @@
 #include <string>
 #include <type_traits>
 
+#include "clock.hpp"
+
 namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
@@ -54,7 +56,7 @@ struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except h
   std::atomic<uint32_t> state;            // ProcessState; kReady written by the child
   std::atomic<uint64_t> started_ns;
   std::atomic<uint64_t> restarts;
-  std::atomic<uint64_t> heartbeat_ns;     // written by the child
+  std::atomic<uint64_t> heartbeat_ns;     // written by the child; CLOCK_MONOTONIC
 };
 
 // Counter groups generated from counters.def, one cache-line-aligned block per process.
@@ -110,7 +112,7 @@ struct alignas(kCacheLine) SubscriberSlot {
   std::atomic<uint32_t> ip[4];        // network byte order; IPv4 in ip[0]
   std::atomic<uint64_t> since_ns;     // when the current state began
   std::atomic<uint64_t> owner;        // control session id; 0 = orphan of a dead control
-  std::atomic<uint64_t> orphan_deadline_ns;
+  std::atomic<uint64_t> orphan_deadline_ns;  // CLOCK_MONOTONIC
 
   alignas(kCacheLine) std::atomic<uint64_t> counted_incarnation;  // fan-out: counters belong to it
   std::atomic<uint64_t> datagrams;
@@ -226,7 +228,5 @@ class Segment {
   size_t size_ = 0;
 };
 
-uint64_t now_ns();            // CLOCK_REALTIME, for timestamps people read
-uint64_t monotonic_ns();      // CLOCK_MONOTONIC, for durations
 
 }  // namespace vrelay

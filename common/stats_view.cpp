@@ -13,7 +13,7 @@ namespace {
 // A NUL-terminated header field that a damaged segment might not terminate.
 std::string fixed_string(const char* field, size_t size) { return std::string(field, strnlen(field, size)); }
 
-double seconds(uint64_t ns) { return double(ns) / 1e9; }
+double seconds(uint64_t ns) { return to_seconds(ns); }
 
 uint64_t uptime_ns(uint64_t now, uint64_t since) { return since && now > since ? now - since : 0; }
 
@@ -91,7 +91,7 @@ std::string counter_name(const CounterInfo& info) { return std::string(info.grou
 Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
   Snapshot s;
   const Header& h = segment.header();
-  s.taken_ns = now_ns();
+  s.taken_ns = wall_ns();
   s.instance = fixed_string(h.instance, sizeof h.instance);
   s.software_version = fixed_string(h.software_version, sizeof h.software_version);
   s.control_address = fixed_string(h.control_address, sizeof h.control_address);
@@ -153,7 +153,7 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
   j["supervisor_pid"] = s.supervisor_pid;
   j["created_ns"] = s.created_ns;
   j["taken_ns"] = s.taken_ns;
-  j["uptime_s"] = uptime_ns(s.taken_ns, s.created_ns) / 1000000000ull;
+  j["uptime_s"] = uptime_ns(s.taken_ns, s.created_ns) / kNsPerSecond;
   j["control_address"] = s.control_address;
   j["ingest_address"] = s.ingest_address;
   j["http_address"] = s.http_address;
@@ -169,7 +169,7 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
                          {"pid", p.pid},
                          {"state", process_state_name(p.state)},
                          {"started_ns", p.started_ns},
-                         {"uptime_s", running ? uptime_ns(s.taken_ns, p.started_ns) / 1000000000ull : 0},
+                         {"uptime_s", running ? uptime_ns(s.taken_ns, p.started_ns) / kNsPerSecond : 0},
                          {"restarts", p.restarts},
                          {"heartbeat_ns", p.heartbeat_ns}});
   }

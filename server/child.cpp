@@ -12,12 +12,12 @@ namespace vrelay {
 
 void mark_ready(ChildContext& ctx) {
   ProcessSlot& slot = ctx.segment.process(ctx.role);
-  slot.heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
+  slot.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
   slot.state.store(uint32_t(ProcessState::kReady), std::memory_order_release);
 }
 
 void heartbeat(ChildContext& ctx) {
-  ctx.segment.process(ctx.role).heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
+  ctx.segment.process(ctx.role).heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
 }
 
 namespace {

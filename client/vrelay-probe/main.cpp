@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "analysis.hpp"
+#include "clock.hpp"
 #include "control.hpp"
 #include "net.hpp"
 #include "report.hpp"
@@ -97,14 +98,6 @@ bool parse_count(const char* text, uint64_t* out) {
   *out = v;
   return true;
 }
-
-uint64_t monotonic_now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
-
-uint64_t seconds_ns(double s) { return static_cast<uint64_t>(std::llround(s * 1e9)); }
 
 // What the receive loop needs, allocated once.
 struct Batch {
@@ -184,19 +177,19 @@ int run(const Options& options) {
   }
 
   int status = kExitOk;
-  const uint64_t start = monotonic_now_ns();
+  const uint64_t start = monotonic_ns();
   uint64_t next_live = start + 1000000000u;
   uint64_t last_live = start, last_sent = start, last_datagram = start;
   Totals previous = analyzer.totals();
   bool done = false;
 
   while (!done) {
-    uint64_t now = monotonic_now_ns();
+    uint64_t now = monotonic_ns();
     // The nearest deadline decides how long poll() may sleep.
     uint64_t wake = next_live;
-    if (options.duration_s > 0) wake = std::min(wake, start + seconds_ns(options.duration_s));
-    if (options.idle_s > 0) wake = std::min(wake, last_datagram + seconds_ns(options.idle_s));
-    if (control.connected()) wake = std::min(wake, last_sent + seconds_ns(kKeepaliveS));
+    if (options.duration_s > 0) wake = std::min(wake, start + seconds_to_ns(options.duration_s));
+    if (options.idle_s > 0) wake = std::min(wake, last_datagram + seconds_to_ns(options.idle_s));
+    if (control.connected()) wake = std::min(wake, last_sent + seconds_to_ns(kKeepaliveS));
     int timeout_ms = wake > now ? int((wake - now + 999999) / 1000000) : 0;
 
     pollfd fds[3] = {{udp_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {control.fd(), POLLIN, 0}};
@@ -221,7 +214,7 @@ int run(const Options& options) {
           done = true;
           break;
         }
-        uint64_t arrival = monotonic_now_ns();
+        uint64_t arrival = monotonic_ns();
         for (int i = 0; i < got; ++i)
           analyzer.feed(batch->data.data() + size_t(i) * kMaxDatagram, batch->messages[i].msg_len, arrival);
         if (got > 0) last_datagram = arrival;
@@ -248,16 +241,16 @@ int run(const Options& options) {
         done = true;
       }
     }
-    now = monotonic_now_ns();
-    if (!done && options.duration_s > 0 && now >= start + seconds_ns(options.duration_s)) {
+    now = monotonic_ns();
+    if (!done && options.duration_s > 0 && now >= start + seconds_to_ns(options.duration_s)) {
       run.end = "duration";
       done = true;
     }
-    if (!done && options.idle_s > 0 && now >= last_datagram + seconds_ns(options.idle_s)) {
+    if (!done && options.idle_s > 0 && now >= last_datagram + seconds_to_ns(options.idle_s)) {
       run.end = "idle";
       done = true;
     }
-    if (!done && control.connected() && now >= last_sent + seconds_ns(kKeepaliveS)) {
+    if (!done && control.connected() && now >= last_sent + seconds_to_ns(kKeepaliveS)) {
       last_sent = now;
       if (!control.ping(&error)) {
         fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
@@ -268,7 +261,7 @@ int run(const Options& options) {
     }
     if (!done && now >= next_live) {
       if (!options.quiet) {
-        std::string line = live_line(analyzer, previous, double(now - last_live) / 1e9, double(now - start) / 1e9);
+        std::string line = live_line(analyzer, previous, to_seconds(now - last_live), to_seconds(now - start));
         fprintf(stderr, "%s\n", line.c_str());
       }
       previous = analyzer.totals();
@@ -276,7 +269,7 @@ int run(const Options& options) {
       while (next_live <= now) next_live += 1000000000u;
     }
   }
-  run.duration_s = double(monotonic_now_ns() - start) / 1e9;
+  run.duration_s = to_seconds(monotonic_ns() - start);
   close(udp_fd);
 
   if (control.connected() && !control.unsubscribe(options.timeout_s, &error)) {

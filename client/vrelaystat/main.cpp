@@ -247,7 +247,7 @@ class Screen {
 
   // Waits up to `seconds` for a key or a signal.
   Event wait(double seconds) {
-    uint64_t deadline = monotonic_ns() + uint64_t(seconds * 1e9);
+    uint64_t deadline = monotonic_ns() + seconds_to_ns(seconds);
     while (true) {
       if (g_quit) return kQuit;
       if (g_continued) {  // after a stop from outside: the shell may have reset the terminal
@@ -262,7 +262,7 @@ class Screen {
       uint64_t now = monotonic_ns();
       if (now >= deadline) return kTimeout;
       uint64_t left = deadline - now;
-      timespec timeout{time_t(left / 1000000000ull), long(left % 1000000000ull)};
+      timespec timeout = to_timespec(left);
       pollfd p{STDIN_FILENO, POLLIN, 0};
       int n = ppoll(&p, keys_ ? 1 : 0, &timeout, &wait_mask_);
       if (n <= 0) continue;  // the time is up, or a signal: both checked above
@@ -340,12 +340,12 @@ int run_live(const Options& options, std::unique_ptr<Segment> segment) {
     if (segment) {
       Snapshot current = take_snapshot(*segment);
       uint64_t now = monotonic_ns();
-      double elapsed = previous ? double(now - previous_ns) / 1e9 : 0;
+      double elapsed = previous ? to_seconds(now - previous_ns) : 0;
       frame = vstat::live_frame(current, previous ? &*previous : nullptr, elapsed, options.filters);
       previous = std::move(current);
       previous_ns = now;
     } else {
-      frame = vstat::waiting_frame(options.instance, reason, now_ns());
+      frame = vstat::waiting_frame(options.instance, reason, wall_ns());
       reason.clear();
     }
     if (!screen.draw(frame)) return kExitOk;

@@ -47,7 +47,7 @@ bool counter_selected(const std::vector<std::string>& filters, const std::string
 
 std::string format_duration(uint64_t ns) {
   if (ns == 0) return "-";
-  uint64_t s = ns / 1000000000ull;
+  uint64_t s = ns / kNsPerSecond;
   uint64_t days = s / 86400;
   s %= 86400;
   std::string hms = printf_string("%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, s / 60 % 60, s % 60);
@@ -56,7 +56,7 @@ std::string format_duration(uint64_t ns) {
 
 std::string format_time(uint64_t ns) {
   if (ns == 0) return "-";
-  time_t t = time_t(ns / 1000000000ull);
+  time_t t = time_t(ns / kNsPerSecond);
   tm local{};
   localtime_r(&t, &local);
   char buf[32];

@@ -19,7 +19,7 @@ using protocol::Reply;
 namespace {
 
 std::string iso8601(uint64_t ns) {
-  time_t seconds = time_t(ns / 1000000000ull);
+  time_t seconds = time_t(ns / kNsPerSecond);
   tm utc{};
   gmtime_r(&seconds, &utc);
   char out[32];
@@ -157,7 +157,7 @@ Reply Session::execute(const protocol::Parsed& command) {
       return protocol::ok("PONG");
     case CommandId::kStats: {
       const Stats& st = control_.ctx.segment.stats();
-      uint64_t now = now_ns();
+      uint64_t now = wall_ns();
       bool live = !st.ingest.stalled.load(std::memory_order_relaxed);  // as EVENT SOURCE told
       Fields f{{"sessions", control_.session_count()},
                {"subscribers", st.control.subscribers.load(std::memory_order_relaxed)},
@@ -165,7 +165,7 @@ Reply Session::execute(const protocol::Parsed& command) {
                {"ingest_datagrams", st.ingest.datagrams.load(std::memory_order_relaxed)},
                {"ingest_bytes", st.ingest.bytes.load(std::memory_order_relaxed)},
                {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
-               {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / 1000000000ull},
+               {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / kNsPerSecond},
                {"source", live ? "live" : "stalled"},
                {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)},
                {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},

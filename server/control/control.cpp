@@ -44,7 +44,7 @@ uint32_t sessions_that_fit(uint32_t wanted) {
 }  // namespace
 
 Control::Control(ChildContext& c)
-    : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * 1000000000ull, c.sockets.wake),
+    : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * kNsPerSecond, c.sockets.wake),
       stats(c.segment.stats().control), max_sessions_(sessions_that_fit(c.config.control.max_sessions)) {
   stalls_seen_ = c.segment.stats().ingest.stalls.load(std::memory_order_relaxed);
   announced_live_ = c.segment.stats().ingest.stalled.load(std::memory_order_relaxed) == 0 &&
@@ -384,7 +384,7 @@ void Control::auth_succeeded(const Endpoint& peer) {
 }
 
 void Control::expire_orphans() {
-  int removed = table.expire_orphans(now_ns());
+  int removed = table.expire_orphans(monotonic_ns());
   if (removed) LOG_INFO("removed %d subscriptions of a previous control process nobody took over", removed);
 }
 

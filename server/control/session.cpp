@@ -24,7 +24,7 @@ constexpr double kCloseGraceSeconds = 2.0;  // to send the last lines before clo
 }  // namespace
 
 Session::Session(Control& control, int fd, uint64_t id, const Endpoint& peer)
-    : control_(control), fd_(fd), id_(id), peer_(peer), started_ns_(now_ns()),
+    : control_(control), fd_(fd), id_(id), peer_(peer), started_ns_(wall_ns()),
       reader_(control.ctx.config.control.max_line),
       rate_(control.ctx.config.control.rate_limit, control.ctx.config.control.rate_burst) {}
 
@@ -116,7 +116,7 @@ void Session::run() {
     timespec timeout{}, *limit = nullptr;
     if (deadline_ns_) {
       uint64_t now = monotonic_ns(), left = deadline_ns_ > now ? deadline_ns_ - now : 0;
-      timeout = {time_t(left / 1000000000ull), long(left % 1000000000ull)};
+      timeout = to_timespec(left);
       limit = &timeout;
     }
     pollfd p{fd_, short((reading_ ? POLLIN : 0) | (want_write_ ? POLLOUT : 0)), 0};
@@ -173,7 +173,7 @@ void Session::on_timer() {
 
 void Session::arm_timer() {
   double after = closing_ ? kCloseGraceSeconds : double(control_.ctx.config.control.idle_timeout_s);
-  deadline_ns_ = after <= 0 ? 0 : monotonic_ns() + uint64_t(after * 1e9);
+  deadline_ns_ = after <= 0 ? 0 : monotonic_ns() + seconds_to_ns(after);
 }
 
 void Session::on_readable() {
@@ -226,7 +226,7 @@ void Session::on_line(std::string_view line) {
   if (closing_) return;  // lines pipelined after DESCONECTAR, KICK or SHUTDOWN are not run
   protocol::Parsed parsed = protocol::parse(line);
   if (!parsed.ok && parsed.message.empty()) return;  // blank line: no reply
-  if (!rate_.allow(double(monotonic_ns()) / 1e9)) {
+  if (!rate_.allow(to_seconds(monotonic_ns()))) {
     control_.stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
     reply(protocol::err(ErrorCode::kTooFast, "more than " + std::to_string(control_.ctx.config.control.rate_limit) +
                                                  " lines per second; slow down"));

@@ -19,7 +19,7 @@ constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
 
 SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns, int fanout_wake)
     : segment_(segment), slots_(segment.subscribers()), capacity_(segment.header().max_subscribers),
-      orphan_grace_ns_(orphan_grace_ns), next_incarnation_(now_ns()), fanout_wake_(fanout_wake) {}
+      orphan_grace_ns_(orphan_grace_ns), next_incarnation_(wall_ns()), fanout_wake_(fanout_wake) {}
 
 void SubscriberTable::wake_fanout() const {
   if (fanout_wake_ < 0) return;
@@ -33,7 +33,7 @@ void SubscriberTable::update_gauge() { segment_.stats().control.subscribers.stor
 
 void SubscriberTable::orphan_all() {
   std::lock_guard lock(mutex_);
-  uint64_t deadline = now_ns() + orphan_grace_ns_;
+  uint64_t deadline = monotonic_ns() + orphan_grace_ns_;
   used_ = 0;
   for (uint32_t i = 0; i < capacity_; ++i) {
     SubscriberSlot& slot = slots_[i];
@@ -73,7 +73,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
       slot.owner.store(owner, kPublish);
       slot.orphan_deadline_ns.store(0, kPublish);
       if (s.state == SubscriberState::kPaused) {  // CONECTAR means play, from now on
-        uint64_t now = now_ns();
+        uint64_t now = wall_ns();
         slot.from_ns.store(now, kPublish);
         slot.until_ns.store(kForever, kPublish);
         slot.since_ns.store(now, kPublish);
@@ -91,7 +91,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     SubscriberWrite write(slot, segment_.table());
     write.set_destination(destination);
     slot.incarnation.store(++next_incarnation_, kPublish);
-    uint64_t now = now_ns();
+    uint64_t now = wall_ns();
     slot.from_ns.store(now, kPublish);
     slot.until_ns.store(kForever, kPublish);
     slot.since_ns.store(now, kPublish);
@@ -110,7 +110,7 @@ void SubscriberTable::pause(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) return;
   SubscriberWrite write(slot, segment_.table());
-  uint64_t now = now_ns();
+  uint64_t now = wall_ns();
   slot.until_ns.store(now, kPublish);
   slot.since_ns.store(now, kPublish);
   slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);
@@ -121,7 +121,7 @@ void SubscriberTable::resume(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPaused)) return;
   SubscriberWrite write(slot, segment_.table());
-  uint64_t now = now_ns();
+  uint64_t now = wall_ns();
   slot.from_ns.store(now, kPublish);
   slot.until_ns.store(kForever, kPublish);
   slot.since_ns.store(now, kPublish);
@@ -173,7 +173,7 @@ std::vector<SubscriberTable::Unreachable> SubscriberTable::pause_unreachable() {
     uint64_t marked = slot.unreachable_from_ns.load(std::memory_order_acquire);
     if (marked == 0 || marked != slot.from_ns.load(kRelaxed)) continue;  // a later period is not marked
     SubscriberWrite write(slot, segment_.table());
-    uint64_t now = now_ns();
+    uint64_t now = wall_ns();
     slot.until_ns.store(now, kPublish);
     slot.since_ns.store(now, kPublish);
     slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);

@@ -46,7 +46,7 @@ constexpr unsigned kMaxBatch = 128;     // datagrams taken from the ring at once
 // A fast start sends this many datagrams at once (the key frame, the player's first
 // picture), then paces the rest; far less than a receive buffer's default 208 KiB.
 constexpr unsigned kFirstBurst = 48;
-constexpr uint64_t kMinBacklogNs = 1'000'000'000;  // a fast start sends at least this much stream
+constexpr uint64_t kMinBacklogNs = kNsPerSecond;  // a fast start sends at least this much stream
 constexpr unsigned kMaxSegments = 64;   // UDP_MAX_SEGMENTS: what every kernel with GSO takes
 constexpr size_t kMaxGsoBytes = 65000;  // one GSO message stays under the 64 KiB of an IP packet
 constexpr unsigned kMaxMessages = 1024; // UIO_MAXIOV: the most one sendmmsg takes
@@ -120,7 +120,7 @@ class Fanout {
         slots_(ctx.segment.subscribers()), slot_count_(ctx.segment.header().max_subscribers),
         local_(local_endpoint(ctx.sockets.fanout)), links_(slot_count_),
         errors_fd_(epoll_create1(EPOLL_CLOEXEC)), gso_(gso_available(ctx.config)),
-        unreachable_ns_(uint64_t(ctx.config.fanout.unreachable_pause_s) * 1'000'000'000),
+        unreachable_ns_(uint64_t(ctx.config.fanout.unreachable_pause_s) * kNsPerSecond),
         delay_ns_(uint64_t(ctx.config.fanout.max_batch_delay_us) * 1000), stream_(ctx.segment.stream()),
         fast_start_(ctx.config.fanout.fast_start) {
     targets_.reserve(slot_count_);
@@ -147,8 +147,7 @@ class Fanout {
     }
     if (timer_armed_) return;
     itimerspec when{};
-    when.it_value.tv_sec = time_t(delay_ns_ / 1'000'000'000);
-    when.it_value.tv_nsec = long(delay_ns_ % 1'000'000'000);
+    when.it_value = to_timespec(delay_ns_);
     timer_armed_ = timerfd_settime(timer_fd, 0, &when, nullptr) == 0;
     if (!timer_armed_) drain();
   }
@@ -489,7 +488,7 @@ class Fanout {
         link.cursor = tail;
         continue;
       }
-      link.credit = std::min(double(kMaxBatch), link.credit + rate * double(now - link.credit_ns) / 1e9);
+      link.credit = std::min(double(kMaxBatch), link.credit + rate * to_seconds(now - link.credit_ns));
       link.credit_ns = now;
       if (link.tables_pending && !refresh_tables(link.tables_seq)) {
         link.tables_pending = false;  // the source changed its tables: no burst, live from here

@@ -35,10 +35,16 @@ class Ingest {
   explicit Ingest(ChildContext& ctx)
       : ctx_(ctx), ring_(ring_of(ctx.segment)), stats_(ctx.segment.stats().ingest), stream_(ctx.segment.stream()),
         max_datagram_(ctx.config.ingest.max_datagram), scratch_(size_t(max_datagram_) + 1),
-        stall_ns_(uint64_t(ctx.config.ingest.stall_timeout_s) * 1000000000ull),
+        stall_ns_(uint64_t(ctx.config.ingest.stall_timeout_s) * kNsPerSecond),
         rate_from_datagrams_(stats_.datagrams.load(std::memory_order_relaxed)),
         rate_from_bytes_(stats_.bytes.load(std::memory_order_relaxed)), rate_from_ns_(monotonic_ns()) {
     stalled_ = stats_.stalled.load(std::memory_order_relaxed) != 0;
+    // A restarted ingest goes on from its predecessor's last datagram (a wall time in the
+    // segment), converted once to the monotonic clock.
+    if (uint64_t last = stats_.last_datagram_ns.load(std::memory_order_relaxed)) {
+      uint64_t wall = wall_ns(), now = monotonic_ns(), age = wall > last ? wall - last : 0;
+      last_datagram_monotonic_ns_ = now > age ? now - age : 1;
+    }
     check_stall();
     relearn_stream();
   }
@@ -49,7 +55,7 @@ class Ingest {
     if (++ticks_ % kTicksPerRate) return;
     uint64_t now = monotonic_ns(), datagrams = stats_.datagrams.load(std::memory_order_relaxed),
              bytes = stats_.bytes.load(std::memory_order_relaxed);
-    double elapsed = double(now - rate_from_ns_) / 1e9;
+    double elapsed = to_seconds(now - rate_from_ns_);
     if (elapsed > 0) {
       stats_.rate_datagrams.store(uint64_t(double(datagrams - rate_from_datagrams_) / elapsed + 0.5), std::memory_order_relaxed);
       stats_.rate_bytes.store(uint64_t(double(bytes - rate_from_bytes_) / elapsed + 0.5), std::memory_order_relaxed);
@@ -63,13 +69,13 @@ class Ingest {
   // on average however late the timer fires.
   void generate(double interval_s) {
     if (!generator_start_ns_) generator_start_ns_ = monotonic_ns();
-    uint64_t due = uint64_t(double(monotonic_ns() - generator_start_ns_) / 1e9 / interval_s) + 1;
+    uint64_t due = uint64_t(to_seconds(monotonic_ns() - generator_start_ns_) / interval_s) + 1;
     uint64_t count = std::min(due - std::min(due, generated_here_), kMaxGeneratedPerTick);
     generated_here_ += count;
     uint64_t head = ring_.producer_position();
     uint64_t room = std::min<uint64_t>(count, ring_.writable(head));
     uint64_t index = stats_.generated.load(std::memory_order_relaxed);  // goes on across restarts
-    uint64_t now = now_ns();
+    uint64_t now = wall_ns();
     for (uint64_t i = 0; i < room; ++i) {
       RingSlotHeader& slot = ring_.header(head + i);
       slot.length = uint32_t(encode_counter(index + 1 + i, ring_.data(head + i)));
@@ -111,7 +117,7 @@ class Ingest {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
         timespec ts;
         std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
-        return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+        return to_ns(ts);
       }
     return fallback;
   }
@@ -130,7 +136,7 @@ class Ingest {
     int got = receive(room);
     if (got <= 0) return got;
 
-    uint64_t now = now_ns();
+    uint64_t now = wall_ns();
     uint64_t kept = 0, bytes = 0, oversize = 0, foreign = 0;
     for (int i = 0; i < got; ++i) {
       const msghdr& m = msgs_[i].msg_hdr;
@@ -250,14 +256,15 @@ class Ingest {
     (void)ignored;
     stats_.datagrams.fetch_add(count, std::memory_order_relaxed);
     stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
-    stats_.last_datagram_ns.store(now, std::memory_order_relaxed);
+    stats_.last_datagram_ns.store(now, std::memory_order_relaxed);  // for people to read
+    last_datagram_monotonic_ns_ = monotonic_ns();
     if (stalled_) check_stall();  // live again: say so now, not at the next tick
   }
 
   // The source is stalled when no datagram came for ingest.stall_timeout, or none yet.
   // Control turns each change into EVENT SOURCE for the sessions.
   void check_stall() {
-    uint64_t last = stats_.last_datagram_ns.load(std::memory_order_relaxed), now = now_ns();
+    uint64_t last = last_datagram_monotonic_ns_, now = monotonic_ns();
     bool stalled = last == 0 || now - std::min(now, last) >= stall_ns_;
     if (stalled == stalled_) return;
     stalled_ = stalled;
@@ -296,6 +303,7 @@ class Ingest {
   StreamInfo& stream_;
   TsInspector inspector_;
   bool gop_fitted_ = true;  // the last GOP fitted the ring (check_gop_fits)
+  uint64_t last_datagram_monotonic_ns_ = 0;  // the stall check's clock; 0 = none yet
   uint32_t max_datagram_;
   std::vector<char> scratch_;
   uint64_t stall_ns_;

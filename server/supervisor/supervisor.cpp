@@ -205,7 +205,7 @@ void Supervisor::spawn(Role role) {
   child.pid = pid;
   child.started = ev_now(loop);
   slot.pid.store(pid, std::memory_order_relaxed);
-  slot.started_ns.store(now_ns(), std::memory_order_relaxed);
+  slot.started_ns.store(wall_ns(), std::memory_order_relaxed);
   ev_child_set(&child.watcher, pid, 0);
   ev_child_start(loop, &child.watcher);
   LOG_INFO("started the %s process, pid %d", role_name(role), pid);
@@ -278,7 +278,7 @@ void Supervisor::check_ready() {
 }
 
 bool Supervisor::all_alive() {
-  uint64_t now = now_ns();
+  uint64_t now = monotonic_ns();
   for (uint32_t r = 0; r < kRoleCount; ++r) {
     if (!enabled(Role(r))) continue;
     const ProcessSlot& slot = segment->process(Role(r));
@@ -291,14 +291,14 @@ bool Supervisor::all_alive() {
 // A child that stopped beating (stuck in a loop or a syscall) is killed; the normal
 // restart path then replaces it.
 void Supervisor::check_hung() {
-  uint64_t now = now_ns();
+  uint64_t now = monotonic_ns();
   for (auto& child : children) {
     const ProcessSlot& slot = segment->process(child.role);
     if (child.pid <= 0 || slot.state.load(std::memory_order_acquire) != uint32_t(ProcessState::kReady)) continue;
     uint64_t beat = slot.heartbeat_ns.load(std::memory_order_relaxed);
     if (now > beat && now - beat > kHungNs) {
       LOG_ERROR("the %s process (pid %d) has not answered for %.0f s; killing it", role_name(child.role), child.pid,
-                double(now - beat) / 1e9);
+                to_seconds(now - beat));
       kill(child.pid, SIGKILL);
     }
   }
@@ -398,7 +398,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
       Segment::remove(config.instance);
     return 1;
   }
-  sup.segment->stats().supervisor.started_ns.store(now_ns(), std::memory_order_relaxed);
+  sup.segment->stats().supervisor.started_ns.store(wall_ns(), std::memory_order_relaxed);
   sup.segment->publish();
 
   sup.loop = ev_default_loop(EVFLAG_AUTO);

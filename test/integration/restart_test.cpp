@@ -155,6 +155,28 @@ TEST(Restart, AChildStoppedBySigtermFromOutsideIsRestartedNotTheRelay) {
   EXPECT_EQ(relay.restarts(kControl), 1u);
 }
 
+// Heartbeats and deadlines are monotonic (common/clock.hpp): a step of the wall clock
+// (NTP) must neither make a child look hung nor stop the watchdog. Their values are near
+// CLOCK_MONOTONIC, decades away from CLOCK_REALTIME.
+TEST(Restart, HeartbeatsAndOrphanDeadlinesFollowTheMonotonicClock) {
+  Relay relay("control:\n  orphan_grace: 30\n");
+  constexpr uint64_t kNear = 60 * kNsPerSecond;
+  for (Role role : {kIngest, kFanout, kControl}) {
+    uint64_t beat = relay.shm().process(role).heartbeat_ns.load();
+    EXPECT_LT(beat > monotonic_ns() ? beat - monotonic_ns() : monotonic_ns() - beat, kNear) << role_name(role);
+  }
+  UdpSink sink;
+  Session s(relay.control_port());
+  ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  ASSERT_EQ(kill(relay.child_pid(kControl), SIGKILL), 0);
+  EXPECT_TRUE(s.closed_by_peer());
+  SubscriberSlot& slot = relay.shm().subscribers()[0];
+  ASSERT_TRUE(wait_until([&] { return slot.orphan_deadline_ns.load() != 0; }));
+  uint64_t deadline = slot.orphan_deadline_ns.load();
+  EXPECT_GT(deadline, monotonic_ns());
+  EXPECT_LT(deadline, monotonic_ns() + 31 * kNsPerSecond);
+}
+
 TEST(Restart, AHungChildIsKilledAndRestarted) {
   Relay relay;
   pid_t old_pid = relay.child_pid(kIngest);

@@ -99,7 +99,7 @@ class StatsView : public ::testing::Test {
       SubscriberWrite write(slot, segment_->table());
       write.set_destination(*ep);
       slot.incarnation.store(100 + index);
-      slot.since_ns.store(now_ns());
+      slot.since_ns.store(wall_ns());
       slot.owner.store(owner);
       slot.state.store(uint32_t(state));
     }
