@@ -253,7 +253,6 @@ Config load_config_text(const std::string& yaml, const std::string& origin) {
     out << origin << ":" << e.mark.line + 1 << ": " << e.msg;
     throw ConfigError(out.str());
   }
-  c.source_file = origin;
   validate(c);
   return c;
 }

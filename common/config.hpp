@@ -69,7 +69,6 @@ struct Config {
     std::string file;  // "" = stderr (journald); else appended to, reopened on SIGUSR1
   } log;
 
-  std::string source_file;  // where it was read from, or "" for the embedded defaults
 };
 
 class ConfigError : public std::runtime_error {

@@ -194,13 +194,6 @@ Endpoint local_endpoint(int fd) {
   return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
-Endpoint peer_endpoint(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-}
-
 bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error,
                      const char* default_port) {
   auto fail = [&](const std::string& why) {

@@ -59,6 +59,5 @@ int connect_tcp(const std::string& host, const std::string& port, double timeout
 int bind_socket(const Endpoint& ep, int type);
 // The address a socket is bound to (resolves port 0).
 Endpoint local_endpoint(int fd);
-Endpoint peer_endpoint(int fd);
 
 }  // namespace vrelay

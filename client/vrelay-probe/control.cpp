@@ -86,7 +86,6 @@ bool ControlSession::open(const std::string& host, const std::string& port, doub
     close();
     return false;
   }
-  greeting_ = line;
   return true;
 }
 

@@ -35,7 +35,6 @@ class ControlSession {
 
   int fd() const { return fd_; }
   bool connected() const { return fd_ >= 0; }
-  const std::string& greeting() const { return greeting_; }
 
  private:
   enum class Read { kLine, kTimeout, kClosed, kError };
@@ -54,7 +53,7 @@ class ControlSession {
   int fd_ = -1, interrupt_fd_ = -1;
   bool interrupted_ = false;
   std::string buffer_;
-  std::string greeting_, last_event_;
+  std::string last_event_;
   int pending_replies_ = 0;  // PINGs sent whose reply has not been read
 };
 

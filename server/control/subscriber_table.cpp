@@ -190,9 +190,4 @@ uint64_t SubscriberTable::count_playing() {
   return playing;
 }
 
-uint64_t SubscriberTable::count() {
-  std::lock_guard lock(mutex_);
-  return used_;
-}
-
 }  // namespace vrelay

@@ -36,7 +36,6 @@ class SubscriberTable {
     uint16_t port;
   };
   std::vector<Unreachable> pause_unreachable();
-  uint64_t count();
   uint64_t count_playing();
 
  private:
