@@ -259,8 +259,8 @@ bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pin
   bool ok = true;
   double beat_gap_s = 0;
   auto watch_heartbeat = [&] {
-    uint64_t beat = relay.shm().process(kControl).heartbeat_ns.load(std::memory_order_relaxed), now = wall_ns();
-    if (now > beat) beat_gap_s = std::max(beat_gap_s, double(now - beat) / 1e9);
+    uint64_t beat = relay.shm().process(kControl).heartbeat_ns.load(std::memory_order_relaxed), now = monotonic_ns();
+    if (now > beat) beat_gap_s = std::max(beat_gap_s, to_seconds(now - beat));
   };
   for (size_t n : counts) {
     auto start = Clock::now();
