@@ -24,15 +24,18 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -192,6 +195,7 @@ bool raise_own_descriptor_limit(size_t sessions) {
 // ---- one relay, N growing -------------------------------------------------------------
 
 struct Row {
+  std::string server;  // "vrelayd" or "bare"
   uint32_t stack_kib;
   size_t sessions;
   double open_s, hello_p99_ms;
@@ -219,19 +223,19 @@ double kernel_per_session(const Row& r) {
 double stack_rss(const Usage& u) { return u.stacks ? double(u.stack_rss_kib) / double(u.stacks) : 0.0; }
 
 void print_header() {
-  const char* format = "%5s %8s %7s %8s %6s %6s %6s %7s %6s %6s %8s %6s %8s %8s %7s %8s %6s %8s %8s %8s\n";
-  std::printf(format, "stack", "sessions", "open", "hello99", "quiet", "cpu", "beat", "threads", "maps", "fds", "rss",
+  const char* format = "%-7s %5s %8s %7s %8s %6s %6s %6s %7s %6s %6s %8s %6s %8s %8s %7s %8s %6s %8s %8s %8s\n";
+  std::printf(format, "server", "stack", "sessions", "open", "hello99", "quiet", "cpu", "beat", "threads", "maps", "fds", "rss",
               "vm", "rss/ses", "pss/ses", "stk/thr", "kern/ses", "idle", "ping50", "ping99", "pingmax");
-  std::printf(format, "KiB", "", "s", "ms", "s", "s", "s", "", "", "", "MiB", "GiB", "KiB", "KiB", "KiB", "KiB", "%cpu",
+  std::printf(format, "", "KiB", "", "s", "ms", "s", "s", "s", "", "", "", "MiB", "GiB", "KiB", "KiB", "KiB", "KiB", "%cpu",
               "us", "us", "us");
 }
 
 void print_row(const Row& r) {
   const Usage& a = r.after;
   const Usage& b = r.before;
-  std::printf("%5u %8zu %7.2f %8.1f %6.1f %6.1f %6.1f %7ld %6ld %6ld %8.1f %6.2f %8.1f %8.1f %7.1f %8.1f %6.1f %8.1f "
+  std::printf("%-7s %5u %8zu %7.2f %8.1f %6.1f %6.1f %6.1f %7ld %6ld %6ld %8.1f %6.2f %8.1f %8.1f %7.1f %8.1f %6.1f %8.1f "
               "%8.1f %8.1f\n",
-              r.stack_kib, r.sessions, r.open_s, r.hello_p99_ms, r.quiet_s, r.step_cpu_s, r.beat_gap_s, a.threads,
+              r.server.c_str(), r.stack_kib, r.sessions, r.open_s, r.hello_p99_ms, r.quiet_s, r.step_cpu_s, r.beat_gap_s, a.threads,
               a.maps, a.fds, double(a.rss_kib) / 1024, double(a.vm_kib) / 1048576,
               per(a.rss_kib, b.rss_kib, r.sessions), per(a.pss_kib, b.pss_kib, r.sessions), stack_rss(a),
               kernel_per_session(r), r.idle_cpu_pct, r.p50, r.p99, r.max);
@@ -240,43 +244,49 @@ void print_row(const Row& r) {
   std::fflush(stdout);
 }
 
-// Returns false if the relay failed (the rows measured so far are kept).
-bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pings, std::vector<Row>& rows) {
-  size_t max_n = *std::max_element(counts.begin(), counts.end());
-  Relay relay(relay_yaml(stack_kib, max_n));
-  pid_t control = relay.child_pid(kControl);
-  control_stats& stats = relay.shm().stats().control;
+// What one series measures: vrelayd's control process, or bench/bare_server.
+struct Server {
+  std::string name;
+  pid_t pid = -1;  // the process that holds the sessions
+  uint16_t port = 0;
+  std::function<bool()> healthy;               // the same process, never restarted
+  std::function<double()> heartbeat_age_s;     // since its last heartbeat (0: it has none)
+  std::function<bool(size_t)> wait_counted;    // until it counts n open sessions (bounded)
+  std::function<std::string()> log_tail;       // what it said, for a failure
+};
+
+// N growing on one server: opens the sessions each step adds, measures, PINGs. Returns false
+// if the server failed (the rows measured so far are kept).
+bool run_series(const Server& server, uint32_t stack_kib, const std::vector<size_t>& counts, size_t pings,
+                std::vector<Row>& rows) {
   std::this_thread::sleep_for(200ms);  // let the just-started process settle before the baseline
-  Usage base = measure(control, stack_kib);
-  std::printf("# stack %u KiB: control pid %d, its descriptor limit %ld; baseline rss %.1f MiB, %ld threads, %ld maps; "
+  Usage base = measure(server.pid, stack_kib);
+  std::printf("# %s, stack %u KiB: pid %d, its descriptor limit %ld; baseline rss %.1f MiB, %ld threads, %ld maps; "
               "load average %s\n",
-              stack_kib, int(control), fd_limit(control), double(base.rss_kib) / 1024, base.threads, base.maps,
-              load_average().c_str());
+              server.name.c_str(), stack_kib, int(server.pid), fd_limit(server.pid), double(base.rss_kib) / 1024,
+              base.threads, base.maps, load_average().c_str());
   std::fflush(stdout);
 
-  Crowd fleet(relay.control_port());
+  Crowd fleet(server.port);
   std::mt19937_64 random(42);
   bool ok = true;
   double beat_gap_s = 0;
-  auto watch_heartbeat = [&] {
-    uint64_t beat = relay.shm().process(kControl).heartbeat_ns.load(std::memory_order_relaxed), now = monotonic_ns();
-    if (now > beat) beat_gap_s = std::max(beat_gap_s, to_seconds(now - beat));
-  };
+  auto watch_heartbeat = [&] { beat_gap_s = std::max(beat_gap_s, server.heartbeat_age_s()); };
   for (size_t n : counts) {
     auto start = Clock::now();
-    double cpu_before = cpu_seconds(control);
+    double cpu_before = cpu_seconds(server.pid);
     beat_gap_s = 0;
     if (!fleet.grow(n, kOpenLimit, watch_heartbeat)) {
-      std::printf("# stack %u KiB, %zu sessions: FAILED after %.1f s with %zu open: %s\n", stack_kib, n,
-                  us_since(start) / 1e6, fleet.open(), fleet.error().c_str());
-      std::printf("# control: sessions_open=%lu refused=%lu restarts=%lu threads=%ld; longest heartbeat gap %.1f s\n",
-                  (unsigned long)stats.sessions_open.load(), (unsigned long)stats.sessions_refused.load(),
-                  (unsigned long)relay.restarts(kControl), measure(control, stack_kib).threads, beat_gap_s);
+      std::printf("# %s, stack %u KiB, %zu sessions: FAILED after %.1f s with %zu open: %s; %ld threads, longest "
+                  "heartbeat gap %.1f s\n",
+                  server.name.c_str(), stack_kib, n, us_since(start) / 1e6, fleet.open(), fleet.error().c_str(),
+                  measure(server.pid, stack_kib).threads, beat_gap_s);
       std::fflush(stdout);
       ok = false;
       break;
     }
     Row r{};
+    r.server = server.name;
     r.stack_kib = stack_kib;
     r.sessions = n;
     r.open_s = us_since(start) / 1e6;
@@ -294,21 +304,21 @@ bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pin
       }
     }
     r.quiet_s = std::chrono::duration<double>(last_event - opened).count();
-    r.step_cpu_s = cpu_seconds(control) - cpu_before;
+    r.step_cpu_s = cpu_seconds(server.pid) - cpu_before;
     r.beat_gap_s = beat_gap_s;
     if (!pumped) {
-      std::printf("# stack %u KiB, %zu sessions: FAILED while idle: %s\n", stack_kib, n, fleet.error().c_str());
+      std::printf("# %s, stack %u KiB, %zu sessions: FAILED while idle: %s\n", server.name.c_str(), stack_kib, n,
+                  fleet.error().c_str());
       std::fflush(stdout);
       ok = false;
       break;
     }
     r.hello_p99_ms = percentile(fleet.hello_us(), 99) / 1000;
-    // Every session thread has started and sent its HELLO; wait (bounded) for the counter.
-    wait_until([&] { return stats.sessions_open.load() == n; }, 5000ms);
-    // Idle cost: CPU time of the control process over one second with N idle sessions.
-    Usage idle0 = measure(control, stack_kib);
+    server.wait_counted(n);  // every session thread has started and sent its HELLO
+    // Idle cost: CPU time over one second with N idle sessions.
+    Usage idle0 = measure(server.pid, stack_kib);
     std::this_thread::sleep_for(1000ms);  // the measurement window itself
-    r.after = measure(control, stack_kib);
+    r.after = measure(server.pid, stack_kib);
     r.before = base;
     r.idle_cpu_pct = (r.after.cpu_s - idle0.cpu_s) * 100.0;
     std::vector<double> lat;
@@ -317,7 +327,8 @@ bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pin
     for (size_t i = 0; i < pings; ++i) {
       double us = fleet.ping(pick(random));
       if (us < 0) {
-        std::printf("# stack %u KiB, %zu sessions: PING FAILED: %s\n", stack_kib, n, fleet.error().c_str());
+        std::printf("# %s, stack %u KiB, %zu sessions: PING FAILED: %s\n", server.name.c_str(), stack_kib, n,
+                    fleet.error().c_str());
         std::fflush(stdout);
         ok = false;
         break;
@@ -328,41 +339,88 @@ bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pin
     r.p50 = percentile(lat, 50);
     r.p99 = percentile(lat, 99);
     r.max = percentile(lat, 100);
-    if (relay.restarts(kControl) != 0 || relay.child_pid(kControl) != control) {
-      std::printf("# stack %u KiB: the control process restarted\n", stack_kib);
+    if (!server.healthy()) {
+      std::printf("# %s, stack %u KiB: the process restarted or died\n", server.name.c_str(), stack_kib);
       ok = false;
     }
     print_row(r);
     rows.push_back(r);
     if (!ok) break;
   }
-  auto alive = [&] { return relay.child_pid(kControl) == control && running(control); };
-  if (!ok) {  // what the relay said about it
-    std::string log = relay.log();
-    size_t from = log.size();
-    for (int lines = 0; lines <= 12; ++lines) {
-      size_t nl = from == 0 ? std::string::npos : log.rfind('\n', from - 1);
-      from = nl == std::string::npos ? 0 : nl;
-      if (!from) break;
-    }
-    std::printf("# stack %u KiB: control process %s; the end of vrelayd's log:\n%s\n", stack_kib,
-                alive() ? "alive" : "GONE (killed or crashed)", log.substr(from).c_str());
-  }
-  // Close everything and time how long the relay takes to end the sessions.
+  if (!ok)
+    std::printf("# %s, stack %u KiB: %s; what it said last:\n%s\n", server.name.c_str(), stack_kib,
+                server.healthy() ? "alive" : "GONE (killed or crashed)", server.log_tail().c_str());
+  // Close everything and time how long the server takes to end the sessions (its threads).
   size_t had = fleet.open();
   auto closing = Clock::now();
   fleet.close_all();
-  bool drained = wait_until([&] { return stats.sessions_open.load() == 0 || !alive(); }, 60000ms) && alive() &&
-                 stats.sessions_open.load() == 0;
+  bool drained = wait_until([&] { return measure(server.pid, stack_kib).threads <= base.threads || !server.healthy(); },
+                            60000ms) && server.healthy();
   double close_s = us_since(closing) / 1e6;
-  if (drained) wait_until([&] { return measure(control, stack_kib).threads <= base.threads; }, 10000ms);
-  Usage end = measure(control, stack_kib);
-  std::printf("# stack %u KiB: closed %zu sessions; sessions_open %s 0 after %.2f s; then rss %.1f MiB, %ld threads, "
-              "%ld maps; events seen %lu; load average %s\n",
-              stack_kib, had, drained ? "reached" : "did NOT reach", close_s, double(end.rss_kib) / 1024, end.threads,
-              end.maps, (unsigned long)fleet.events(), load_average().c_str());
+  Usage end = measure(server.pid, stack_kib);
+  std::printf("# %s, stack %u KiB: closed %zu sessions; its threads %s the baseline after %.2f s; then rss %.1f MiB, "
+              "%ld threads, %ld maps; events seen %lu; load average %s\n",
+              server.name.c_str(), stack_kib, had, drained ? "reached" : "did NOT reach", close_s,
+              double(end.rss_kib) / 1024, end.threads, end.maps, (unsigned long)fleet.events(), load_average().c_str());
   std::fflush(stdout);
   return ok && drained;
+}
+
+// The last lines of a log.
+std::string tail_lines(const std::string& log, int lines) {
+  size_t from = log.size();
+  for (int i = 0; i <= lines && from > 0; ++i) {
+    size_t nl = log.rfind('\n', from - 1);
+    from = nl == std::string::npos ? 0 : nl;
+  }
+  return log.substr(from);
+}
+
+bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pings, std::vector<Row>& rows) {
+  size_t max_n = *std::max_element(counts.begin(), counts.end());
+  Relay relay(relay_yaml(stack_kib, max_n));
+  pid_t control = relay.child_pid(kControl);
+  control_stats& stats = relay.shm().stats().control;
+  Server server;
+  server.name = "vrelayd";
+  server.pid = control;
+  server.port = relay.control_port();
+  server.healthy = [&] { return relay.restarts(kControl) == 0 && relay.child_pid(kControl) == control && running(control); };
+  server.heartbeat_age_s = [&] {
+    uint64_t beat = relay.shm().process(kControl).heartbeat_ns.load(std::memory_order_relaxed), now = monotonic_ns();
+    return now > beat ? to_seconds(now - beat) : 0.0;
+  };
+  server.wait_counted = [&](size_t n) { return wait_until([&] { return stats.sessions_open.load() == n; }, 5000ms); };
+  server.log_tail = [&] { return tail_lines(relay.log(), 12); };
+  return run_series(server, stack_kib, counts, pings, rows);
+}
+
+bool run_bare(const std::string& binary, uint32_t stack_kib, const std::vector<size_t>& counts, size_t pings,
+              std::vector<Row>& rows) {
+  std::string log_path = "/tmp/vrelay-bare-server-" + std::to_string(getpid()) + ".log";
+  int out = -1;
+  pid_t pid = start_program({binary, "--stack", std::to_string(stack_kib)}, log_path, &out);
+  std::string ready = read_first_line(out, 5000ms);
+  unsigned port = 0;
+  bool ok = std::sscanf(ready.c_str(), "bare_server ready port=%u", &port) == 1 && port > 0;
+  if (ok) {
+    Server server;
+    server.name = "bare";
+    server.pid = pid;
+    server.port = uint16_t(port);
+    server.healthy = [&] { return running(pid); };
+    server.heartbeat_age_s = [] { return 0.0; };
+    server.wait_counted = [](size_t) { return true; };  // a thread sent each HELLO
+    server.log_tail = [&] { return tail_lines(slurp(log_path), 12); };
+    ok = run_series(server, stack_kib, counts, pings, rows);
+  } else {
+    std::printf("# bare: %s did not start: '%s'\n", binary.c_str(), ready.c_str());
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  if (out >= 0) close(out);
+  std::remove(log_path.c_str());
+  return ok;
 }
 
 }  // namespace
@@ -371,6 +429,7 @@ int main(int argc, char** argv) {
   std::vector<uint32_t> stacks = {256, 128, 64};
   std::vector<size_t> counts;
   size_t pings = 2000;
+  bool with_bare = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--stack" && i + 1 < argc) {
@@ -378,12 +437,14 @@ int main(int argc, char** argv) {
       std::stringstream list(argv[++i]);
       std::string item;
       while (std::getline(list, item, ',')) stacks.push_back(uint32_t(std::atoi(item.c_str())));
+    } else if (a == "--no-bare") {
+      with_bare = false;
     } else if (a == "--pings" && i + 1 < argc) {
       pings = size_t(std::atol(argv[++i]));
     } else if (!a.empty() && std::isdigit(static_cast<unsigned char>(a[0])) && std::atol(a.c_str()) > 0) {
       counts.push_back(size_t(std::atol(a.c_str())));
     } else {
-      std::fprintf(stderr, "usage: sessions_bench [--stack KIB[,KIB...]] [--pings COUNT] [N...]\n");
+      std::fprintf(stderr, "usage: sessions_bench [--stack KIB[,KIB...]] [--pings COUNT] [--no-bare] [N...]\n");
       return 2;
     }
   }
@@ -399,31 +460,47 @@ int main(int argc, char** argv) {
   print_header();
   std::vector<Row> rows;
   bool ok = true;
+  // bench/bare_server, built next to this program, in the same run and with the same stacks.
+  std::string bare = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "bare_server";
   for (uint32_t stack : stacks) {
     try {
       ok = run_relay(stack, counts, pings, rows) && ok;
+      if (with_bare) ok = run_bare(bare, stack, counts, pings, rows) && ok;
     } catch (const std::exception& e) {  // vrelayd did not start, or a harness failure
       std::printf("# stack %u KiB: %s\n", stack, e.what());
       ok = false;
     }
   }
 
-  std::printf("\n| stack KiB | sessions | open s | quiet s | control CPU s | threads | maps | fds | VM GiB | RSS MiB "
+  std::printf("\n| server | stack KiB | sessions | open s | quiet s | control CPU s | threads | maps | fds | VM GiB | RSS MiB "
               "| RSS/session KiB | PSS/session KiB | stack RSS KiB/thread "
               "| kernel stack + page tables + slab KiB/session | idle CPU %% "
               "| PING p50 us | p99 us | max us |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows) {
     const Usage& a = r.after;
     const Usage& b = r.before;
-    std::printf("| %u | %zu | %.2f | %.1f | %.1f | %ld | %ld | %ld | %.2f | %.1f | %.1f | %.1f | %.1f "
+    std::printf("| %s | %u | %zu | %.2f | %.1f | %.1f | %ld | %ld | %ld | %.2f | %.1f | %.1f | %.1f | %.1f "
                 "| %.1f + %.1f + %.1f | %.1f | %.0f | %.0f | %.0f |\n",
-                r.stack_kib, r.sessions, r.open_s, r.quiet_s, r.step_cpu_s, a.threads, a.maps, a.fds,
+                r.server.c_str(), r.stack_kib, r.sessions, r.open_s, r.quiet_s, r.step_cpu_s, a.threads, a.maps, a.fds,
                 double(a.vm_kib) / 1048576, double(a.rss_kib) / 1024, per(a.rss_kib, b.rss_kib, r.sessions),
                 per(a.pss_kib, b.pss_kib, r.sessions), stack_rss(a),
                 per(a.kernel_stack_kib, b.kernel_stack_kib, r.sessions),
                 per(a.page_tables_kib, b.page_tables_kib, r.sessions),
                 per(a.slab_kib, b.slab_kib, r.sessions), r.idle_cpu_pct, r.p50, r.p99, r.max);
+  }
+  // vrelayd against the bare server of the same run, stack and N (issue targets: open <= 1.5x,
+  // PING p99 <= 1.1x, RSS <= 12 KiB per idle session).
+  std::printf("\n| stack KiB | sessions | open s vrelayd / bare | ratio | PING p99 us vrelayd / bare | ratio "
+              "| RSS/session KiB vrelayd / bare |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& v : rows) {
+    if (v.server != "vrelayd") continue;
+    for (const Row& b : rows)
+      if (b.server == "bare" && b.stack_kib == v.stack_kib && b.sessions == v.sessions)
+        std::printf("| %u | %zu | %.2f / %.2f | %.2f | %.0f / %.0f | %.2f | %.1f / %.1f |\n", v.stack_kib, v.sessions,
+                    v.open_s, b.open_s, b.open_s > 0 ? v.open_s / b.open_s : 0.0, v.p99, b.p99,
+                    b.p99 > 0 ? v.p99 / b.p99 : 0.0, per(v.after.rss_kib, v.before.rss_kib, v.sessions),
+                    per(b.after.rss_kib, b.before.rss_kib, b.sessions));
   }
   return ok ? 0 : 1;
 }

@@ -11,8 +11,15 @@
 #include <map>
 #include <sstream>
 
+#include "shm.hpp"
+
 namespace vrelay {
 namespace {
+
+// "control" "listen" -> "control.listen"; a top-level key has no section.
+std::string key_path(const char* section, const char* key) {
+  return *section ? std::string(section) + "." + key : std::string(key);
+}
 
 Endpoint endpoint_or_die(const std::string& text) {
   std::string error;
@@ -82,137 +89,123 @@ struct Loader {
     return *ep;
   }
 
-  using Handler = std::function<void(const YAML::Node&, const std::string&)>;
+  // ---- the keys that are not plain numbers or switches (VRELAY_OTHER in config_keys.def)
 
-  void section(const YAML::Node& node, const std::string& prefix, const std::map<std::string, Handler>& keys) {
-    if (!node.IsMap()) fail(node, prefix.empty() ? "(top level)" : prefix, "expected a mapping of keys");
-    for (const auto& kv : node) {
-      std::string name = kv.first.Scalar();
-      std::string full = prefix.empty() ? name : prefix + "." + name;
-      auto it = keys.find(name);
-      if (it == keys.end()) fail(kv.first, full, "unknown key");
-      it->second(kv.second, full);
+  void read__instance(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string error;
+    c.instance = scalar(n, k);
+    if (!Segment::valid_instance_name(c.instance, &error)) fail(n, k, error);
+  }
+  void read_control_listen(const YAML::Node& n, const std::string& k, Config& c) { c.control.listen = address(n, k); }
+  void read_control_ports(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    auto dash = s.find('-');
+    auto lo = parse_port(s.substr(0, dash), 1, 65535);
+    auto hi = dash == std::string::npos ? lo : parse_port(s.substr(dash + 1), 1, 65535);
+    if (!lo || !hi || *lo > *hi) fail(n, k, "expected a port range LOW-HIGH within 1-65535, got '" + s + "'");
+    c.control.port_min = *lo;
+    c.control.port_max = *hi;
+  }
+  void read_control_presence_events(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    if (s != "all" && s != "named") fail(n, k, "expected all or named, got '" + s + "'");
+    c.control.presence_to_named_only = s == "named";
+  }
+  void read_ingest_listen(const YAML::Node& n, const std::string& k, Config& c) { c.ingest.listen = address(n, k); }
+  void read_ingest_allow(const YAML::Node& n, const std::string& k, Config& c) {
+    if (!n.IsSequence()) fail(n, k, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
+    if (n.size() == 0) fail(n, k, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
+    c.ingest.allow.clear();
+    for (const auto& item : n) {
+      std::string error;
+      auto cidr = parse_cidr(scalar(item, k), &error);
+      if (!cidr) fail(item, k, error);
+      c.ingest.allow.push_back(*cidr);
     }
   }
+  void read_ingest_ring_slots(const YAML::Node& n, const std::string& k, Config& c) {
+    c.ingest.ring_slots = number(n, k, 16, 1 << 20);
+    if (c.ingest.ring_slots & (c.ingest.ring_slots - 1)) fail(n, k, "must be a power of two");
+  }
+  void read_ingest_source(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    if (s != "socket" && s != "generator") fail(n, k, "expected socket or generator, got '" + s + "'");
+    c.ingest.source = s == "socket" ? Config::Ingest::Source::kSocket : Config::Ingest::Source::kGenerator;
+  }
+  void read_moderators_token_files(const YAML::Node& n, const std::string& k, Config& c) {
+    if (!n.IsSequence()) fail(n, k, "expected a list of file paths");
+    c.moderators.token_files.clear();
+    c.moderators.tokens.clear();
+    for (const auto& item : n) {
+      std::string path = scalar(item, k);
+      std::string error;
+      std::string token = read_token_file(path, &error);
+      if (!error.empty()) fail(item, k, error);
+      c.moderators.token_files.push_back(path);
+      c.moderators.tokens.push_back(token);
+    }
+  }
+  void read_http_listen(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    c.http.enabled = s != "off";
+    if (c.http.enabled) c.http.listen = address(n, k);
+  }
+  void read_log_level(const YAML::Node& n, const std::string& k, Config& c) {
+    int level = parse_log_level(scalar(n, k));
+    if (level < 0) fail(n, k, "expected one of error, warning, notice, info, debug");
+    c.log.level = level;
+  }
+  void read_log_file(const YAML::Node& n, const std::string& k, Config& c) {
+    c.log.file = scalar(n, k);
+    if (!c.log.file.empty() && c.log.file[0] != '/') fail(n, k, "expected an absolute path, got '" + c.log.file + "'");
+  }
 
+  // ---- every key, from config_keys.def
+
+  using Reader = void (*)(Loader&, const YAML::Node&, const std::string&, Config&);
+  static const std::map<std::string, Reader>& readers() {
+    static const std::map<std::string, Reader> table = {
+#define VRELAY_NUMBER(section, key, member, lo, hi, fallback, help)                              \
+  {key_path(#section, #key), [](Loader& l, const YAML::Node& n, const std::string& k, Config& c) { \
+     c.member = l.number(n, k, lo, hi);                                                            \
+   }},
+#define VRELAY_SWITCH(section, key, member, fallback, help)                                      \
+  {key_path(#section, #key), [](Loader& l, const YAML::Node& n, const std::string& k, Config& c) { \
+     c.member = l.on_off(n, k);                                                                    \
+   }},
+#define VRELAY_OTHER(section, key, fallback, help)                                               \
+  {key_path(#section, #key), [](Loader& l, const YAML::Node& n, const std::string& k, Config& c) { \
+     l.read_##section##_##key(n, k, c);                                                            \
+   }},
+#include "config_keys.def"
+#undef VRELAY_NUMBER
+#undef VRELAY_SWITCH
+#undef VRELAY_OTHER
+    };
+    return table;
+  }
+
+  // A top-level key, or a section holding keys: every name must be declared.
   void load(const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file keeps the defaults
-    section(root, "", {
-      {"instance", [&](const YAML::Node& n, const std::string& k) {
-         c.instance = scalar(n, k);
-         bool ok = !c.instance.empty() && c.instance.size() <= 32;
-         for (char ch : c.instance) ok = ok && (isalnum((unsigned char)ch) || ch == '-' || ch == '_');
-         if (!ok) fail(n, k, "expected 1 to 32 letters, digits, '-' or '_'");
-       }},
-      {"control", [&](const YAML::Node& n, const std::string& k) {
-         section(n, k, {
-           {"listen", [&](const YAML::Node& v, const std::string& kk) { c.control.listen = address(v, kk); }},
-           {"max_sessions", [&](const YAML::Node& v, const std::string& kk) { c.control.max_sessions = number(v, kk, 1, 1000000); }},
-           {"max_sessions_per_ip", [&](const YAML::Node& v, const std::string& kk) { c.control.max_sessions_per_ip = number(v, kk, 1, 1000000); }},
-           {"idle_timeout", [&](const YAML::Node& v, const std::string& kk) { c.control.idle_timeout_s = number(v, kk, 0, 86400 * 365); }},
-           {"max_line", [&](const YAML::Node& v, const std::string& kk) { c.control.max_line = number(v, kk, 64, 65536); }},
-           {"orphan_grace", [&](const YAML::Node& v, const std::string& kk) { c.control.orphan_grace_s = number(v, kk, 0, 86400); }},
-           {"thread_stack_kib", [&](const YAML::Node& v, const std::string& kk) { c.control.thread_stack_kib = number(v, kk, 64, 65536); }},
-           {"rate_limit", [&](const YAML::Node& v, const std::string& kk) { c.control.rate_limit = number(v, kk, 1, 1000000); }},
-           {"rate_burst", [&](const YAML::Node& v, const std::string& kk) { c.control.rate_burst = number(v, kk, 1, 1000000); }},
-           {"outbox_bytes", [&](const YAML::Node& v, const std::string& kk) { c.control.outbox_bytes = number(v, kk, 4096, 1 << 30); }},
-           {"presence_events", [&](const YAML::Node& v, const std::string& kk) {
-              std::string s = scalar(v, kk);
-              if (s != "all" && s != "named") fail(v, kk, "expected all or named, got '" + s + "'");
-              c.control.presence_to_named_only = s == "named";
-            }},
-           {"ports", [&](const YAML::Node& v, const std::string& kk) {
-              std::string s = scalar(v, kk);
-              auto dash = s.find('-');
-              auto lo = parse_port(s.substr(0, dash), 1, 65535);
-              auto hi = dash == std::string::npos ? lo : parse_port(s.substr(dash + 1), 1, 65535);
-              if (!lo || !hi || *lo > *hi) fail(v, kk, "expected a port range LOW-HIGH within 1-65535, got '" + s + "'");
-              c.control.port_min = *lo;
-              c.control.port_max = *hi;
-            }},
-         });
-       }},
-      {"ingest", [&](const YAML::Node& n, const std::string& k) {
-         section(n, k, {
-           {"listen", [&](const YAML::Node& v, const std::string& kk) { c.ingest.listen = address(v, kk); }},
-           {"max_datagram", [&](const YAML::Node& v, const std::string& kk) { c.ingest.max_datagram = number(v, kk, 188, 65507); }},
-           {"ring_slots", [&](const YAML::Node& v, const std::string& kk) {
-              c.ingest.ring_slots = number(v, kk, 16, 1 << 20);
-              if (c.ingest.ring_slots & (c.ingest.ring_slots - 1)) fail(v, kk, "must be a power of two");
-            }},
-           {"ring_bytes", [&](const YAML::Node& v, const std::string& kk) { c.ingest.ring_bytes = number(v, kk, 0, 1 << 30); }},
-           {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.ingest.socket_buffer = number(v, kk, 4096, 1 << 30); }},
-           {"stall_timeout", [&](const YAML::Node& v, const std::string& kk) { c.ingest.stall_timeout_s = number(v, kk, 1, 3600); }},
-           {"source", [&](const YAML::Node& v, const std::string& kk) {
-              std::string s = scalar(v, kk);
-              if (s != "socket" && s != "generator") fail(v, kk, "expected socket or generator, got '" + s + "'");
-              c.ingest.source = s == "socket" ? Config::Ingest::Source::kSocket : Config::Ingest::Source::kGenerator;
-            }},
-           {"interval_ms", [&](const YAML::Node& v, const std::string& kk) { c.ingest.interval_ms = number(v, kk, 1, 60000); }},
-           {"allow", [&](const YAML::Node& v, const std::string& kk) {
-              if (!v.IsSequence()) fail(v, kk, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
-              if (v.size() == 0) fail(v, kk, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
-              c.ingest.allow.clear();
-              for (const auto& item : v) {
-                std::string error;
-                auto cidr = parse_cidr(scalar(item, kk), &error);
-                if (!cidr) fail(item, kk, error);
-                c.ingest.allow.push_back(*cidr);
-              }
-            }},
-         });
-       }},
-      {"fanout", [&](const YAML::Node& n, const std::string& k) {
-         section(n, k, {
-           {"max_subscribers", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_subscribers = number(v, kk, 1, 65536); }},
-           {"socket_buffer", [&](const YAML::Node& v, const std::string& kk) { c.fanout.socket_buffer = number(v, kk, 4096, 1 << 30); }},
-           {"gso", [&](const YAML::Node& v, const std::string& kk) { c.fanout.gso = on_off(v, kk); }},
-           {"max_batch_delay", [&](const YAML::Node& v, const std::string& kk) { c.fanout.max_batch_delay_us = number(v, kk, 0, 1000000); }},
-           {"unreachable_pause", [&](const YAML::Node& v, const std::string& kk) { c.fanout.unreachable_pause_s = number(v, kk, 0, 86400); }},
-           {"fast_start", [&](const YAML::Node& v, const std::string& kk) { c.fanout.fast_start = on_off(v, kk); }},
-           {"fast_start_rate", [&](const YAML::Node& v, const std::string& kk) { c.fanout.fast_start_rate = number(v, kk, 1, 100); }},
-         });
-       }},
-      {"moderators", [&](const YAML::Node& n, const std::string& k) {
-         section(n, k, {
-           {"token_files", [&](const YAML::Node& v, const std::string& kk) {
-              if (!v.IsSequence()) fail(v, kk, "expected a list of file paths");
-              c.moderators.token_files.clear();
-              c.moderators.tokens.clear();
-              for (const auto& item : v) {
-                std::string path = scalar(item, kk);
-                std::string error;
-                std::string token = read_token_file(path, &error);
-                if (!error.empty()) fail(item, kk, error);
-                c.moderators.token_files.push_back(path);
-                c.moderators.tokens.push_back(token);
-              }
-            }},
-         });
-       }},
-      {"log", [&](const YAML::Node& n, const std::string& k) {
-         section(n, k, {
-           {"level", [&](const YAML::Node& v, const std::string& kk) {
-              int level = parse_log_level(scalar(v, kk));
-              if (level < 0) fail(v, kk, "expected one of error, warning, notice, info, debug");
-              c.log.level = level;
-            }},
-           {"file", [&](const YAML::Node& v, const std::string& kk) {
-              c.log.file = scalar(v, kk);
-              if (!c.log.file.empty() && c.log.file[0] != '/') fail(v, kk, "expected an absolute path, got '" + c.log.file + "'");
-            }},
-         });
-       }},
-      {"http", [&](const YAML::Node& n, const std::string& k) {
-         section(n, k, {
-           {"listen", [&](const YAML::Node& v, const std::string& kk) {
-              std::string s = scalar(v, kk);
-              c.http.enabled = s != "off";
-              if (c.http.enabled) c.http.listen = address(v, kk);
-            }},
-         });
-       }},
-    });
+    if (!root.IsMap()) fail(root, "(top level)", "expected a mapping of keys");
+    const auto& table = readers();
+    for (const auto& top : root) {
+      std::string name = top.first.Scalar();
+      if (auto it = table.find(name); it != table.end()) {
+        it->second(*this, top.second, name, c);
+        continue;
+      }
+      if (table.lower_bound(name + ".") == table.lower_bound(name + "/"))  // no key NAME.*
+        fail(top.first, name, "unknown key");
+      if (!top.second.IsMap()) fail(top.second, name, "expected a mapping of keys");
+      for (const auto& kv : top.second) {
+        std::string full = name + "." + kv.first.Scalar();
+        auto it = table.find(full);
+        if (it == table.end()) fail(kv.first, full, "unknown key");
+        it->second(*this, kv.second, full, c);
+      }
+    }
   }
 };
 
@@ -234,13 +227,34 @@ int parse_log_level(const std::string& name) {
 }
 
 Config default_config() {
+  // The defaults of config_keys.def, read as a file holding them would be.
+  YAML::Node defaults(YAML::NodeType::Map);
+  for (const ConfigKey& key : config_keys()) {
+    std::string path = key.path, section, name = path;
+    if (auto dot = path.find('.'); dot != std::string::npos) {
+      section = path.substr(0, dot);
+      name = path.substr(dot + 1);
+    }
+    (section.empty() ? defaults : defaults[section])[name] = YAML::Load(key.fallback);
+  }
   Config c;
-  c.control.listen = endpoint_or_die("0.0.0.0:7700");
-  c.ingest.listen = endpoint_or_die("127.0.0.1:65534");
-  c.http.listen = endpoint_or_die("127.0.0.1:7701");  // used only when http.listen turns it on
-  std::string error;
-  c.ingest.allow = {*parse_cidr("127.0.0.0/8", &error), *parse_cidr("::1/128", &error)};
+  Loader{"(embedded defaults)"}.load(defaults, c);
+  c.http.listen = endpoint_or_die("127.0.0.1:7701");  // where http turns on when --http does not say
   return c;
+}
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = {
+#define VRELAY_NUMBER(section, key, member, lo, hi, fallback, help) \
+  {key_path(#section, #key), "a whole number from " #lo " to " #hi, fallback, help},
+#define VRELAY_SWITCH(section, key, member, fallback, help) {key_path(#section, #key), "on or off", fallback, help},
+#define VRELAY_OTHER(section, key, fallback, help) {key_path(#section, #key), "", fallback, help},
+#include "config_keys.def"
+#undef VRELAY_NUMBER
+#undef VRELAY_SWITCH
+#undef VRELAY_OTHER
+  };
+  return keys;
 }
 
 Config load_config_text(const std::string& yaml, const std::string& origin) {

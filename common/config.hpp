@@ -10,24 +10,26 @@
 
 namespace vrelay {
 
+// The values of the keys declared in common/config_keys.def, where their defaults are:
+// a Config not made by default_config() or load_config_*() holds zeros.
 struct Config {
-  std::string instance = "default";  // names the shared-memory segment /vrelay.<instance>
+  std::string instance;  // names the shared-memory segment /vrelay.<instance>
 
   struct Control {
-    Endpoint listen;                 // 0.0.0.0:7700
-    uint32_t max_sessions = 1024;
-    uint32_t max_sessions_per_ip = 256;
-    uint32_t idle_timeout_s = 300;   // 0 = never
-    uint32_t max_line = 1024;        // bytes, terminator included
-    uint16_t port_min = 1025, port_max = 65535;
-    uint32_t orphan_grace_s = 30;
-    uint32_t thread_stack_kib = 256;
-    uint32_t rate_limit = 1000;        // lines per second per session
-    uint32_t rate_burst = 2000;
-    uint32_t outbox_bytes = 1 << 20;   // a session that lets more pile up is disconnected
+    Endpoint listen;
+    uint32_t max_sessions = 0;
+    uint32_t max_sessions_per_ip = 0;
+    uint32_t idle_timeout_s = 0;     // 0 = never
+    uint32_t max_line = 0;           // bytes, terminator included
+    uint16_t port_min = 0, port_max = 0;
+    uint32_t orphan_grace_s = 0;
+    uint32_t thread_stack_kib = 0;
+    uint32_t rate_limit = 0;         // lines per second per session
+    uint32_t rate_burst = 0;
+    uint32_t outbox_bytes = 0;       // a session that lets more pile up is disconnected
     // Who hears JOIN, LEAVE and RENAME: only the sessions that took a NAME (chat users, the
     // default: O(named) per event), or every session (O(all): for small relays).
-    bool presence_to_named_only = true;
+    bool presence_to_named_only = false;
   } control;
 
   struct Moderators {
@@ -36,40 +38,48 @@ struct Config {
   } moderators;
 
   struct Ingest {
-    Endpoint listen;                 // 127.0.0.1:65534
-    std::vector<Cidr> allow;         // loopback
-    uint32_t max_datagram = 1500;    // larger datagrams are dropped, never truncated
-    uint32_t ring_slots = 4096;      // power of two; the ring holds at least this many
-    uint32_t ring_bytes = 12'500'000;  // and at least this much stream (10 s at 10 Mbit/s)
-    uint32_t socket_buffer = 4 << 20;
-    uint32_t stall_timeout_s = 3;    // no datagram for this long: the source is stalled
+    Endpoint listen;
+    std::vector<Cidr> allow;
+    uint32_t max_datagram = 0;       // larger datagrams are dropped, never truncated
+    uint32_t ring_slots = 0;         // power of two; the ring holds at least this many
+    uint32_t ring_bytes = 0;         // and at least this much stream
+    uint32_t socket_buffer = 0;
+    uint32_t stall_timeout_s = 0;    // no datagram for this long: the source is stalled
     // Where datagrams come from: the ingest socket, or the built-in generator of the
     // counter stream (common/counter_stream.hpp), one datagram every interval_ms.
     enum class Source { kSocket, kGenerator } source = Source::kSocket;
-    uint32_t interval_ms = 100;
+    uint32_t interval_ms = 0;
   } ingest;
 
   struct Fanout {
-    uint32_t max_subscribers = 1024;
-    uint32_t socket_buffer = 4 << 20;
-    bool gso = true;                    // UDP GSO where the kernel takes it
+    uint32_t max_subscribers = 0;
+    uint32_t socket_buffer = 0;
+    bool gso = false;                   // UDP GSO where the kernel takes it
     uint32_t max_batch_delay_us = 0;    // 0 = send as soon as ingest wakes the fan-out
-    uint32_t unreachable_pause_s = 10;  // only refusals for this long: paused; 0 = never
-    bool fast_start = true;             // a new viewer starts at the last key frame
-    uint32_t fast_start_rate = 4;       // its burst: this many times the stream's rate
+    uint32_t unreachable_pause_s = 0;   // only refusals for this long: paused; 0 = never
+    bool fast_start = false;            // a new viewer starts at a recent key frame
+    uint32_t fast_start_rate = 0;       // its burst: this many times the stream's rate
   } fanout;
 
   struct Http {
-    bool enabled = false;            // off in the embedded defaults
+    bool enabled = false;            // http.listen is not "off"
     Endpoint listen;                 // /metrics, /status.json and the status page
   } http;
 
   struct Log {
-    int level = 6;  // syslog priority: 3 err, 4 warning, 5 notice, 6 info, 7 debug
+    int level = 0;     // syslog priority: 3 err, 4 warning, 5 notice, 6 info, 7 debug
     std::string file;  // "" = stderr (journald); else appended to, reopened on SIGUSR1
   } log;
-
 };
+
+// One key of config_keys.def, for `vrelayd --help-config` and the checks.
+struct ConfigKey {
+  std::string path;      // "control.listen"
+  const char* values;    // "a whole number from 1 to 100", "on or off", or "" (see help)
+  const char* fallback;  // the default, as written in YAML
+  const char* help;
+};
+const std::vector<ConfigKey>& config_keys();
 
 class ConfigError : public std::runtime_error {
  public:

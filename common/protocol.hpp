@@ -21,7 +21,9 @@ class LineReader {
     virtual void on_line_too_long() = 0;
     virtual void on_telnet_reply(std::string_view bytes) = 0;  // send back as is
   };
-  explicit LineReader(size_t max_line) : max_line_(max_line) { buffer_.reserve(max_line); }
+  // The buffer grows with the line: reserving max_line up front cost every idle session a
+  // page of memory.
+  explicit LineReader(size_t max_line) : max_line_(max_line) {}
   void feed(const char* data, size_t size, Sink& sink);
 
  private:

@@ -202,6 +202,13 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
   return seg;
 }
 
+bool Segment::valid_instance_name(const std::string& instance, std::string* error) {
+  bool ok = !instance.empty() && instance.size() <= 32;
+  for (char c : instance) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');
+  if (!ok) *error = "expected 1 to 32 letters, digits, '-' or '_'";
+  return ok;
+}
+
 bool Segment::remove(const std::string& instance) {
   return bip::shared_memory_object::remove(shm_name(instance).c_str());
 }

@@ -201,6 +201,9 @@ class Segment {
   // Maps an existing segment and checks it; throws std::runtime_error with the reason.
   static std::unique_ptr<Segment> open(const std::string& instance, bool read_only);
   static std::string shm_name(const std::string& instance) { return "vrelay." + instance; }
+  // An instance name becomes part of a file name: 1 to 32 of [A-Za-z0-9_-]. False with the
+  // rule in *error otherwise.
+  static bool valid_instance_name(const std::string& instance, std::string* error);
   static bool remove(const std::string& instance);
 
   void publish();  // writes the version word last, with release

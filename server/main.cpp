@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "shm.hpp"
 #include "log.hpp"
 #include "proctitle.hpp"
 #include "supervisor/supervisor.hpp"
@@ -29,6 +30,8 @@ const char* kUsage =
     "  -F, --foreground        stay in the foreground (for systemd and tests); otherwise\n"
     "                          vrelayd detaches once ready\n"
     "      --check-config      check the configuration and exit (0 = valid)\n"
+    "      --help-config       print every configuration key with its default, values\n"
+    "                          and meaning (as YAML), and exit\n"
     "  -V, --version           print the version and exit\n"
     "  -h, --help              print this help and exit\n"
     "\n"
@@ -37,6 +40,14 @@ const char* kUsage =
     "on standard output, followed by ' http=HOST:PORT' when HTTP is on.\n"
     "Options override the configuration file. Exit status: 0 on a clean stop,\n"
     "1 on a runtime failure, 2 on a usage or configuration error.\n";
+
+// Every key as "path: default", after a comment line with its meaning and values.
+void print_config_keys() {
+  for (const vrelay::ConfigKey& key : vrelay::config_keys()) {
+    std::string values = *key.values ? std::string(" (") + key.values + ")" : "";
+    printf("# %s%s\n%s: %s\n", key.help, values.c_str(), key.path.c_str(), key.fallback);
+  }
+}
 
 int usage_error(const std::string& message) {
   fprintf(stderr, "vrelayd: %s\nTry 'vrelayd --help'.\n", message.c_str());
@@ -49,7 +60,7 @@ int main(int argc, char** argv) {
   vrelay::proctitle_init(argc, argv);
   vrelay::log::set_role("vrelayd");
 
-  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck, kOptHttp };
+  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck, kOptHttp, kOptHelpConfig };
   static const option long_options[] = {
       {"config", required_argument, nullptr, 'c'},
       {"control", required_argument, nullptr, kOptControl},
@@ -58,6 +69,7 @@ int main(int argc, char** argv) {
       {"instance", required_argument, nullptr, kOptInstance},
       {"foreground", no_argument, nullptr, 'F'},
       {"check-config", no_argument, nullptr, kOptCheck},
+      {"help-config", no_argument, nullptr, kOptHelpConfig},
       {"version", no_argument, nullptr, 'V'},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -80,6 +92,7 @@ int main(int argc, char** argv) {
       case kOptCheck: check_only = true; break;
       case 'V': printf("vrelayd %s\n", VRELAY_VERSION); return 0;
       case 'h': fputs(kUsage, stdout); return 0;
+      case kOptHelpConfig: print_config_keys(); return 0;
       case ':': return usage_error(std::string("option '") + argv[optind - 1] + "' needs a value");
       default: return usage_error(std::string("unknown option '") + argv[optind - 1] + "'");
     }
@@ -118,9 +131,8 @@ int main(int argc, char** argv) {
       config.http.listen = *ep;
     }
     if (instance_given) {
-      bool ok = !instance.empty() && instance.size() <= 32;
-      for (char c : instance) ok = ok && (isalnum((unsigned char)c) || c == '-' || c == '_');
-      if (!ok) throw vrelay::ConfigError("--instance: expected 1 to 32 letters, digits, '-' or '_'");
+      std::string error;
+      if (!vrelay::Segment::valid_instance_name(instance, &error)) throw vrelay::ConfigError("--instance: " + error);
       config.instance = instance;
     }
     vrelay::validate(config);

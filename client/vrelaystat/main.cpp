@@ -73,12 +73,6 @@ int usage_error(const std::string& message) {
   return kExitUsage;
 }
 
-// As vrelayd accepts it (server/main.cpp): the name becomes part of a file name.
-bool valid_instance(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 32;
-  for (char c : name) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');
-  return ok;
-}
 
 std::string shm_path(const std::string& instance) { return "/dev/shm/" + Segment::shm_name(instance); }
 
@@ -404,11 +398,12 @@ int main(int argc, char** argv) {
     const char* env = getenv("VRELAY_INSTANCE");
     if (env && *env) {
       options.instance = env;
-      if (!valid_instance(options.instance))
-        return usage_error("VRELAY_INSTANCE: expected 1 to 32 letters, digits, '-' or '_'");
+      std::string error;
+      if (!Segment::valid_instance_name(options.instance, &error)) return usage_error("VRELAY_INSTANCE: " + error);
     }
   }
-  if (!valid_instance(options.instance)) return usage_error("--instance: expected 1 to 32 letters, digits, '-' or '_'");
+  if (std::string error; !Segment::valid_instance_name(options.instance, &error))
+    return usage_error("--instance: " + error);
 
   std::string error;
   std::unique_ptr<Segment> segment = open_segment(options.instance, &error);

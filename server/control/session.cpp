@@ -177,7 +177,9 @@ void Session::arm_timer() {
 }
 
 void Session::on_readable() {
-  char buffer[4096];
+  // Small: a larger array would push every frame below it onto one more page of each
+  // session's stack (a long line just takes more reads).
+  char buffer[1024];
   ssize_t n = recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
     stop_ = true;  // the peer left: as DESCONECTAR

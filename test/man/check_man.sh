@@ -10,9 +10,9 @@
 #                                              COUNTERS of man/vrelayd.8 as group.name
 #                                              with its kind and help text, and no other
 #   check_man.sh config-keys VRELAYD SRCDIR    every key of config/vrelay.yaml is in KEYS
-#                                              of man/vrelay.yaml.5, and no other; every
-#                                              key the loader (common/config.cpp) knows is
-#                                              in config/vrelay.yaml
+#                                              of man/vrelay.yaml.5, and no other; the keys
+#                                              of `vrelayd --help-config` are those of
+#                                              config/vrelay.yaml
 #   check_man.sh check-config VRELAYD SRCDIR   vrelayd --check-config accepts the example
 #   check_man.sh options-tool TOOL PAGE        every option of `TOOL --help` is in
 #                                              OPTIONS of PAGE, and no other (vrelayctl,
@@ -180,7 +180,7 @@ yaml_paths() {
 }
 
 check_config_keys() {
-  local example="$1" page="$2" loader="$3" paths leaves keys_tags p name
+  local example="$1" page="$2" bin="$3" paths leaves keys_tags p
   [ -f "$example" ] || { fail "$example: missing"; return; }
   paths=$(yaml_paths "$example")
   leaves=$(printf '%s\n' "$paths" | grep -v '/$')
@@ -196,17 +196,17 @@ check_config_keys() {
   for p in $(printf '%s\n' "$keys_tags" | sed -nE 's/^\.B +([a-z_][a-z0-9_.]*)$/\1/p'); do
     printf '%s\n' "$leaves" | grep -qxF -- "$p" || fail "$page: KEYS documents $p, which $example does not list"
   done
-  # Every key name the loader accepts ({"name", [&] ... } in common/config.cpp) appears in
-  # the example, so that a key added to the loader is added to the example and the page.
-  if [ -f "$loader" ]; then
-    local names
-    names=$(printf '%s\n' "$paths" | tr -d '/' | tr '.' '\n' | sort -u)
-    for name in $(grep -oE '\{"[a-z_][a-z0-9_]*", *\[&\]' "$loader" | sed -E 's/^\{"([^"]*)".*/\1/' | sort -u); do
-      printf '%s\n' "$names" | grep -qxF -- "$name" || fail "$example: the loader accepts the key '$name', which the example does not list"
-    done
-  else
-    fail "$loader: missing"
-  fi
+  # The keys the program declares (common/config_keys.def, shown by --help-config) and the
+  # example's are the same: a key added to the declarations goes into the example and the page.
+  local declared
+  declared=$("$bin" --help-config | sed -nE 's/^([a-z_][a-z0-9_.]*): .*/\1/p')
+  [ -n "$declared" ] || fail "$bin --help-config printed no key"
+  for p in $declared; do
+    printf '%s\n' "$leaves" | grep -qxF -- "$p" || fail "$example: $bin declares the key $p, which the example does not list"
+  done
+  for p in $leaves; do
+    printf '%s\n' "$declared" | grep -qxF -- "$p" || fail "$example: lists $p, which $bin does not declare"
+  done
   echo "config-keys: checked $count keys of $example against $page"
 }
 
@@ -326,7 +326,7 @@ case "$what" in
     [ -x "$bin" ] || { echo "FAIL: $bin is not an executable" >&2; exit 1; }
     case "$what" in options | all) check_options "$bin" "$src/man/vrelayd.8" ;; esac
     case "$what" in counters | all) check_counters "$src/common/counters.def" "$src/man/vrelayd.8" ;; esac
-    case "$what" in config-keys | all) check_config_keys "$src/config/vrelay.yaml" "$src/man/vrelay.yaml.5" "$src/common/config.cpp" ;; esac
+    case "$what" in config-keys | all) check_config_keys "$src/config/vrelay.yaml" "$src/man/vrelay.yaml.5" "$bin" ;; esac
     case "$what" in check-config | all) check_config_example "$bin" "$src/config/vrelay.yaml" ;; esac
     case "$what" in protocol | all)
       check_protocol "$src/common/protocol.cpp" "$src/common/protocol.hpp" "$src/man/vrelay-protocol.7" ;;

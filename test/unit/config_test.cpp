@@ -1,6 +1,7 @@
 // Unit tests of the configuration loader: defaults, every key, and errors naming the
 // file, the line and the key.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include "config.hpp"
 
@@ -176,6 +177,41 @@ TEST(Config, BadObservabilityKeysAreClearErrors) {
     } catch (const ConfigError& e) {
       EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();
     }
+  }
+}
+
+// A scalar or a list of scalars as one line, whatever its YAML style.
+std::string flat(const YAML::Node& node) {
+  if (!node.IsSequence()) return node.Scalar();
+  std::string out = "[";
+  for (const auto& item : node) out += (out.size() > 1 ? ", " : "") + item.Scalar();
+  return out + "]";
+}
+
+// config/vrelay.yaml lists every key declared in common/config_keys.def with its declared
+// default (but http.listen, which it turns on), and nothing else.
+TEST(Config, TheShippedFileHoldsEveryDeclaredKeyAtItsDefault) {
+  YAML::Node shipped = YAML::LoadFile(VRELAY_SOURCE_DIR "/config/vrelay.yaml");
+  size_t leaves = 0;
+  for (const auto& top : shipped) leaves += top.second.IsMap() ? top.second.size() : 1;
+  EXPECT_EQ(leaves, config_keys().size());
+  for (const ConfigKey& key : config_keys()) {
+    auto dot = key.path.find('.');
+    YAML::Node value = dot == std::string::npos ? shipped[key.path] : shipped[key.path.substr(0, dot)][key.path.substr(dot + 1)];
+    ASSERT_TRUE(value.IsDefined()) << key.path << " is not in config/vrelay.yaml";
+    if (key.path == "http.listen") continue;
+    EXPECT_EQ(flat(value), flat(YAML::Load(key.fallback))) << key.path;
+  }
+}
+
+// Every declared key is read: setting it to its own default is valid.
+TEST(Config, EveryDeclaredDefaultLoads) {
+  for (const ConfigKey& key : config_keys()) {
+    auto dot = key.path.find('.');
+    std::string yaml = dot == std::string::npos ? key.path + ": " + key.fallback + "\n"
+                                                : key.path.substr(0, dot) + ":\n  " + key.path.substr(dot + 1) + ": " +
+                                                      key.fallback + "\n";
+    EXPECT_EQ(error_of(yaml), "") << yaml;
   }
 }
 
