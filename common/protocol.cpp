@@ -77,59 +77,24 @@ void LineReader::feed(const char* data, size_t size, Sink& sink) {
 
 const char* error_word(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kUnknownCommand: return "unknown-command";
-    case ErrorCode::kBadArgument: return "bad-argument";
-    case ErrorCode::kBadPort: return "bad-port";
-    case ErrorCode::kNotConnected: return "not-connected";
-    case ErrorCode::kAlreadyConnected: return "already-connected";
-    case ErrorCode::kNameTaken: return "name-taken";
-    case ErrorCode::kNoSuchUser: return "no-such-user";
-    case ErrorCode::kNoSuchCall: return "no-such-call";
-    case ErrorCode::kForbidden: return "forbidden";
-    case ErrorCode::kBusy: return "busy";
-    case ErrorCode::kLineTooLong: return "line-too-long";
-    case ErrorCode::kTooFast: return "too-fast";
+#define VRELAY_ERROR(id, word) \
+  case ErrorCode::k##id:       \
+    return word;
+#include "errors.def"
+#undef VRELAY_ERROR
   }
   return "?";
 }
 
+// ("A", "B") -> {"A", "B", nullptr}; () -> {nullptr}.
+#define VRELAY_ALIASES(...) {__VA_ARGS__ __VA_OPT__(, ) nullptr}
+
 const std::vector<CommandSpec>& commands() {
   static const std::vector<CommandSpec> table = {
-      {CommandId::kConnect, "CONECTAR", {"CONNECT", nullptr}, 1, 1, false, Access::kAnyone, "CONECTAR <port>",
-       "receive the stream by UDP at <port> of this connection's IP address"},
-      {CommandId::kPause, "INTERRUMPIR", {"PAUSE", nullptr}, 0, 0, false, Access::kAnyone, "INTERRUMPIR",
-       "stop sending the stream to this session (it stays subscribed)"},
-      {CommandId::kResume, "CONTINUAR", {"RESUME", nullptr}, 0, 0, false, Access::kAnyone, "CONTINUAR",
-       "send the stream again, from the next datagram on"},
-      {CommandId::kDisconnect, "DESCONECTAR", {"DISCONNECT", "QUIT", "EXIT", nullptr}, 0, 0, false, Access::kAnyone,
-       "DESCONECTAR", "end the subscription and the session"},
-      {CommandId::kName, "NAME", {nullptr}, 1, 1, false, Access::kAnyone, "NAME <name>",
-       "take a name: 1 to 32 of A-Z a-z 0-9 _ . -, unique ignoring case"},
-      {CommandId::kList, "LIST", {"WHO", nullptr}, 0, 0, false, Access::kAnyone, "LIST", "the names of every session"},
-      {CommandId::kInfo, "INFO", {nullptr}, 1, 1, false, Access::kAnyone, "INFO <name>",
-       "a session's address, UDP port, stream state and since when"},
-      {CommandId::kMsg, "MSG", {nullptr}, 2, 2, true, Access::kAnyone, "MSG <name> <text>",
-       "a private message to one session"},
-      {CommandId::kBroadcast, "BROADCAST", {nullptr}, 1, 1, true, Access::kAnyone, "BROADCAST <text>",
-       "a message to every other session"},
-      {CommandId::kEcho, "ECHO", {nullptr}, 0, 1, true, Access::kAnyone, "ECHO <text>", "answers OK <text>"},
-      {CommandId::kPing, "PING", {nullptr}, 0, 0, false, Access::kAnyone, "PING", "answers OK PONG"},
-      {CommandId::kStats, "STATS", {nullptr}, 0, 0, false, Access::kAnyone, "STATS", "the relay's figures"},
-      {CommandId::kHelp, "HELP", {nullptr}, 0, 1, false, Access::kAnyone, "HELP [command]",
-       "lists the commands, or explains one"},
-      {CommandId::kFormat, "FORMAT", {nullptr}, 1, 1, false, Access::kAnyone, "FORMAT JSON|TEXT",
-       "replies and events as JSON objects, or as text lines"},
-      {CommandId::kAuth, "AUTH", {nullptr}, 1, 1, false, Access::kAnyone, "AUTH <token>", "become a moderator"},
-      {CommandId::kKick, "KICK", {nullptr}, 1, 1, false, Access::kModerator, "KICK <name>",
-       "end that session (moderators)"},
-      {CommandId::kShutdown, "SHUTDOWN", {nullptr}, 0, 0, false, Access::kModerator, "SHUTDOWN",
-       "stop the whole relay (moderators)"},
-      {CommandId::kCall, "CALL", {nullptr}, 2, 2, false, Access::kAnyone, "CALL <name> <udp_port>",
-       "ask a session for a direct call; it learns your IP address and port"},
-      {CommandId::kAnswer, "ANSWER", {nullptr}, 2, 2, false, Access::kAnyone, "ANSWER <name> <udp_port>",
-       "accept a call; the caller learns your IP address and port"},
-      {CommandId::kHangup, "HANGUP", {nullptr}, 1, 1, false, Access::kAnyone, "HANGUP <name>",
-       "end or refuse a call"},
+#define VRELAY_COMMAND(id, name, aliases, min_args, max_args, rest_is_text, access, usage, help) \
+  {CommandId::k##id, name, VRELAY_ALIASES aliases, min_args, max_args, rest_is_text, Access::access, usage, help},
+#include "commands.def"
+#undef VRELAY_COMMAND
   };
   return table;
 }

@@ -36,14 +36,16 @@ class LineReader {
 };
 
 enum class ErrorCode {
-  kUnknownCommand, kBadArgument, kBadPort, kNotConnected, kAlreadyConnected, kNameTaken,
-  kNoSuchUser, kNoSuchCall, kForbidden, kBusy, kLineTooLong, kTooFast
+#define VRELAY_ERROR(id, word) k##id,
+#include "errors.def"
+#undef VRELAY_ERROR
 };
 const char* error_word(ErrorCode code);
 
 enum class CommandId {
-  kConnect, kPause, kResume, kDisconnect, kName, kList, kInfo, kMsg, kBroadcast, kEcho, kPing, kStats,
-  kHelp, kFormat, kAuth, kKick, kShutdown, kCall, kAnswer, kHangup
+#define VRELAY_COMMAND(id, ...) k##id,
+#include "commands.def"
+#undef VRELAY_COMMAND
 };
 enum class Access { kAnyone, kModerator };
 

@@ -1,5 +1,6 @@
-// The commands of a control session (vrelay-protocol(7)). Checks run in the contract's order:
-// syntax (the parser, then argument values), permission, then state.
+// The commands of a control session (vrelay-protocol(7)), one handler per entry of
+// common/commands.def. Checks run in the contract's order: syntax (the parser, then argument
+// values), permission (execute), then state.
 #include <algorithm>
 #include <ctime>
 #include <thread>
@@ -47,7 +48,163 @@ Reply bad_port(const Config& config) {
 
 }  // namespace
 
-Reply Session::authenticate(std::string_view token) {
+Reply no_such_user(std::string_view name) {
+  return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + std::string(name) + "'");
+}
+
+Reply Session::execute(const protocol::Parsed& command) {
+  if (command.spec->access == protocol::Access::kModerator && !moderator_) {
+    // Syntax was checked by the parser; permission comes before state.
+    return protocol::err(ErrorCode::kForbidden, "moderators only: AUTH first");
+  }
+  switch (command.spec->id) {
+#define VRELAY_COMMAND(id, ...) \
+  case CommandId::k##id:        \
+    return command_##id(command);
+#include "commands.def"
+#undef VRELAY_COMMAND
+  }
+  return protocol::err(ErrorCode::kUnknownCommand, "not implemented");
+}
+
+// ---- the stream ----------------------------------------------------------------------
+
+Reply Session::command_Connect(const protocol::Parsed& command) {
+  const Config& config = control_.ctx.config;
+  auto port = parse_port(command.args[0], config.control.port_min, config.control.port_max);
+  if (!port) return bad_port(config);
+  if (subscription() >= 0) return protocol::err(ErrorCode::kAlreadyConnected, "this session already receives the stream");
+  Endpoint destination = peer_;  // always the peer's own address: never another host
+  destination.set_port(*port);
+  bool adopted = false;
+  int slot = control_.table.subscribe(destination, id_, &adopted);
+  if (slot == SubscriberTable::kTaken)
+    return protocol::err(ErrorCode::kBusy, destination.to_string() + " already receives the stream for another session");
+  if (slot < 0) return protocol::err(ErrorCode::kBusy, "the subscriber table is full");
+  subscription_.store(slot, std::memory_order_release);
+  LOG_INFO("%s (%s): %s the stream to %s", name().c_str(), peer_.to_string().c_str(),
+           adopted ? "took over" : "subscribed", destination.to_string().c_str());
+  return protocol::ok();
+}
+
+Reply Session::command_Pause(const protocol::Parsed&) {
+  if (subscription() < 0) return protocol::err(ErrorCode::kNotConnected, "CONECTAR first");
+  control_.table.pause(subscription());
+  return protocol::ok();
+}
+
+Reply Session::command_Resume(const protocol::Parsed&) {
+  if (subscription() < 0) return protocol::err(ErrorCode::kNotConnected, "CONECTAR first");
+  control_.table.resume(subscription());
+  return protocol::ok();
+}
+
+Reply Session::command_Disconnect(const protocol::Parsed&) {
+  end_subscription();
+  closing_ = true;
+  arm_timer();
+  close_with_reply_ = true;  // OK is the last line: no event from others follows it
+  return protocol::ok();
+}
+
+// ---- people and messages ---------------------------------------------------------------
+
+Reply Session::command_Name(const protocol::Parsed& command) { return control_.rename(*this, std::string(command.args[0])); }
+
+Reply Session::command_List(const protocol::Parsed&) {
+  auto names = control_.names();
+  std::string text = std::to_string(names.size());
+  for (const auto& n : names) text += " " + n;
+  return protocol::ok(text, Fields{{"count", names.size()}, {"names", names}});
+}
+
+Reply Session::command_Info(const protocol::Parsed& command) {
+  auto target = control_.find(std::string(command.args[0]));
+  if (!target) return no_such_user(command.args[0]);
+  std::string state = "idle", udp = "-";
+  uint64_t since = target->started_ns();
+  int slot = target->subscription();
+  SubscriberSnapshot s;
+  if (slot >= 0 && read_subscriber(control_.ctx.segment.subscribers()[slot], &s) && s.state != SubscriberState::kFree) {
+    state = subscriber_state_name(s.state);
+    udp = std::to_string(s.destination.port());
+    since = s.since_ns;
+  }
+  std::string name = control_.name_of(*target);
+  std::string addr = target->peer().to_string();
+  Fields fields{{"name", name}, {"addr", addr}, {"udp", udp == "-" ? Fields(nullptr) : Fields(std::stoi(udp))},
+                {"state", state}, {"since", iso8601(since)}};
+  return protocol::ok("name=" + name + " addr=" + addr + " udp=" + udp + " state=" + state + " since=" + iso8601(since),
+                      fields);
+}
+
+Reply Session::command_Msg(const protocol::Parsed& command) {
+  auto target = control_.find(std::string(command.args[0]));
+  if (!target) return no_such_user(command.args[0]);
+  std::string from = name(), text(command.args[1]);
+  after_reply([target, from, text] { target->post(Event{"MSG", from + " " + text, Fields{{"from", from}, {"text", text}}}); });
+  control_.stats.messages.fetch_add(1, std::memory_order_relaxed);
+  return protocol::ok();
+}
+
+Reply Session::command_Broadcast(const protocol::Parsed& command) {
+  std::string from = name(), text(command.args[0]);
+  size_t recipients =
+      control_.send_to_others(*this, Event{"BROADCAST", from + " " + text, Fields{{"from", from}, {"text", text}}});
+  control_.stats.messages.fetch_add(1, std::memory_order_relaxed);
+  return protocol::ok(std::to_string(recipients), Fields{{"recipients", recipients}});
+}
+
+// ---- the session itself ----------------------------------------------------------------
+
+Reply Session::command_Echo(const protocol::Parsed& command) {
+  return protocol::ok(command.args.empty() ? std::string() : std::string(command.args[0]));
+}
+
+Reply Session::command_Ping(const protocol::Parsed&) { return protocol::ok("PONG"); }
+
+Reply Session::command_Stats(const protocol::Parsed&) {
+  const Stats& st = control_.ctx.segment.stats();
+  uint64_t now = wall_ns();
+  bool live = !st.ingest.stalled.load(std::memory_order_relaxed);  // as EVENT SOURCE told
+  Fields f{{"sessions", control_.session_count()},
+           {"subscribers", st.control.subscribers.load(std::memory_order_relaxed)},
+           {"playing", control_.table.count_playing()},  // as of now, not as of the last datagram
+           {"ingest_datagrams", st.ingest.datagrams.load(std::memory_order_relaxed)},
+           {"ingest_bytes", st.ingest.bytes.load(std::memory_order_relaxed)},
+           {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
+           {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / kNsPerSecond},
+           {"source", live ? "live" : "stalled"},
+           {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)},
+           {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},
+           {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)}};
+  std::string text;
+  for (const auto& [key, value] : f.items())
+    text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
+  return protocol::ok(text, f);
+}
+
+Reply Session::command_Help(const protocol::Parsed& command) {
+  if (command.args.empty()) return protocol::ok(protocol::help_text());
+  const protocol::CommandSpec* spec = protocol::find_command(command.args[0]);
+  if (!spec) return protocol::err(ErrorCode::kBadArgument, "no such command; HELP lists them");
+  return protocol::ok(std::string(spec->usage) + " - " + spec->help, Fields{{"usage", spec->usage}, {"help", spec->help}});
+}
+
+Reply Session::command_Format(const protocol::Parsed& command) {
+  std::string wanted = lower(command.args[0]);
+  if (wanted != "json" && wanted != "text") return protocol::err(ErrorCode::kBadArgument, "usage: FORMAT JSON|TEXT");
+  format_change_ = wanted == "json";  // applied with the reply (Session::reply)
+  return protocol::ok();
+}
+
+// ---- moderation --------------------------------------------------------------------------
+
+// A failed AUTH ends moderation too: the session is what its last AUTH said. Each failure
+// from the same address doubles the delay, 1 s up to 8 s. Only this session's thread
+// waits; the wait ends early if the relay stops.
+Reply Session::command_Auth(const protocol::Parsed& command) {
+  std::string_view token = command.args[0];
   bool match = false;
   for (const auto& secret : control_.ctx.config.moderators.tokens) match = same_secret(token, secret) || match;
   if (match) {
@@ -56,9 +213,6 @@ Reply Session::authenticate(std::string_view token) {
     LOG_NOTICE("%s (%s) is a moderator", name().c_str(), peer_.to_string().c_str());
     return protocol::ok();
   }
-  // A failed AUTH ends moderation too: the session is what its last AUTH said. Each failure
-  // from the same address doubles the delay, 1 s up to 8 s. Only this session's thread
-  // waits; the wait ends early if the relay stops.
   moderator_ = false;
   uint32_t failures = control_.auth_failed(peer_);
   control_.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
@@ -70,152 +224,38 @@ Reply Session::authenticate(std::string_view token) {
   return protocol::err(ErrorCode::kForbidden, "wrong token");
 }
 
-Reply Session::execute(const protocol::Parsed& command) {
-  const Config& config = control_.ctx.config;
-  const auto& args = command.args;
-  if (command.spec->access == protocol::Access::kModerator && !moderator_) {
-    // Syntax was checked by the parser; permission comes before state.
-    return protocol::err(ErrorCode::kForbidden, "moderators only: AUTH first");
-  }
-  switch (command.spec->id) {
-    case CommandId::kConnect: {
-      auto port = parse_port(args[0], config.control.port_min, config.control.port_max);
-      if (!port) return bad_port(config);
-      if (subscription() >= 0) return protocol::err(ErrorCode::kAlreadyConnected, "this session already receives the stream");
-      Endpoint destination = peer_;  // always the peer's own address: never another host
-      destination.set_port(*port);
-      bool adopted = false;
-      int slot = control_.table.subscribe(destination, id_, &adopted);
-      if (slot == SubscriberTable::kTaken)
-        return protocol::err(ErrorCode::kBusy, destination.to_string() + " already receives the stream for another session");
-      if (slot < 0) return protocol::err(ErrorCode::kBusy, "the subscriber table is full");
-      subscription_.store(slot, std::memory_order_release);
-      LOG_INFO("%s (%s): %s the stream to %s", name().c_str(), peer_.to_string().c_str(),
-               adopted ? "took over" : "subscribed", destination.to_string().c_str());
-      return protocol::ok();
-    }
-    case CommandId::kPause:
-      if (subscription() < 0) return protocol::err(ErrorCode::kNotConnected, "CONECTAR first");
-      control_.table.pause(subscription());
-      return protocol::ok();
-    case CommandId::kResume:
-      if (subscription() < 0) return protocol::err(ErrorCode::kNotConnected, "CONECTAR first");
-      control_.table.resume(subscription());
-      return protocol::ok();
-    case CommandId::kDisconnect:
-      end_subscription();
-      closing_ = true;
-      arm_timer();
-      close_with_reply_ = true;  // OK is the last line: no event from others follows it
-      return protocol::ok();
-    case CommandId::kName:
-      return control_.rename(*this, std::string(args[0]));
-    case CommandId::kList: {
-      auto names = control_.names();
-      std::string text = std::to_string(names.size());
-      for (const auto& n : names) text += " " + n;
-      return protocol::ok(text, Fields{{"count", names.size()}, {"names", names}});
-    }
-    case CommandId::kInfo: {
-      auto target = control_.find(std::string(args[0]));
-      if (!target) return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + std::string(args[0]) + "'");
-      std::string state = "idle", udp = "-";
-      uint64_t since = target->started_ns();
-      int slot = target->subscription();
-      SubscriberSnapshot s;
-      if (slot >= 0 && read_subscriber(control_.ctx.segment.subscribers()[slot], &s) &&
-          s.state != SubscriberState::kFree) {
-        state = subscriber_state_name(s.state);
-        udp = std::to_string(s.destination.port());
-        since = s.since_ns;
-      }
-      std::string name = control_.name_of(*target);
-      std::string addr = target->peer().to_string();
-      Fields fields{{"name", name}, {"addr", addr}, {"udp", udp == "-" ? Fields(nullptr) : Fields(std::stoi(udp))},
-                    {"state", state}, {"since", iso8601(since)}};
-      return protocol::ok("name=" + name + " addr=" + addr + " udp=" + udp + " state=" + state + " since=" + iso8601(since),
-                          fields);
-    }
-    case CommandId::kMsg: {
-      auto target = control_.find(std::string(args[0]));
-      if (!target) return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + std::string(args[0]) + "'");
-      std::string from = name(), text(args[1]);
-      after_reply([target, from, text] { target->post(Event{"MSG", from + " " + text, Fields{{"from", from}, {"text", text}}}); });
-      control_.stats.messages.fetch_add(1, std::memory_order_relaxed);
-      return protocol::ok();
-    }
-    case CommandId::kBroadcast: {
-      std::string from = name(), text(args[0]);
-      size_t recipients = control_.send_to_others(*this, Event{"BROADCAST", from + " " + text,
-                                                               Fields{{"from", from}, {"text", text}}});
-      control_.stats.messages.fetch_add(1, std::memory_order_relaxed);
-      return protocol::ok(std::to_string(recipients), Fields{{"recipients", recipients}});
-    }
-    case CommandId::kEcho:
-      return protocol::ok(args.empty() ? std::string() : std::string(args[0]));
-    case CommandId::kPing:
-      return protocol::ok("PONG");
-    case CommandId::kStats: {
-      const Stats& st = control_.ctx.segment.stats();
-      uint64_t now = wall_ns();
-      bool live = !st.ingest.stalled.load(std::memory_order_relaxed);  // as EVENT SOURCE told
-      Fields f{{"sessions", control_.session_count()},
-               {"subscribers", st.control.subscribers.load(std::memory_order_relaxed)},
-               {"playing", control_.table.count_playing()},  // as of now, not as of the last datagram
-               {"ingest_datagrams", st.ingest.datagrams.load(std::memory_order_relaxed)},
-               {"ingest_bytes", st.ingest.bytes.load(std::memory_order_relaxed)},
-               {"sent_datagrams", st.fanout.sent_datagrams.load(std::memory_order_relaxed)},
-               {"uptime_s", (now - st.supervisor.started_ns.load(std::memory_order_relaxed)) / kNsPerSecond},
-               {"source", live ? "live" : "stalled"},
-               {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)},
-               {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},
-               {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)}};
-      std::string text;
-      for (const auto& [key, value] : f.items())
-        text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
-      return protocol::ok(text, f);
-    }
-    case CommandId::kHelp: {
-      if (args.empty()) return protocol::ok(protocol::help_text());
-      const protocol::CommandSpec* spec = protocol::find_command(args[0]);
-      if (!spec) return protocol::err(ErrorCode::kBadArgument, "no such command; HELP lists them");
-      return protocol::ok(std::string(spec->usage) + " - " + spec->help,
-                          Fields{{"usage", spec->usage}, {"help", spec->help}});
-    }
-    case CommandId::kFormat: {
-      std::string wanted = lower(args[0]);
-      if (wanted != "json" && wanted != "text") return protocol::err(ErrorCode::kBadArgument, "usage: FORMAT JSON|TEXT");
-      format_change_ = wanted == "json";  // applied with the reply (Session::reply)
-      return protocol::ok();
-    }
-    case CommandId::kAuth:
-      return authenticate(args[0]);
-    case CommandId::kKick: {
-      auto target = control_.find(std::string(args[0]));
-      if (!target) return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + std::string(args[0]) + "'");
-      std::string by = name();
-      LOG_NOTICE("%s kicked %s", by.c_str(), control_.name_of(*target).c_str());
-      control_.stats.kicks.fetch_add(1, std::memory_order_relaxed);
-      after_reply([target, by] { target->post(Event{"KICKED", by, Fields{{"by", by}}}, true); });
-      return protocol::ok();
-    }
-    case CommandId::kShutdown: {
-      std::string by = name();
-      after_reply([this, by] { control_.request_shutdown(by); });
-      return protocol::ok();
-    }
-    case CommandId::kCall:
-    case CommandId::kAnswer: {
-      auto port = parse_port(args[1], config.control.port_min, config.control.port_max);
-      if (!port) return bad_port(config);
-      std::string other(args[0]);
-      return command.spec->id == CommandId::kCall ? control_.call(*this, other, *port)
-                                                   : control_.answer(*this, other, *port);
-    }
-    case CommandId::kHangup:
-      return control_.hangup(*this, std::string(args[0]));
-  }
-  return protocol::err(ErrorCode::kUnknownCommand, "not implemented");
+Reply Session::command_Kick(const protocol::Parsed& command) {
+  auto target = control_.find(std::string(command.args[0]));
+  if (!target) return no_such_user(command.args[0]);
+  std::string by = name();
+  LOG_NOTICE("%s kicked %s", by.c_str(), control_.name_of(*target).c_str());
+  control_.stats.kicks.fetch_add(1, std::memory_order_relaxed);
+  after_reply([target, by] { target->post(Event{"KICKED", by, Fields{{"by", by}}}, true); });
+  return protocol::ok();
 }
+
+Reply Session::command_Shutdown(const protocol::Parsed&) {
+  std::string by = name();
+  after_reply([this, by] { control_.request_shutdown(by); });
+  return protocol::ok();
+}
+
+// ---- direct calls ------------------------------------------------------------------------
+
+Reply Session::command_Call(const protocol::Parsed& command) {
+  const Config& config = control_.ctx.config;
+  auto port = parse_port(command.args[1], config.control.port_min, config.control.port_max);
+  if (!port) return bad_port(config);
+  return control_.call(*this, std::string(command.args[0]), *port);
+}
+
+Reply Session::command_Answer(const protocol::Parsed& command) {
+  const Config& config = control_.ctx.config;
+  auto port = parse_port(command.args[1], config.control.port_min, config.control.port_max);
+  if (!port) return bad_port(config);
+  return control_.answer(*this, std::string(command.args[0]), *port);
+}
+
+Reply Session::command_Hangup(const protocol::Parsed& command) { return control_.hangup(*this, std::string(command.args[0])); }
 
 }  // namespace vrelay

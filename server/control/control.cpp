@@ -310,7 +310,7 @@ void Control::announce_source(bool live) {
 
 protocol::Reply Control::call(Session& from, const std::string& to, uint16_t port) {
   std::shared_ptr<Session> callee = find(to);
-  if (!callee) return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + to + "'");
+  if (!callee) return no_such_user(to);
   if (callee.get() == &from) return protocol::err(ErrorCode::kBadArgument, "you cannot call yourself");
   std::string caller_name;
   {

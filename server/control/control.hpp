@@ -29,6 +29,9 @@ class Control;
 // socket alone (one descriptor per session) with the timer as the poll's deadline; other
 // threads wake it with SIGUSR1 when they queue lines for it. No libev loop per session:
 // its eventfd and its per-descriptor arrays cost too much at 10,000 sessions.
+// ERR no-such-user, worded once.
+protocol::Reply no_such_user(std::string_view name);
+
 class Session : public std::enable_shared_from_this<Session>, private protocol::LineReader::Sink {
  public:
   Session(Control& control, int fd, uint64_t id, const Endpoint& peer);
@@ -58,8 +61,11 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   void flush();
   void reply(const protocol::Reply& reply);
   void after_reply(std::function<void()> action) { after_reply_.push_back(std::move(action)); }
-  protocol::Reply execute(const protocol::Parsed& command);  // commands.cpp
-  protocol::Reply authenticate(std::string_view token);
+  // commands.cpp: the access check, then the command's handler, one per commands.def entry.
+  protocol::Reply execute(const protocol::Parsed& command);
+#define VRELAY_COMMAND(id, ...) protocol::Reply command_##id(const protocol::Parsed& command);
+#include "commands.def"
+#undef VRELAY_COMMAND
   void end_subscription();
   void arm_timer();
   std::string name() const;

@@ -17,12 +17,12 @@
 #   check_man.sh options-tool TOOL PAGE        every option of `TOOL --help` is in
 #                                              OPTIONS of PAGE, and no other (vrelayctl,
 #                                              vrelaystat, vrelay-probe)
-#   check_man.sh protocol VRELAYD SRCDIR       every command name and alias of the command
-#                                              table in common/protocol.cpp is in a .TP
+#   check_man.sh protocol VRELAYD SRCDIR       every command name and alias declared in
+#                                              common/commands.def is in a .TP
 #                                              entry of COMMANDS of man/vrelay-protocol.7
 #                                              (aliases in their command's entry) and no
 #                                              other command is; the page quotes the HELP
-#                                              reply; every error word of error_word() has
+#                                              reply; every error word of common/errors.def has
 #                                              a .TP entry in ERROR CODES, and no other
 #   check_man.sh all VRELAYD SRCDIR            options, counters, config-keys,
 #                                              check-config and protocol
@@ -222,40 +222,29 @@ check_config_example() {
   fi
 }
 
-# The command table of common/protocol.cpp, one entry per line: the name, then its
-# aliases, from entries written {CommandId::kX, "NAME", {"ALIAS", ..., nullptr}, ...}.
+# The commands of common/commands.def, one per line: the name, then its aliases, from
+# entries written VRELAY_COMMAND(Id, "NAME", ("ALIAS", ...), ...).
 protocol_commands() {
-  grep -oE '\{CommandId::k[A-Za-z]+, *"[^"]*", *\{[^}]*\}' "$1" | while IFS= read -r entry; do
-    printf '%s\n' "$entry" | sed -E 's/^\{CommandId::k[A-Za-z]+, *//' | grep -oE '"[^"]*"' | tr -d '"' |
-      paste -sd ' ' -
-  done
-}
-
-# The enumerators of `enum class NAME { kA, kB, ... };` in a header, one per line.
-enumerators() {
-  awk -v want="enum class $2 " '
-    index($0, want) == 1 { inside = 1 }
-    inside { print }
-    inside && /}/ { exit }' "$1" | sed -e 's/.*{//' -e 's/}.*//' | tr ',' '\n' | grep -oE 'k[A-Za-z0-9]+'
+  grep -E '^VRELAY_COMMAND\(' "$1" | sed -E 's/^VRELAY_COMMAND\([A-Za-z]+, *("[^"]*"), *\(([^)]*)\).*/\1 \2/' |
+    while IFS= read -r entry; do
+      printf '%s\n' "$entry" | grep -oE '"[^"]*"' | tr -d '"' | paste -sd ' ' -
+    done
 }
 
 check_protocol() {
-  local source="$1" header="$2" page="$3" f
-  for f in "$source" "$header" "$page"; do
+  local commands="$1" errors_def="$2" page="$3" f
+  for f in "$commands" "$errors_def" "$page"; do
     [ -f "$f" ] || { fail "$f: missing"; return; }
   done
-  local text entries n_entries n_enum
+  local text entries n_entries
   text=$(normalize "$page")
 
-  # The command table, one entry per CommandId.
-  entries=$(protocol_commands "$source")
+  # The declared commands.
+  entries=$(protocol_commands "$commands")
   n_entries=$(printf '%s\n' "$entries" | grep -c .)
-  n_enum=$(enumerators "$header" CommandId | grep -c .)
-  [ "$n_entries" -gt 0 ] || { fail "$source: no command table entries found"; return; }
-  if [ "$(grep -oE '\{CommandId::k' "$source" | grep -c .)" -ne "$n_entries" ]; then
-    fail "$source: some command table entries do not read as {CommandId::kX, \"NAME\", {\"ALIAS\", ..., nullptr}, ...}"
-  fi
-  [ "$n_entries" -eq "$n_enum" ] || fail "$source: $n_entries command table entries for $n_enum CommandId values in $header"
+  [ "$n_entries" -gt 0 ] || { fail "$commands: no VRELAY_COMMAND entries found"; return; }
+  [ "$n_entries" -eq "$(grep -cE '^VRELAY_COMMAND\(' "$commands")" ] ||
+    fail "$commands: some entries do not read as VRELAY_COMMAND(Id, \"NAME\", (\"ALIAS\", ...), ...)"
 
   # Every name has a .TP entry in COMMANDS, and its aliases are in the same entry.
   local command_tags line name word found help="OK"
@@ -280,25 +269,22 @@ check_protocol() {
   for word in $(printf '%s\n' "$command_tags" | sed -E 's/^\.[A-Z]+ +//' | tr -d '"' | awk '{ print $1 }' |
                 sed 's/,$//' | grep -E '^[A-Z]{2,}$' | sort -u); do
     printf '%s\n' "$names" | grep -qxF -- "$word" ||
-      fail "$page: COMMANDS has an entry for $word, which is not a command of $source"
+      fail "$page: COMMANDS has an entry for $word, which is not a command of $commands"
   done
   # The page quotes the reply to HELP: every name and alias in the table's order.
   printf '%s\n' "$text" | grep -qxF -- "$help" || fail "$page: does not quote the HELP reply as one line: $help"
 
-  # Every word error_word() returns has a .B entry in ERROR CODES, and no other.
-  local errors n_errors n_codes error_tags
-  errors=$(sed -n '/^const char\* error_word(/,/^}/p' "$source" |
-           sed -nE 's/.*case ErrorCode::k[A-Za-z0-9]+: *return "([^"]*)";.*/\1/p')
+  # Every declared error word has a .B entry in ERROR CODES, and no other.
+  local errors n_errors error_tags
+  errors=$(sed -nE 's/^VRELAY_ERROR\([A-Za-z]+, *"([^"]*)"\).*/\1/p' "$errors_def")
   n_errors=$(printf '%s\n' "$errors" | grep -c .)
-  n_codes=$(enumerators "$header" ErrorCode | grep -c .)
-  [ "$n_errors" -gt 0 ] || { fail "$source: no error words found in error_word()"; return; }
-  [ "$n_errors" -eq "$n_codes" ] || fail "$source: error_word() returns $n_errors words for $n_codes ErrorCode values in $header"
+  [ "$n_errors" -gt 0 ] || { fail "$errors_def: no VRELAY_ERROR entries found"; return; }
   error_tags=$(printf '%s\n' "$text" | section "ERROR CODES" | tags)
   for word in $errors; do
     printf '%s\n' "$error_tags" | grep -qxE -- "\.B +$word" || fail "$page: error word $word has no '.B $word' entry in ERROR CODES"
   done
   for word in $(printf '%s\n' "$error_tags" | sed -nE 's/^\.B +([a-z-]+)$/\1/p'); do
-    printf '%s\n' "$errors" | grep -qxF -- "$word" || fail "$page: ERROR CODES documents $word, which error_word() does not return"
+    printf '%s\n' "$errors" | grep -qxF -- "$word" || fail "$page: ERROR CODES documents $word, which $errors_def does not declare"
   done
   echo "protocol: checked $n_entries commands ($(printf '%s\n' "$entries" | wc -w) names and aliases) and $n_errors error words against $page"
 }
@@ -329,7 +315,7 @@ case "$what" in
     case "$what" in config-keys | all) check_config_keys "$src/config/vrelay.yaml" "$src/man/vrelay.yaml.5" "$bin" ;; esac
     case "$what" in check-config | all) check_config_example "$bin" "$src/config/vrelay.yaml" ;; esac
     case "$what" in protocol | all)
-      check_protocol "$src/common/protocol.cpp" "$src/common/protocol.hpp" "$src/man/vrelay-protocol.7" ;;
+      check_protocol "$src/common/commands.def" "$src/common/errors.def" "$src/man/vrelay-protocol.7" ;;
     esac
     ;;
   *) usage ;;
