@@ -161,8 +161,11 @@ void Control::session_started(Session& session) {
   std::vector<std::shared_ptr<Session>> earlier;
   {
     std::lock_guard lock(mutex_);
-    for (auto it = sessions_.begin(); it != sessions_.end() && it->first < session.id(); ++it)
-      if (!named_only || it->second->named_) earlier.push_back(it->second);
+    // With presence to named sessions only, the walk is over those: a storm of anonymous
+    // connections costs each one nothing here.
+    const auto& audience = named_only ? named_sessions_ : sessions_;
+    for (auto it = audience.begin(); it != audience.end() && it->first < session.id(); ++it)
+      earlier.push_back(it->second);
   }
   for (auto& s : earlier) s->post_rendered(text, json);
 }
@@ -173,6 +176,7 @@ void Control::session_ended(Session& session) {
   {
     std::lock_guard lock(mutex_);
     if (!sessions_.erase(session.id())) return;
+    named_sessions_.erase(session.id());
     name = session.name_;
     names_.erase(lower(name));
     auto it = per_ip_.find(session.peer().host());
@@ -225,7 +229,7 @@ protocol::Reply Control::rename(Session& session, const std::string& wanted) {
     names_.erase(lower(old));
     names_[lower(wanted)] = session.id();  // the check and the claim under one lock: one winner
     session.name_ = wanted;
-    session.named_ = true;
+    if (auto s = sessions_.find(session.id()); s != sessions_.end()) named_sessions_[session.id()] = s->second;
   }
   LOG_INFO("%s (%s) is now %s", old.c_str(), session.peer().to_string().c_str(), wanted.c_str());
   session.after_reply([this, &session, old, wanted] {
@@ -261,9 +265,10 @@ size_t Control::send_to_sessions(const Session* except, const Event& event, bool
   std::vector<std::shared_ptr<Session>> others;
   {
     std::lock_guard lock(mutex_);
-    others.reserve(sessions_.size());
-    for (auto& [id, s] : sessions_)
-      if ((!except || id != except->id()) && (!named_only || s->named_)) others.push_back(s);
+    const auto& audience = named_only ? named_sessions_ : sessions_;
+    others.reserve(audience.size());
+    for (auto& [id, s] : audience)
+      if (!except || id != except->id()) others.push_back(s);
   }
   for (auto& s : others) s->post_rendered(text, json);
   return others.size();

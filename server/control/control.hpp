@@ -94,7 +94,6 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   bool wake_sent_ = false;   // one SIGUSR1 in flight is enough
 
   std::string name_;         // guarded by Control::mutex_
-  bool named_ = false;       // took a NAME; guarded by Control::mutex_
 
   pthread_t thread_{};
   bool stop_ = false;        // leave the loop
@@ -158,6 +157,7 @@ class Control {
   std::mutex mutex_;  // guards everything below and every Session::name_
   std::condition_variable all_ended_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;  // by id: join order
+  std::map<uint64_t, std::shared_ptr<Session>> named_sessions_;  // those that took a NAME
   std::unordered_map<std::string, uint64_t> names_;        // lower-case name -> id
   std::unordered_map<std::string, uint32_t> per_ip_;
   struct Failures {
