@@ -170,14 +170,30 @@ bool allowed(const std::vector<Cidr>& list, const Endpoint& ep) {
   return false;
 }
 
+bool try_option(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof value) == 0;
+}
+
+void set_option(int fd, int level, int name, int value, const char* what) {
+  if (!try_option(fd, level, name, value))
+    throw std::runtime_error(std::string("cannot set ") + what + ": " + std::strerror(errno));
+}
+
+void set_nonblocking(int fd, const char* what) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+    throw std::runtime_error(std::string("cannot make ") + what + " non-blocking: " + std::strerror(errno));
+}
+
 int bind_socket(const Endpoint& ep, int type) {
   int fd = socket(ep.family(), type | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("socket(" + ep.to_string() + "): " + std::strerror(errno));
-  int one = 1;
-  if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (ep.family() == AF_INET6) {
-    int zero = 0;  // "[::]:PORT" serves IPv4 too
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  try {
+    if (type == SOCK_STREAM) set_option(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+    if (ep.family() == AF_INET6) set_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0, "IPV6_V6ONLY");  // [::] serves IPv4 too
+  } catch (...) {
+    close(fd);
+    throw;
   }
   if (bind(fd, ep.addr(), ep.length) != 0) {
     int e = errno;

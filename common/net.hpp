@@ -57,6 +57,12 @@ int connect_tcp(const std::string& host, const std::string& port, double timeout
 
 // A bound socket (SO_REUSEADDR for TCP). Throws std::runtime_error naming the address.
 int bind_socket(const Endpoint& ep, int type);
+// Socket options and flags, checked. set_option and set_nonblocking throw
+// std::runtime_error naming what failed (for what the relay cannot run without);
+// try_option returns false with errno set (for what it can do without, said by the caller).
+void set_option(int fd, int level, int name, int value, const char* what);
+bool try_option(int fd, int level, int name, int value);
+void set_nonblocking(int fd, const char* what);
 // The address a socket is bound to (resolves port 0).
 Endpoint local_endpoint(int fd);
 

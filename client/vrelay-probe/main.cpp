@@ -143,7 +143,8 @@ int run(const Options& options) {
     return kExitFailure;
   }
   int size = kReceiveBuffer;
-  setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);  // best effort
+  if (setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) != 0)  // best effort: said, not fatal
+    fprintf(stderr, "vrelay-probe: cannot set an %d-byte receive buffer: %s\n", size, strerror(errno));
   // Tests wait for this line (the port is bound) before they send.
   if (!options.quiet) fprintf(stderr, "vrelay-probe: receiving on %s\n", local_endpoint(udp_fd).to_string().c_str());
 

@@ -74,24 +74,24 @@ struct Supervisor {
   void finish_if_stopped();
 };
 
-// Past net.core.[rw]mem_max where the process may (root): SO_SNDBUFFORCE, SO_RCVBUFFORCE.
+// Past net.core.[rw]mem_max where the process may (root): SO_SNDBUFFORCE, SO_RCVBUFFORCE;
+// else as large as the kernel allows. A buffer is never worth failing to start for.
 void set_buffer(int fd, int option, uint32_t bytes) {
-  int value = int(bytes);
   int forced = option == SO_SNDBUF ? SO_SNDBUFFORCE : SO_RCVBUFFORCE;
-  if (setsockopt(fd, SOL_SOCKET, forced, &value, sizeof value) != 0)
-    setsockopt(fd, SOL_SOCKET, option, &value, sizeof value);
+  if (!try_option(fd, SOL_SOCKET, forced, int(bytes)) && !try_option(fd, SOL_SOCKET, option, int(bytes)))
+    LOG_WARN("cannot set a socket buffer of %u bytes (%s): the kernel's default stays", bytes, strerror(errno));
 }
 
 void Supervisor::bind_sockets() {
   sockets.control = bind_socket(config.control.listen, SOCK_STREAM);
   if (listen(sockets.control, 1024) != 0) throw std::runtime_error(std::string("listen: ") + strerror(errno));
-  fcntl(sockets.control, F_SETFL, O_NONBLOCK);
+  set_nonblocking(sockets.control, "the control socket");
 
   sockets.ingest = bind_socket(config.ingest.listen, SOCK_DGRAM);
   set_buffer(sockets.ingest, SO_RCVBUF, config.ingest.socket_buffer);
-  int one = 1;  // arrival times for the exact PAUSE/RESUME cut-offs
-  setsockopt(sockets.ingest, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
-  fcntl(sockets.ingest, F_SETFL, O_NONBLOCK);
+  // Arrival times for the exact PAUSE/RESUME cut-offs.
+  set_option(sockets.ingest, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS on the ingest socket");
+  set_nonblocking(sockets.ingest, "the ingest socket");
 
   // The copies leave from one port, on a dual-stack socket [::]:PORT (for IPv6 viewers) and
   // an IPv4 socket 0.0.0.0:PORT (an IPv4 viewer through a dual-stack socket costs more per
@@ -101,9 +101,8 @@ void Supervisor::bind_sockets() {
   auto fanout_socket = [&](int family, uint16_t port) {
     int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    int zero = 0;
-    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6) set_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0, "IPV6_V6ONLY on the fan-out socket");
+    set_option(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR on the fan-out socket");
     set_buffer(fd, SO_SNDBUF, config.fanout.socket_buffer);
     Endpoint any = local_endpoint(fd);  // the wildcard of its family
     any.set_port(port);
@@ -131,7 +130,7 @@ void Supervisor::bind_sockets() {
   if (config.http.enabled) {
     sockets.http = bind_socket(config.http.listen, SOCK_STREAM);
     if (listen(sockets.http, 64) != 0) throw std::runtime_error(std::string("listen: ") + strerror(errno));
-    fcntl(sockets.http, F_SETFL, O_NONBLOCK);
+    set_nonblocking(sockets.http, "the HTTP socket");
     std::string http = local_endpoint(sockets.http).to_string();
     strncpy(h.http_address, http.c_str(), sizeof h.http_address - 1);
   }
