@@ -4,14 +4,14 @@
 #pragma once
 #include <cstdint>
 #include <string>
-#include <string_view>
+
+#include "control_client.hpp"
 
 namespace vrelay::probe {
 
 class ControlSession {
  public:
   ControlSession() = default;
-  ~ControlSession();
   ControlSession(const ControlSession&) = delete;
   ControlSession& operator=(const ControlSession&) = delete;
 
@@ -30,30 +30,19 @@ class ControlSession {
 
   // A file descriptor (vrelay-probe's signalfd) whose readability interrupts every wait
   // of open(), subscribe() and unsubscribe(): they then fail with interrupted() set.
-  void set_interrupt_fd(int fd) { interrupt_fd_ = fd; }
-  bool interrupted() const { return interrupted_; }
+  void set_interrupt_fd(int fd) { client_.set_interrupt_fd(fd); }
+  bool interrupted() const { return client_.interrupted(); }
 
-  int fd() const { return fd_; }
-  bool connected() const { return fd_ >= 0; }
+  int fd() const { return client_.fd(); }
+  bool connected() const { return client_.connected(); }
 
  private:
-  enum class Read { kLine, kTimeout, kClosed, kError };
-  Read read_line(double timeout_s, std::string* line, std::string* error);
-  bool take_line(std::string* line);  // a whole line from buffer_, CR LF removed
   // Sends `command` and reads its reply line, skipping events and the replies of PINGs
   // still due; false (with *error) on timeout, close or failure.
   bool command(const std::string& command, double timeout_s, std::string* reply, std::string* error);
-  bool send_line(const std::string& line, std::string* error);
-  void close();
 
-  // poll() on fd_ for `events` and on interrupt_fd_: 0 timeout, 1 ready, -1 interrupted or
-  // failed (*error set).
-  int wait_for(short events, int timeout_ms, std::string* error);
-
-  int fd_ = -1, interrupt_fd_ = -1;
-  bool interrupted_ = false;
-  std::string buffer_;
-  std::string last_event_;
+  control::Client client_;
+  std::string last_event_;  // the last event service() read, for the message when the relay closes
   int pending_replies_ = 0;  // PINGs sent whose reply has not been read
 };
 

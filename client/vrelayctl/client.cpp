@@ -149,11 +149,8 @@ void Session::on_server_line(std::string_view line) {
     finish(kExitUsage);
     return;
   }
-  ServerLine parsed = classify(raw);
-  if (!raw.empty() && raw.front() == '{') {
-    if (auto j = classify_json(raw)) parsed = *j;
-  }
-  if (parsed.kind == ServerLine::Kind::kEvent) {
+  ServerLine parsed = classify(raw);  // text or JSON (--json)
+  if (parsed.is_event()) {
     on_event(raw, parsed);
     return;
   }

@@ -4,7 +4,6 @@
 #include <strings.h>
 
 #include <cstdio>
-#include <nlohmann/json.hpp>
 
 #include "net.hpp"
 #include "protocol.hpp"
@@ -102,83 +101,11 @@ std::string join_words(const std::vector<std::string>& words) {
   return out;
 }
 
-bool take_words(std::string_view text, size_t n, std::vector<std::string>* words, std::string* rest) {
-  words->clear();
-  size_t i = 0;
-  for (size_t k = 0; k < n; ++k) {
-    i = text.find_first_not_of(" \t", i);
-    if (i == std::string_view::npos) {
-      rest->clear();
-      return false;
-    }
-    size_t end = text.find_first_of(" \t", i);
-    if (end == std::string_view::npos) end = text.size();
-    words->emplace_back(text.substr(i, end - i));
-    i = end;
-  }
-  i = text.find_first_not_of(" \t", i);
-  *rest = i == std::string_view::npos ? std::string() : std::string(text.substr(i));
-  while (!rest->empty() && (rest->back() == ' ' || rest->back() == '\t')) rest->pop_back();
-  return true;
-}
-
-ServerLine classify(std::string_view line) {
-  ServerLine out;
-  std::vector<std::string> words;
-  std::string rest;
-  take_words(line, 1, &words, &rest);
-  if (words.empty()) return out;
-  const std::string& first = words[0];
-  if (first == "OK") {
-    out.kind = ServerLine::Kind::kOk;
-    out.text = rest;
-  } else if (first == "ERR") {
-    out.kind = ServerLine::Kind::kErr;
-    std::vector<std::string> code;
-    std::string human;
-    if (take_words(rest, 1, &code, &human)) out.type = code[0];
-    out.text = human;
-  } else if (first == "EVENT") {
-    out.kind = ServerLine::Kind::kEvent;
-    std::vector<std::string> type;
-    std::string body;
-    if (take_words(rest, 1, &type, &body)) {
-      out.type = type[0];
-      for (auto& c : out.type) c = char(toupper(static_cast<unsigned char>(c)));
-    }
-    out.text = body;
-  }
-  return out;
-}
-
-std::optional<ServerLine> classify_json(std::string_view line) {
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
-  ServerLine out;
-  auto text = [&](const char* key) {
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
-  if (j.contains("event")) {
-    out.kind = ServerLine::Kind::kEvent;
-    out.type = text("event");
-    for (auto& c : out.type) c = char(toupper(static_cast<unsigned char>(c)));
-    out.text = text("text");
-  } else if (auto ok = j.find("ok"); ok != j.end() && ok->is_boolean()) {
-    out.kind = ok->get<bool>() ? ServerLine::Kind::kOk : ServerLine::Kind::kErr;
-    out.type = text("error");
-    out.text = text("text");
-  }
-  return out;
-}
-
 bool parse_hello(std::string_view line, std::string* version, std::string* name) {
-  std::vector<std::string> words;
-  std::string rest;
-  if (!take_words(line, 5, &words, &rest) || !rest.empty()) return false;
-  if (words[0] != "EVENT" || !same_word(words[1], "HELLO") || words[2] != "vrelay") return false;
-  *version = words[3];
-  *name = words[4];
+  auto hello = control::parse_hello(line);
+  if (!hello) return false;
+  *version = hello->version;
+  *name = hello->name;
   return true;
 }
 

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "control_client.hpp"
+
 namespace vrelay::ctl {
 
 // The longest line the client sends, CR LF excluded: the relay takes 1024 bytes with the
@@ -27,24 +29,14 @@ bool sendable(std::string_view line, std::string* why);
 // The words of argv joined with single spaces (one-shot mode).
 std::string join_words(const std::vector<std::string>& words);
 
-// One line from the relay.
-struct ServerLine {
-  enum class Kind { kOk, kErr, kEvent, kOther } kind = Kind::kOther;
-  std::string type;  // events: the type in upper case (MSG, JOIN...); ERR: the error code
-  std::string text;  // OK: the text after "OK "; ERR: the human text; EVENT: what follows the type
-};
-// Classifies a text-mode line ("OK ...", "ERR code ...", "EVENT TYPE ...").
-ServerLine classify(std::string_view line);
+// One line from the relay, and how it is read (common/control_client.hpp): classify takes
+// either form, classify_json the JSON form only.
+using ServerLine = control::Line;
+using control::classify;
+using control::classify_json;
+using control::take_words;
 
-// Classifies a JSON-mode line: {"ok":true|false,...} is a reply, {"event":...} an event.
-// Returns nullopt when the line is not a JSON object.
-std::optional<ServerLine> classify_json(std::string_view line);
-
-// Splits off the first n words of text (spaces and tabs); the rest keeps its inner
-// whitespace. Returns false if text has fewer than n words (rest may then be empty).
-bool take_words(std::string_view text, size_t n, std::vector<std::string>* words, std::string* rest);
-
-// "EVENT HELLO vrelay <version> <name>": the version and the session name.
+// "EVENT HELLO vrelay <version> <name>": the version and the session name (control::parse_hello).
 bool parse_hello(std::string_view line, std::string* version, std::string* name);
 
 // Is this command word one of the ways to end a session (DESCONECTAR and its aliases)?

@@ -250,14 +250,15 @@ class Ingest {
 
   // Datagrams up to new_head are in the ring: publish them, wake the fan-out, count them.
   void accepted(uint64_t new_head, uint64_t count, uint64_t bytes, uint64_t now) {
-    ring_.publish(new_head);
-    uint64_t one = 1;
-    ssize_t ignored = write(ctx_.sockets.wake, &one, sizeof one);
-    (void)ignored;
+    // Counted before they are published: a datagram a viewer got is always in ingest's counters.
     stats_.datagrams.fetch_add(count, std::memory_order_relaxed);
     stats_.bytes.fetch_add(bytes, std::memory_order_relaxed);
     stats_.last_datagram_ns.store(now, std::memory_order_relaxed);  // for people to read
     last_datagram_monotonic_ns_ = monotonic_ns();
+    ring_.publish(new_head);
+    uint64_t one = 1;
+    ssize_t ignored = write(ctx_.sockets.wake, &one, sizeof one);
+    (void)ignored;
     if (stalled_) check_stall();  // live again: say so now, not at the next tick
   }
 

@@ -37,8 +37,8 @@ sockaddr_in loopback(uint16_t port, const char* host = "127.0.0.1") {
 
 std::atomic<int> g_instances{0};
 
-std::string lower_copy(std::string s) {
-  for (char& c : s) c = char(tolower(static_cast<unsigned char>(c)));
+std::string upper_copy(std::string s) {
+  for (char& c : s) c = char(toupper(static_cast<unsigned char>(c)));
   return s;
 }
 
@@ -221,65 +221,42 @@ std::string Relay::log() const {
 }
 
 Session::Session(uint16_t port, bool expect_hello, int receive_buffer) {
-  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (receive_buffer > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  // Our own socket, not control::Client::connect: SO_RCVBUF must be set before connecting.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (receive_buffer > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  client_.adopt(fd);
   sockaddr_in a = loopback(port);
-  if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
     throw std::runtime_error(std::string("connect: ") + strerror(errno));
   if (expect_hello) {
-    auto line = read_line();
-    if (!line || line->rfind("EVENT HELLO vrelay ", 0) != 0)
-      throw std::runtime_error("no HELLO, got '" + line.value_or("(nothing)") + "'");
-    hello = *line;
+    control::Hello parsed;
+    std::string error;
+    if (client_.read_hello(Clock::now() + 5000ms, &parsed, &hello, &error) != control::Client::Read::kLine)
+      throw std::runtime_error("no HELLO, got '" + (hello.empty() ? "(nothing)" : hello) + "'");
   }
 }
 
 Session::~Session() { close(); }
 
-void Session::close() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
+void Session::close() { client_.close(); }
 
 void Session::send_raw(const std::string& bytes) {
-  size_t sent = 0;
-  while (sent < bytes.size()) {
-    ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) throw std::runtime_error(std::string("send: ") + strerror(errno));
-    sent += size_t(n);
-  }
-}
-
-bool Session::fill(std::chrono::milliseconds limit) {
-  pollfd p{fd_, POLLIN, 0};
-  if (poll(&p, 1, int(limit.count())) <= 0) return false;
-  char buf[4096];
-  ssize_t n = recv(fd_, buf, sizeof buf, 0);
-  if (n <= 0) return false;
-  buffer_.append(buf, size_t(n));
-  return true;
+  std::string error;
+  if (!client_.send_bytes(bytes, &error)) throw std::runtime_error("send: " + error);
 }
 
 std::optional<std::string> Session::read_line(std::chrono::milliseconds limit) {
-  auto deadline = Clock::now() + limit;
-  while (true) {
-    auto nl = buffer_.find("\r\n");
-    if (nl != std::string::npos) {
-      std::string line = buffer_.substr(0, nl);
-      buffer_.erase(0, nl + 2);
-      return line;
-    }
-    if (!fill(std::chrono::milliseconds(remaining_ms(deadline)))) return std::nullopt;
-  }
+  std::string line, error;
+  if (client_.read_line(Clock::now() + limit, &line, &error) != control::Client::Read::kLine) return std::nullopt;
+  return line;
 }
 
 std::string Session::read_bytes(size_t count, std::chrono::milliseconds limit) {
   auto deadline = Clock::now() + limit;
-  while (buffer_.size() < count && fill(std::chrono::milliseconds(remaining_ms(deadline)))) {
+  std::string error;
+  while (client_.buffered() < count && client_.receive(deadline, &error) == control::Client::Read::kLine) {
   }
-  std::string out = buffer_.substr(0, count);
-  buffer_.erase(0, out.size());
-  return out;
+  return client_.take_bytes(count);
 }
 
 std::string Session::command(const std::string& line) {
@@ -288,16 +265,15 @@ std::string Session::command(const std::string& line) {
 }
 
 namespace {
-bool is_event(const std::string& line) { return line.rfind("EVENT ", 0) == 0 || line.rfind("{\"event\"", 0) == 0; }
+bool is_event(const std::string& line) { return control::classify(line).is_event(); }
 }  // namespace
 
 std::optional<std::string> Session::reply(std::chrono::milliseconds limit) {
-  auto deadline = Clock::now() + limit;
-  while (auto line = read_line(std::chrono::milliseconds(remaining_ms(deadline)))) {
-    if (!is_event(*line)) return line;
-    events_.push_back(*line);
-  }
-  return std::nullopt;
+  std::string line, error;
+  auto keep = [this](const std::string& event) { events_.push_back(event); };
+  if (client_.read_reply(Clock::now() + limit, &line, keep, &error) != control::Client::Read::kLine)
+    return std::nullopt;
+  return line;
 }
 
 std::optional<std::string> Session::next_event(std::chrono::milliseconds limit) {
@@ -313,10 +289,7 @@ std::optional<std::string> Session::next_event(std::chrono::milliseconds limit) 
 
 std::optional<std::string> Session::wait_event(const std::string& type, std::chrono::milliseconds limit) {
   auto deadline = Clock::now() + limit;
-  std::string prefix = "EVENT " + type;
-  auto matches = [&](const std::string& e) {
-    return e == prefix || e.rfind(prefix + " ", 0) == 0 || e.find("\"event\":\"" + lower_copy(type) + "\"") != std::string::npos;
-  };
+  auto matches = [&](const std::string& e) { return control::classify(e).type == upper_copy(type); };
   for (auto it = events_.begin(); it != events_.end(); ++it)
     if (matches(*it)) {
       std::string e = *it;
@@ -332,16 +305,15 @@ std::optional<std::string> Session::wait_event(const std::string& type, std::chr
 
 bool Session::closed_by_peer(std::chrono::milliseconds limit) {
   auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
-    char buf[4096];
-    ssize_t n = recv(fd_, buf, sizeof buf, 0);
-    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-    if (n < 0) return false;
-    buffer_.append(buf, size_t(n));
+  std::string error;
+  for (;;) {
+    switch (client_.receive(deadline, &error)) {
+      case control::Client::Read::kLine: continue;  // kept for read_line
+      case control::Client::Read::kClosed: return true;
+      case control::Client::Read::kTimeout: return false;
+      case control::Client::Read::kError: return errno == ECONNRESET;
+    }
   }
-  return false;
 }
 
 UdpSink::UdpSink() {

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "control_client.hpp"
 #include "shm.hpp"
 
 namespace vrelay::test {
@@ -82,10 +83,8 @@ class Session {
   std::string hello;
 
  private:
-  int fd_ = -1;
-  std::string buffer_;
+  control::Client client_{size_t(1) << 24};  // long lines (a LIST of thousands) are fine here
   std::deque<std::string> events_;
-  bool fill(std::chrono::milliseconds limit);
 };
 
 // A UDP socket on 127.0.0.1 that viewers' datagrams reach.
