@@ -112,6 +112,9 @@ void Control::accept_ready() {
     }
     stats.sessions_total.fetch_add(1, std::memory_order_relaxed);
     stats.sessions_open.fetch_add(1, std::memory_order_relaxed);
+    // Logged here, on the main thread: formatting a log line takes more stack than a
+    // session thread otherwise ever touches.
+    LOG_INFO("%s (%s) connected", session->name_.c_str(), peer.to_string().c_str());
     start_thread(session);
   }
 }
@@ -152,11 +155,9 @@ size_t Control::session_count() {
 
 void Control::session_started(Session& session) {
   // Only the sessions that were there before hear the JOIN: a later one sees this one in
-  // LIST already, whichever thread runs first.
+  // LIST already, whichever thread runs first. With nobody to tell, nothing is rendered:
+  // this runs on the new session's thread, whose every touched stack page stays its RSS.
   std::string name = name_of(session);
-  LOG_INFO("%s (%s) connected", name.c_str(), session.peer().to_string().c_str());
-  Event event{"JOIN", name, Fields{{"name", name}}};
-  std::string text = protocol::render(event, false), json = protocol::render(event, true);
   bool named_only = ctx.config.control.presence_to_named_only;
   std::vector<std::shared_ptr<Session>> earlier;
   {
@@ -167,6 +168,9 @@ void Control::session_started(Session& session) {
     for (auto it = audience.begin(); it != audience.end() && it->first < session.id(); ++it)
       earlier.push_back(it->second);
   }
+  if (earlier.empty()) return;
+  Event event{"JOIN", name, Fields{{"name", name}}};
+  std::string text = protocol::render(event, false), json = protocol::render(event, true);
   for (auto& s : earlier) s->post_rendered(text, json);
 }
 
