@@ -46,6 +46,14 @@ uint32_t sessions_that_fit(uint32_t wanted) {
 Control::Control(ChildContext& c)
     : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * kNsPerSecond, c.sockets.wake),
       stats(c.segment.stats().control), max_sessions_(sessions_that_fit(c.config.control.max_sessions)) {
+  // Session threads never take signals (the main thread's loop handles them): they are born
+  // with every signal blocked, without a sigprocmask around each pthread_create.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_attr_init(&thread_attr_);
+  pthread_attr_setstacksize(&thread_attr_, size_t(c.config.control.thread_stack_kib) * 1024);
+  pthread_attr_setdetachstate(&thread_attr_, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setsigmask_np(&thread_attr_, &all);
   stalls_seen_ = c.segment.stats().ingest.stalls.load(std::memory_order_relaxed);
   announced_live_ = c.segment.stats().ingest.stalled.load(std::memory_order_relaxed) == 0 &&
                     c.segment.stats().ingest.last_datagram_ns.load(std::memory_order_relaxed) != 0;
@@ -120,23 +128,13 @@ void Control::accept_ready() {
 }
 
 void Control::start_thread(std::shared_ptr<Session> session) {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, size_t(ctx.config.control.thread_stack_kib) * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  // Session threads never take signals: the main thread's loop handles them.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   auto* arg = new std::shared_ptr<Session>(session);
   pthread_t thread;
-  int rc = pthread_create(&thread, &attr, [](void* p) -> void* {
+  int rc = pthread_create(&thread, &thread_attr_, [](void* p) -> void* {
     std::unique_ptr<std::shared_ptr<Session>> owned(static_cast<std::shared_ptr<Session>*>(p));
     (*owned)->run();
     return nullptr;
   }, arg);
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  pthread_attr_destroy(&attr);
   if (rc != 0) {
     delete arg;
     LOG_WARN("cannot start a session thread: %s", strerror(rc));

@@ -158,6 +158,7 @@ class Control {
   std::condition_variable all_ended_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;  // by id: join order
   std::map<uint64_t, std::shared_ptr<Session>> named_sessions_;  // those that took a NAME
+  pthread_attr_t thread_attr_;  // of every session thread
   std::unordered_map<std::string, uint64_t> names_;        // lower-case name -> id
   std::unordered_map<std::string, uint32_t> per_ip_;
   struct Failures {
