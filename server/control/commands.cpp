@@ -41,6 +41,15 @@ bool same_secret(std::string_view given, std::string_view secret) {
   return diff == 0;
 }
 
+// A NAME: 1 to 32 of [A-Za-z0-9_.-], not guest-* (given at connect) nor "server".
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 32) return false;
+  for (char c : name)
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  std::string l = lower(name);
+  return l.rfind("guest-", 0) != 0 && l != "server";
+}
+
 Reply bad_port(const Config& config) {
   return protocol::err(ErrorCode::kBadPort, "the port must be a number from " + std::to_string(config.control.port_min) +
                                                 " to " + std::to_string(config.control.port_max));
@@ -109,17 +118,31 @@ Reply Session::command_Disconnect(const protocol::Parsed&) {
 
 // ---- people and messages ---------------------------------------------------------------
 
-Reply Session::command_Name(const protocol::Parsed& command) { return control_.rename(*this, std::string(command.args[0])); }
+Reply Session::command_Name(const protocol::Parsed& command) {
+  std::string wanted(command.args[0]), old;
+  if (!valid_name(wanted))
+    return protocol::err(ErrorCode::kBadArgument, "a name is 1 to 32 of A-Z a-z 0-9 _ . - and not guest-* or server");
+  switch (control_.registry.rename(*this, wanted, &old)) {
+    case Registry::Renaming::kTaken: return protocol::err(ErrorCode::kNameTaken, "'" + wanted + "' is taken");
+    case Registry::Renaming::kUnchanged: return protocol::ok();
+    case Registry::Renaming::kRenamed: break;
+  }
+  LOG_INFO("%s (%s) is now %s", old.c_str(), peer_.to_string().c_str(), wanted.c_str());
+  after_reply([this, old, wanted] {
+    control_.send_to_others(*this, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}}, true);
+  });
+  return protocol::ok();
+}
 
 Reply Session::command_List(const protocol::Parsed&) {
-  auto names = control_.names();
+  auto names = control_.registry.names();
   std::string text = std::to_string(names.size());
   for (const auto& n : names) text += " " + n;
   return protocol::ok(text, Fields{{"count", names.size()}, {"names", names}});
 }
 
 Reply Session::command_Info(const protocol::Parsed& command) {
-  auto target = control_.find(std::string(command.args[0]));
+  auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
   std::string state = "idle", udp = "-";
   uint64_t since = target->started_ns();
@@ -130,7 +153,7 @@ Reply Session::command_Info(const protocol::Parsed& command) {
     udp = std::to_string(s.destination.port());
     since = s.since_ns;
   }
-  std::string name = control_.name_of(*target);
+  std::string name = control_.registry.name_of(*target);
   std::string addr = target->peer().to_string();
   Fields fields{{"name", name}, {"addr", addr}, {"udp", udp == "-" ? Fields(nullptr) : Fields(std::stoi(udp))},
                 {"state", state}, {"since", iso8601(since)}};
@@ -139,7 +162,7 @@ Reply Session::command_Info(const protocol::Parsed& command) {
 }
 
 Reply Session::command_Msg(const protocol::Parsed& command) {
-  auto target = control_.find(std::string(command.args[0]));
+  auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
   std::string from = name(), text(command.args[1]);
   after_reply([target, from, text] { target->post(Event{"MSG", from + " " + text, Fields{{"from", from}, {"text", text}}}); });
@@ -167,7 +190,7 @@ Reply Session::command_Stats(const protocol::Parsed&) {
   const Stats& st = control_.ctx.segment.stats();
   uint64_t now = wall_ns();
   bool live = !st.ingest.stalled.load(std::memory_order_relaxed);  // as EVENT SOURCE told
-  Fields f{{"sessions", control_.session_count()},
+  Fields f{{"sessions", control_.registry.count()},
            {"subscribers", st.control.subscribers.load(std::memory_order_relaxed)},
            {"playing", control_.table.count_playing()},  // as of now, not as of the last datagram
            {"ingest_datagrams", st.ingest.datagrams.load(std::memory_order_relaxed)},
@@ -209,12 +232,12 @@ Reply Session::command_Auth(const protocol::Parsed& command) {
   for (const auto& secret : control_.ctx.config.moderators.tokens) match = same_secret(token, secret) || match;
   if (match) {
     moderator_ = true;
-    control_.auth_succeeded(peer_);
+    control_.registry.auth_succeeded(peer_.host());
     LOG_NOTICE("%s (%s) is a moderator", name().c_str(), peer_.to_string().c_str());
     return protocol::ok();
   }
   moderator_ = false;
-  uint32_t failures = control_.auth_failed(peer_);
+  uint32_t failures = control_.registry.auth_failed(peer_.host());
   control_.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
   LOG_WARN("%s (%s): AUTH failed (%u in a row from this address)", name().c_str(), peer_.to_string().c_str(), failures);
   auto delay = std::chrono::seconds(1u << std::min(failures - 1, 3u));
@@ -225,10 +248,10 @@ Reply Session::command_Auth(const protocol::Parsed& command) {
 }
 
 Reply Session::command_Kick(const protocol::Parsed& command) {
-  auto target = control_.find(std::string(command.args[0]));
+  auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
   std::string by = name();
-  LOG_NOTICE("%s kicked %s", by.c_str(), control_.name_of(*target).c_str());
+  LOG_NOTICE("%s kicked %s", by.c_str(), control_.registry.name_of(*target).c_str());
   control_.stats.kicks.fetch_add(1, std::memory_order_relaxed);
   after_reply([target, by] { target->post(Event{"KICKED", by, Fields{{"by", by}}}, true); });
   return protocol::ok();
@@ -242,20 +265,48 @@ Reply Session::command_Shutdown(const protocol::Parsed&) {
 
 // ---- direct calls ------------------------------------------------------------------------
 
-Reply Session::command_Call(const protocol::Parsed& command) {
+// The port a CALL or ANSWER gives (its second argument), checked like CONECTAR's.
+std::optional<uint16_t> Session::call_port(const protocol::Parsed& command) const {
   const Config& config = control_.ctx.config;
-  auto port = parse_port(command.args[1], config.control.port_min, config.control.port_max);
-  if (!port) return bad_port(config);
-  return control_.call(*this, std::string(command.args[0]), *port);
+  return parse_port(command.args[1], config.control.port_min, config.control.port_max);
+}
+
+Reply Session::command_Call(const protocol::Parsed& command) {
+  auto port = call_port(command);
+  if (!port) return bad_port(control_.ctx.config);
+  auto callee = control_.registry.find(std::string(command.args[0]));
+  if (!callee) return no_such_user(command.args[0]);
+  if (callee.get() == this) return protocol::err(ErrorCode::kBadArgument, "you cannot call yourself");
+  control_.registry.call(*this, *callee);
+  std::string me = name(), ip = peer_.host();
+  after_reply([callee, me, ip, port = *port] {
+    callee->post(Event{"CALL", me + " " + ip + " " + std::to_string(port), Fields{{"from", me}, {"ip", ip}, {"port", port}}});
+  });
+  return protocol::ok();
 }
 
 Reply Session::command_Answer(const protocol::Parsed& command) {
-  const Config& config = control_.ctx.config;
-  auto port = parse_port(command.args[1], config.control.port_min, config.control.port_max);
-  if (!port) return bad_port(config);
-  return control_.answer(*this, std::string(command.args[0]), *port);
+  auto port = call_port(command);
+  if (!port) return bad_port(control_.ctx.config);
+  std::string caller_name(command.args[0]);
+  auto caller = control_.registry.find(caller_name);
+  if (!caller || !control_.registry.answer(*this, *caller))
+    return protocol::err(ErrorCode::kNoSuchCall, "no pending call from '" + caller_name + "'");
+  std::string me = name(), ip = peer_.host();
+  after_reply([caller, me, ip, port = *port] {
+    caller->post(Event{"ANSWER", me + " " + ip + " " + std::to_string(port), Fields{{"from", me}, {"ip", ip}, {"port", port}}});
+  });
+  return protocol::ok();
 }
 
-Reply Session::command_Hangup(const protocol::Parsed& command) { return control_.hangup(*this, std::string(command.args[0])); }
+Reply Session::command_Hangup(const protocol::Parsed& command) {
+  std::string other_name(command.args[0]);
+  auto other = control_.registry.find(other_name);
+  if (!other || !control_.registry.hang_up(*this, *other))
+    return protocol::err(ErrorCode::kNoSuchCall, "no call with '" + other_name + "'");
+  std::string me = name();
+  after_reply([other, me] { other->post(Event{"HANGUP", me, Fields{{"from", me}}}); });
+  return protocol::ok();
+}
 
 }  // namespace vrelay

@@ -1,6 +1,6 @@
-// The control process: a libev acceptor on the main thread, one thread per session, and
-// the registry every session thread consults (names, calls, moderation). Internal to
-// server/control/.
+// The control process: a libev acceptor on the main thread, one thread per session
+// (Session: its socket, its line reader and its outbox), and the registry every session
+// thread consults (registry.hpp). Internal to server/control/.
 #pragma once
 #include <ev.h>
 #include <pthread.h>
@@ -19,6 +19,7 @@
 #include "child.hpp"
 #include "protocol.hpp"
 #include "rate_limit.hpp"
+#include "registry.hpp"
 #include "subscriber_table.hpp"
 
 namespace vrelay {
@@ -51,6 +52,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
 
  private:
   friend class Control;
+  friend class Registry;  // name_
   void on_line(std::string_view line) override;
   void on_line_too_long() override;
   void on_telnet_reply(std::string_view bytes) override;
@@ -66,6 +68,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
 #define VRELAY_COMMAND(id, ...) protocol::Reply command_##id(const protocol::Parsed& command);
 #include "commands.def"
 #undef VRELAY_COMMAND
+  std::optional<uint16_t> call_port(const protocol::Parsed& command) const;
   void end_subscription();
   void arm_timer();
   std::string name() const;
@@ -93,7 +96,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   bool running_ = false;     // the thread is in its loop and may be signalled
   bool wake_sent_ = false;   // one SIGUSR1 in flight is enough
 
-  std::string name_;         // guarded by Control::mutex_
+  std::string name_;         // guarded by the Registry's lock
 
   pthread_t thread_{};
   bool stop_ = false;        // leave the loop
@@ -104,12 +107,6 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
 // Installs the (empty) SIGUSR1 handler that interrupts a session thread's ppoll().
 void install_session_wakeup();
 
-// What a CALL is: who called whom, and whether it was answered.
-struct Call {
-  uint64_t caller, callee;
-  bool answered = false;
-};
-
 class Control {
  public:
   explicit Control(ChildContext& ctx);
@@ -118,13 +115,8 @@ class Control {
   void shutdown(const std::string& reason);   // tell every session, wait for them (bounded)
   void request_shutdown(const std::string& by);  // a moderator's SHUTDOWN
 
-  // Registry, callable from any session thread.
   void session_started(Session& session);     // EVENT JOIN to the others
   void session_ended(Session& session);       // EVENT LEAVE, calls hung up
-  std::string name_of(const Session& session);
-  protocol::Reply rename(Session& session, const std::string& wanted);
-  std::vector<std::string> names();
-  std::shared_ptr<Session> find(const std::string& name);
   // To every other session; a presence event (JOIN, LEAVE, RENAME) only to the named ones
   // when control.presence_events is "named".
   size_t send_to_others(const Session& from, const protocol::Event& event, bool presence = false);
@@ -133,17 +125,11 @@ class Control {
   // EVENT UNREACHABLE <port> to the session whose subscription the fan-out found unreachable
   // (pausing it first), when fanout.unreachable changes.
   void watch_unreachable();
-  protocol::Reply call(Session& from, const std::string& to, uint16_t port);
-  protocol::Reply answer(Session& from, const std::string& caller, uint16_t port);
-  protocol::Reply hangup(Session& from, const std::string& other);
-  // Consecutive AUTH failures from this address (for the growing delay); reset on success.
-  uint32_t auth_failed(const Endpoint& peer);
-  void auth_succeeded(const Endpoint& peer);
-  size_t session_count();
 
   ChildContext& ctx;
   SubscriberTable table;
   control_stats& stats;
+  Registry registry;
   std::atomic<bool> stopping{false};
 
  private:
@@ -153,25 +139,10 @@ class Control {
   uint64_t stalls_seen_;  // ingest.stalls when last looked at
   uint64_t unreachable_seen_ = ~0ull;  // fanout.unreachable when last looked at (none yet)
   bool announced_live_;   // what the sessions were last told (or would have been)
-
-  std::mutex mutex_;  // guards everything below and every Session::name_
-  std::condition_variable all_ended_;
-  std::map<uint64_t, std::shared_ptr<Session>> sessions_;  // by id: join order
-  std::map<uint64_t, std::shared_ptr<Session>> named_sessions_;  // those that took a NAME
   pthread_attr_t thread_attr_;  // of every session thread
-  std::unordered_map<std::string, uint64_t> names_;        // lower-case name -> id
-  std::unordered_map<std::string, uint32_t> per_ip_;
-  struct Failures {
-    uint32_t count;
-    uint64_t last_ns;
-  };
-  std::unordered_map<std::string, Failures> auth_failures_;  // by address
-  std::vector<Call> calls_;
+  std::mutex reason_mutex_;     // guards shutdown_reason_
   std::string shutdown_reason_;
-  uint64_t next_id_ = 1;
-  uint32_t max_sessions_;  // control.max_sessions, lowered to what the descriptor limit allows
 };
 
-std::string lower(std::string_view text);
 
 }  // namespace vrelay

@@ -32,7 +32,7 @@ Session::~Session() {
   if (fd_ >= 0) close(fd_);
 }
 
-std::string Session::name() const { return control_.name_of(*this); }
+std::string Session::name() const { return control_.registry.name_of(*this); }
 
 bool Session::watching() const {
   int slot = subscription();
