@@ -79,8 +79,9 @@ TableControl& Segment::table() const {
                                           sizeof(TableControl));
 }
 
-std::string check_header(const void* base, size_t mapped_size, bool* starting) {
+std::string check_header(const void* base, size_t mapped_size, bool* starting, bool* other_version) {
   if (starting) *starting = false;
+  if (other_version) *other_version = false;
   if (mapped_size < sizeof(Header))
     return "segment is truncated (" + std::to_string(mapped_size) + " bytes, the header alone needs " +
            std::to_string(sizeof(Header)) + ")";
@@ -91,10 +92,12 @@ std::string check_header(const void* base, size_t mapped_size, bool* starting) {
     if (starting) *starting = true;
     return "segment is being created (vrelayd is starting)";
   }
-  if (version >> 16 != kLayoutMajor)
+  if (version >> 16 != kLayoutMajor) {
+    if (other_version) *other_version = true;
     return "segment layout version " + std::to_string(version >> 16) + "." + std::to_string(version & 0xFFFF) +
            " is not the version this program reads (" + std::to_string(kLayoutMajor) + "." +
            std::to_string(kLayoutMinor) + "): use the tools of the same vrelay release as the running vrelayd";
+  }
   if (h->header_size != sizeof(Header) || h->total_size > mapped_size)
     return "segment is truncated or inconsistent (header says " + std::to_string(h->total_size) +
            " bytes, " + std::to_string(mapped_size) + " are mapped)";
@@ -137,7 +140,7 @@ std::unique_ptr<Segment> Segment::create(const std::string& instance, const Layo
   } catch (const bip::interprocess_exception&) {
   }
   if (is_live_vrelayd(owner))
-    throw std::runtime_error("instance '" + instance + "' is already running (vrelayd pid " + std::to_string(owner) +
+    throw SegmentError(SegmentProblem::kRunning, "instance '" + instance + "' is already running (vrelayd pid " + std::to_string(owner) +
                              "); choose another with --instance");
   bip::shared_memory_object::remove(name.c_str());  // stale: its supervisor is gone
 
@@ -189,16 +192,23 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
     seg->impl_->object = bip::shared_memory_object(bip::open_only, name.c_str(), mode);
     bip::offset_t size = 0;
     if (!seg->impl_->object.get_size(size) || size == 0)
-      throw std::runtime_error("shared memory /" + name + " is empty (truncated segment)");
+      throw SegmentError(SegmentProblem::kDamaged, "/" + name + ": segment is empty (truncated segment)");
     seg->impl_->region = bip::mapped_region(seg->impl_->object, mode);
   } catch (const bip::interprocess_exception& e) {
-    throw std::runtime_error("cannot open shared memory /" + name + ": " + e.what() +
-                             " (is vrelayd running with --instance " + instance + "?)");
+    SegmentProblem problem = e.get_error_code() == bip::not_found_error  ? SegmentProblem::kMissing
+                             : e.get_error_code() == bip::security_error ? SegmentProblem::kDenied
+                                                                         : SegmentProblem::kOther;
+    throw SegmentError(problem, "cannot open shared memory /" + name + ": " + e.what() +
+                                    " (is vrelayd running with --instance " + instance + "?)");
   }
   seg->base_ = static_cast<char*>(seg->impl_->region.get_address());
   seg->size_ = seg->impl_->region.get_size();
-  std::string problem = check_header(seg->base_, seg->size_);
-  if (!problem.empty()) throw std::runtime_error("/" + name + ": " + problem);
+  bool starting = false, other_version = false;
+  std::string problem = check_header(seg->base_, seg->size_, &starting, &other_version);
+  if (!problem.empty())
+    throw SegmentError(starting ? SegmentProblem::kStarting : other_version ? SegmentProblem::kOtherVersion
+                                                                            : SegmentProblem::kDamaged,
+                       "/" + name + ": " + problem);
   return seg;
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -186,7 +187,20 @@ struct Layout {
 // Checks a mapped segment before anything else is read: magic, version, sizes, offsets.
 // Returns "" when usable, else a message a person can act on. `starting` is set when the
 // supervisor has not published the header yet (version 0).
-std::string check_header(const void* base, size_t mapped_size, bool* starting = nullptr);
+std::string check_header(const void* base, size_t mapped_size, bool* starting = nullptr,
+                         bool* other_version = nullptr);
+
+// Why a segment could not be opened or created, for callers that act on it (vrelaystat's
+// advice, the supervisor's cleanup) without reading the message.
+enum class SegmentProblem { kMissing, kDenied, kStarting, kOtherVersion, kDamaged, kRunning, kOther };
+class SegmentError : public std::runtime_error {
+ public:
+  SegmentError(SegmentProblem problem, const std::string& message) : std::runtime_error(message), problem_(problem) {}
+  SegmentProblem problem() const { return problem_; }
+
+ private:
+  SegmentProblem problem_;
+};
 
 // A mapped segment. The supervisor creates it; every other process only opens it.
 class Segment {

@@ -77,35 +77,39 @@ int usage_error(const std::string& message) {
 std::string shm_path(const std::string& instance) { return "/dev/shm/" + Segment::shm_name(instance); }
 
 // Segment::open's reason, with the path people know and what to do about it.
-std::string describe_open_error(const std::string& instance, const std::string& what) {
+std::string describe_open_error(const std::string& instance, SegmentProblem problem, const std::string& what) {
   const std::string path = shm_path(instance);
-  if (what.find("No such file") != std::string::npos)
-    return "no vrelay instance '" + instance + "' is running (" + path + " does not exist)";
-  if (what.find("ermission denied") != std::string::npos)
-    return "instance '" + instance + "': cannot read " + path +
-           ": permission denied (the segment has mode 0640: run vrelaystat as vrelayd's user, a member of its "
-           "group, or root)";
+  switch (problem) {
+    case SegmentProblem::kMissing:
+      return "no vrelay instance '" + instance + "' is running (" + path + " does not exist)";
+    case SegmentProblem::kDenied:
+      return "instance '" + instance + "': cannot read " + path +
+             ": permission denied (the segment has mode 0640: run vrelaystat as vrelayd's user, a member of its "
+             "group, or root)";
+    default: break;
+  }
   std::string reason = what;
   std::string prefix = "/" + Segment::shm_name(instance) + ": ";
   if (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
-  std::string empty_prefix = "shared memory /" + Segment::shm_name(instance) + " is ";  // an empty file
-  if (reason.rfind(empty_prefix, 0) == 0) reason = "segment is " + reason.substr(empty_prefix.size());
   std::string text = "instance '" + instance + "': " + path + ": " + reason;
-  if (reason.find("layout version") != std::string::npos) return text;  // names both versions and the remedy
-  if (reason.find("being created") != std::string::npos) return text + "; try again in a moment";
+  if (problem == SegmentProblem::kOtherVersion) return text;  // names both versions and the remedy
+  if (problem == SegmentProblem::kStarting) return text + "; try again in a moment";
   return text + "; if no vrelayd runs with --instance " + instance + ", the file is stale or not vrelay's: remove it";
 }
 
 std::unique_ptr<Segment> open_segment(const std::string& instance, std::string* error) {
   struct stat st;
   if (stat(shm_path(instance).c_str(), &st) != 0 && errno == ENOENT) {
-    *error = describe_open_error(instance, "No such file");
+    *error = describe_open_error(instance, SegmentProblem::kMissing, "");
     return nullptr;
   }
   try {
     return Segment::open(instance, true);
+  } catch (const SegmentError& e) {
+    *error = describe_open_error(instance, e.problem(), e.what());
+    return nullptr;
   } catch (const std::exception& e) {
-    *error = describe_open_error(instance, e.what());
+    *error = describe_open_error(instance, SegmentProblem::kOther, e.what());
     return nullptr;
   }
 }

@@ -393,8 +393,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   } catch (const std::exception& e) {
     LOG_ERROR("%s", e.what());
     fprintf(stderr, "vrelayd: %s\n", e.what());
-    if (sup.segment && std::string(e.what()).find("already running") == std::string::npos)
-      Segment::remove(config.instance);
+    if (sup.segment) Segment::remove(config.instance);  // ours: it was created (another relay's never is)
     return 1;
   }
   sup.segment->stats().supervisor.started_ns.store(wall_ns(), std::memory_order_relaxed);
