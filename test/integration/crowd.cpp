@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "control_client.hpp"
+
 namespace vrelay::test {
 
 using Clock = std::chrono::steady_clock;
@@ -78,7 +80,7 @@ double Crowd::ping(size_t index) {
   auto deadline = start + kReplyLimit;
   while (true) {
     while (take_line(c, line)) {
-      if (line.rfind("EVENT ", 0) == 0) {
+      if (control::classify(line).is_event()) {
         ++events_;
         continue;
       }
@@ -161,12 +163,12 @@ bool Crowd::on_ready(size_t index, uint32_t what) {
   std::string line;
   while (take_line(c, line)) {
     if (!c.open) {
-      if (line.rfind("EVENT HELLO vrelay ", 0) != 0)
-        return fail("session " + std::to_string(index) + ": expected HELLO, got '" + line + "'");
+      std::string error;
+      if (!control::parse_hello(line, &error)) return fail("session " + std::to_string(index) + ": " + error);
       c.open = true;
       ++open_;
       hello_us_.push_back(us_since(c.started));
-    } else if (line.rfind("EVENT ", 0) == 0) {
+    } else if (control::classify(line).is_event()) {
       ++events_;
     } else {
       return fail("session " + std::to_string(index) + ": stray line '" + line + "'");
