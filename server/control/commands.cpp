@@ -1,6 +1,7 @@
-// The commands of a control session (vrelay-protocol(7)), one handler per entry of
-// common/commands.def. Checks run in the contract's order: syntax (the parser, then argument
-// values), permission (execute), then state.
+// A session's Conversation (control.hpp): the commands of vrelay-protocol(7), one handler
+// per entry of common/commands.def. Checks run in the contract's order: syntax (the parser,
+// then argument values), permission (execute), then state. Replies are worded here; the
+// Registry answers in plain results.
 #include <algorithm>
 #include <ctime>
 #include <thread>
@@ -61,7 +62,7 @@ Reply no_such_user(std::string_view name) {
   return protocol::err(ErrorCode::kNoSuchUser, "nobody is called '" + std::string(name) + "'");
 }
 
-Reply Session::execute(const protocol::Parsed& command) {
+Reply Conversation::execute(const protocol::Parsed& command) {
   if (command.spec->access == protocol::Access::kModerator && !moderator_) {
     // Syntax was checked by the parser; permission comes before state.
     return protocol::err(ErrorCode::kForbidden, "moderators only: AUTH first");
@@ -78,70 +79,81 @@ Reply Session::execute(const protocol::Parsed& command) {
 
 // ---- the stream ----------------------------------------------------------------------
 
-Reply Session::command_Connect(const protocol::Parsed& command) {
+bool Conversation::watching() const {
+  int slot = subscription();
+  return slot >= 0 && control_.ctx.segment.subscribers()[slot].state.load(std::memory_order_relaxed) ==
+                          uint32_t(SubscriberState::kPlaying);
+}
+
+void Conversation::end_subscription() {
+  int slot = subscription_.exchange(-1);
+  if (slot < 0) return;
+  control_.table.release(slot);
+  LOG_INFO("%s (%s): subscription ended", session_.name().c_str(), session_.peer().to_string().c_str());
+}
+
+Reply Conversation::command_Connect(const protocol::Parsed& command) {
   const Config& config = control_.ctx.config;
   auto port = parse_port(command.args[0], config.control.port_min, config.control.port_max);
   if (!port) return bad_port(config);
   if (subscription() >= 0) return protocol::err(ErrorCode::kAlreadyConnected, "this session already receives the stream");
-  Endpoint destination = peer_;  // always the peer's own address: never another host
+  Endpoint destination = session_.peer();  // always the peer's own address: never another host
   destination.set_port(*port);
   bool adopted = false;
-  int slot = control_.table.subscribe(destination, id_, &adopted);
+  int slot = control_.table.subscribe(destination, session_.id(), &adopted);
   if (slot == SubscriberTable::kTaken)
     return protocol::err(ErrorCode::kBusy, destination.to_string() + " already receives the stream for another session");
   if (slot < 0) return protocol::err(ErrorCode::kBusy, "the subscriber table is full");
   subscription_.store(slot, std::memory_order_release);
-  LOG_INFO("%s (%s): %s the stream to %s", name().c_str(), peer_.to_string().c_str(),
+  LOG_INFO("%s (%s): %s the stream to %s", session_.name().c_str(), session_.peer().to_string().c_str(),
            adopted ? "took over" : "subscribed", destination.to_string().c_str());
   return protocol::ok();
 }
 
-Reply Session::command_Pause(const protocol::Parsed&) {
+Reply Conversation::command_Pause(const protocol::Parsed&) {
   if (subscription() < 0) return protocol::err(ErrorCode::kNotConnected, "CONECTAR first");
   control_.table.pause(subscription());
   return protocol::ok();
 }
 
-Reply Session::command_Resume(const protocol::Parsed&) {
+Reply Conversation::command_Resume(const protocol::Parsed&) {
   if (subscription() < 0) return protocol::err(ErrorCode::kNotConnected, "CONECTAR first");
   control_.table.resume(subscription());
   return protocol::ok();
 }
 
-Reply Session::command_Disconnect(const protocol::Parsed&) {
+Reply Conversation::command_Disconnect(const protocol::Parsed&) {
   end_subscription();
-  closing_ = true;
-  arm_timer();
-  close_with_reply_ = true;  // OK is the last line: no event from others follows it
+  session_.close_after_reply();
   return protocol::ok();
 }
 
 // ---- people and messages ---------------------------------------------------------------
 
-Reply Session::command_Name(const protocol::Parsed& command) {
+Reply Conversation::command_Name(const protocol::Parsed& command) {
   std::string wanted(command.args[0]), old;
   if (!valid_name(wanted))
     return protocol::err(ErrorCode::kBadArgument, "a name is 1 to 32 of A-Z a-z 0-9 _ . - and not guest-* or server");
-  switch (control_.registry.rename(*this, wanted, &old)) {
+  switch (control_.registry.rename(session_, wanted, &old)) {
     case Registry::Renaming::kTaken: return protocol::err(ErrorCode::kNameTaken, "'" + wanted + "' is taken");
     case Registry::Renaming::kUnchanged: return protocol::ok();
     case Registry::Renaming::kRenamed: break;
   }
-  LOG_INFO("%s (%s) is now %s", old.c_str(), peer_.to_string().c_str(), wanted.c_str());
-  after_reply([this, old, wanted] {
-    control_.send_to_others(*this, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}}, true);
+  LOG_INFO("%s (%s) is now %s", old.c_str(), session_.peer().to_string().c_str(), wanted.c_str());
+  session_.after_reply([this, old, wanted] {
+    control_.send_to_others(session_, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}}, true);
   });
   return protocol::ok();
 }
 
-Reply Session::command_List(const protocol::Parsed&) {
+Reply Conversation::command_List(const protocol::Parsed&) {
   auto names = control_.registry.names();
   std::string text = std::to_string(names.size());
   for (const auto& n : names) text += " " + n;
   return protocol::ok(text, Fields{{"count", names.size()}, {"names", names}});
 }
 
-Reply Session::command_Info(const protocol::Parsed& command) {
+Reply Conversation::command_Info(const protocol::Parsed& command) {
   auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
   std::string state = "idle", udp = "-";
@@ -161,32 +173,32 @@ Reply Session::command_Info(const protocol::Parsed& command) {
                       fields);
 }
 
-Reply Session::command_Msg(const protocol::Parsed& command) {
+Reply Conversation::command_Msg(const protocol::Parsed& command) {
   auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
-  std::string from = name(), text(command.args[1]);
-  after_reply([target, from, text] { target->post(Event{"MSG", from + " " + text, Fields{{"from", from}, {"text", text}}}); });
+  std::string from = session_.name(), text(command.args[1]);
+  session_.after_reply([target, from, text] { target->post(Event{"MSG", from + " " + text, Fields{{"from", from}, {"text", text}}}); });
   control_.stats.messages.fetch_add(1, std::memory_order_relaxed);
   return protocol::ok();
 }
 
-Reply Session::command_Broadcast(const protocol::Parsed& command) {
-  std::string from = name(), text(command.args[0]);
+Reply Conversation::command_Broadcast(const protocol::Parsed& command) {
+  std::string from = session_.name(), text(command.args[0]);
   size_t recipients =
-      control_.send_to_others(*this, Event{"BROADCAST", from + " " + text, Fields{{"from", from}, {"text", text}}});
+      control_.send_to_others(session_, Event{"BROADCAST", from + " " + text, Fields{{"from", from}, {"text", text}}});
   control_.stats.messages.fetch_add(1, std::memory_order_relaxed);
   return protocol::ok(std::to_string(recipients), Fields{{"recipients", recipients}});
 }
 
 // ---- the session itself ----------------------------------------------------------------
 
-Reply Session::command_Echo(const protocol::Parsed& command) {
+Reply Conversation::command_Echo(const protocol::Parsed& command) {
   return protocol::ok(command.args.empty() ? std::string() : std::string(command.args[0]));
 }
 
-Reply Session::command_Ping(const protocol::Parsed&) { return protocol::ok("PONG"); }
+Reply Conversation::command_Ping(const protocol::Parsed&) { return protocol::ok("PONG"); }
 
-Reply Session::command_Stats(const protocol::Parsed&) {
+Reply Conversation::command_Stats(const protocol::Parsed&) {
   const Stats& st = control_.ctx.segment.stats();
   uint64_t now = wall_ns();
   bool live = !st.ingest.stalled.load(std::memory_order_relaxed);  // as EVENT SOURCE told
@@ -207,17 +219,17 @@ Reply Session::command_Stats(const protocol::Parsed&) {
   return protocol::ok(text, f);
 }
 
-Reply Session::command_Help(const protocol::Parsed& command) {
+Reply Conversation::command_Help(const protocol::Parsed& command) {
   if (command.args.empty()) return protocol::ok(protocol::help_text());
   const protocol::CommandSpec* spec = protocol::find_command(command.args[0]);
   if (!spec) return protocol::err(ErrorCode::kBadArgument, "no such command; HELP lists them");
   return protocol::ok(std::string(spec->usage) + " - " + spec->help, Fields{{"usage", spec->usage}, {"help", spec->help}});
 }
 
-Reply Session::command_Format(const protocol::Parsed& command) {
+Reply Conversation::command_Format(const protocol::Parsed& command) {
   std::string wanted = lower(command.args[0]);
   if (wanted != "json" && wanted != "text") return protocol::err(ErrorCode::kBadArgument, "usage: FORMAT JSON|TEXT");
-  format_change_ = wanted == "json";  // applied with the reply (Session::reply)
+  session_.change_format(wanted == "json");  // applied with the reply (Session::reply)
   return protocol::ok();
 }
 
@@ -226,20 +238,20 @@ Reply Session::command_Format(const protocol::Parsed& command) {
 // A failed AUTH ends moderation too: the session is what its last AUTH said. Each failure
 // from the same address doubles the delay, 1 s up to 8 s. Only this session's thread
 // waits; the wait ends early if the relay stops.
-Reply Session::command_Auth(const protocol::Parsed& command) {
+Reply Conversation::command_Auth(const protocol::Parsed& command) {
   std::string_view token = command.args[0];
   bool match = false;
   for (const auto& secret : control_.ctx.config.moderators.tokens) match = same_secret(token, secret) || match;
   if (match) {
     moderator_ = true;
-    control_.registry.auth_succeeded(peer_.host());
-    LOG_NOTICE("%s (%s) is a moderator", name().c_str(), peer_.to_string().c_str());
+    control_.registry.auth_succeeded(session_.peer().host());
+    LOG_NOTICE("%s (%s) is a moderator", session_.name().c_str(), session_.peer().to_string().c_str());
     return protocol::ok();
   }
   moderator_ = false;
-  uint32_t failures = control_.registry.auth_failed(peer_.host());
+  uint32_t failures = control_.registry.auth_failed(session_.peer().host());
   control_.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
-  LOG_WARN("%s (%s): AUTH failed (%u in a row from this address)", name().c_str(), peer_.to_string().c_str(), failures);
+  LOG_WARN("%s (%s): AUTH failed (%u in a row from this address)", session_.name().c_str(), session_.peer().to_string().c_str(), failures);
   auto delay = std::chrono::seconds(1u << std::min(failures - 1, 3u));
   auto until = std::chrono::steady_clock::now() + delay;
   while (std::chrono::steady_clock::now() < until && !control_.stopping.load())
@@ -247,65 +259,65 @@ Reply Session::command_Auth(const protocol::Parsed& command) {
   return protocol::err(ErrorCode::kForbidden, "wrong token");
 }
 
-Reply Session::command_Kick(const protocol::Parsed& command) {
+Reply Conversation::command_Kick(const protocol::Parsed& command) {
   auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
-  std::string by = name();
+  std::string by = session_.name();
   LOG_NOTICE("%s kicked %s", by.c_str(), control_.registry.name_of(*target).c_str());
   control_.stats.kicks.fetch_add(1, std::memory_order_relaxed);
-  after_reply([target, by] { target->post(Event{"KICKED", by, Fields{{"by", by}}}, true); });
+  session_.after_reply([target, by] { target->post(Event{"KICKED", by, Fields{{"by", by}}}, true); });
   return protocol::ok();
 }
 
-Reply Session::command_Shutdown(const protocol::Parsed&) {
-  std::string by = name();
-  after_reply([this, by] { control_.request_shutdown(by); });
+Reply Conversation::command_Shutdown(const protocol::Parsed&) {
+  std::string by = session_.name();
+  session_.after_reply([this, by] { control_.request_shutdown(by); });
   return protocol::ok();
 }
 
 // ---- direct calls ------------------------------------------------------------------------
 
 // The port a CALL or ANSWER gives (its second argument), checked like CONECTAR's.
-std::optional<uint16_t> Session::call_port(const protocol::Parsed& command) const {
+std::optional<uint16_t> Conversation::call_port(const protocol::Parsed& command) const {
   const Config& config = control_.ctx.config;
   return parse_port(command.args[1], config.control.port_min, config.control.port_max);
 }
 
-Reply Session::command_Call(const protocol::Parsed& command) {
+Reply Conversation::command_Call(const protocol::Parsed& command) {
   auto port = call_port(command);
   if (!port) return bad_port(control_.ctx.config);
   auto callee = control_.registry.find(std::string(command.args[0]));
   if (!callee) return no_such_user(command.args[0]);
-  if (callee.get() == this) return protocol::err(ErrorCode::kBadArgument, "you cannot call yourself");
-  control_.registry.call(*this, *callee);
-  std::string me = name(), ip = peer_.host();
-  after_reply([callee, me, ip, port = *port] {
+  if (callee.get() == &session_) return protocol::err(ErrorCode::kBadArgument, "you cannot call yourself");
+  control_.registry.call(session_, *callee);
+  std::string me = session_.name(), ip = session_.peer().host();
+  session_.after_reply([callee, me, ip, port = *port] {
     callee->post(Event{"CALL", me + " " + ip + " " + std::to_string(port), Fields{{"from", me}, {"ip", ip}, {"port", port}}});
   });
   return protocol::ok();
 }
 
-Reply Session::command_Answer(const protocol::Parsed& command) {
+Reply Conversation::command_Answer(const protocol::Parsed& command) {
   auto port = call_port(command);
   if (!port) return bad_port(control_.ctx.config);
   std::string caller_name(command.args[0]);
   auto caller = control_.registry.find(caller_name);
-  if (!caller || !control_.registry.answer(*this, *caller))
+  if (!caller || !control_.registry.answer(session_, *caller))
     return protocol::err(ErrorCode::kNoSuchCall, "no pending call from '" + caller_name + "'");
-  std::string me = name(), ip = peer_.host();
-  after_reply([caller, me, ip, port = *port] {
+  std::string me = session_.name(), ip = session_.peer().host();
+  session_.after_reply([caller, me, ip, port = *port] {
     caller->post(Event{"ANSWER", me + " " + ip + " " + std::to_string(port), Fields{{"from", me}, {"ip", ip}, {"port", port}}});
   });
   return protocol::ok();
 }
 
-Reply Session::command_Hangup(const protocol::Parsed& command) {
+Reply Conversation::command_Hangup(const protocol::Parsed& command) {
   std::string other_name(command.args[0]);
   auto other = control_.registry.find(other_name);
-  if (!other || !control_.registry.hang_up(*this, *other))
+  if (!other || !control_.registry.hang_up(session_, *other))
     return protocol::err(ErrorCode::kNoSuchCall, "no call with '" + other_name + "'");
-  std::string me = name();
-  after_reply([other, me] { other->post(Event{"HANGUP", me, Fields{{"from", me}}}); });
+  std::string me = session_.name();
+  session_.after_reply([other, me] { other->post(Event{"HANGUP", me, Fields{{"from", me}}}); });
   return protocol::ok();
 }
 

@@ -26,13 +26,41 @@ namespace vrelay {
 
 class Control;
 
-// One client connection, served by its own thread. The thread waits in ppoll() on its
-// socket alone (one descriptor per session) with the timer as the poll's deadline; other
-// threads wake it with SIGUSR1 when they queue lines for it. No libev loop per session:
-// its eventfd and its per-descriptor arrays cost too much at 10,000 sessions.
 // ERR no-such-user, worded once.
 protocol::Reply no_such_user(std::string_view name);
 
+class Session;
+
+// The protocol side of one session: what its commands set (its subscription, moderation)
+// and their handlers (commands.cpp), one per commands.def entry. It never touches the
+// socket: its Session reads the lines, sends the replies, and does what a reply asks of the
+// connection (a new reply format, closing after it).
+class Conversation {
+ public:
+  Conversation(Control& control, Session& session) : control_(control), session_(session) {}
+  // The access check, then the command's handler.
+  protocol::Reply execute(const protocol::Parsed& command);
+  int subscription() const { return subscription_.load(std::memory_order_acquire); }
+  bool watching() const;  // subscribed and playing
+  void end_subscription();
+
+ private:
+#define VRELAY_COMMAND(id, ...) protocol::Reply command_##id(const protocol::Parsed& command);
+#include "commands.def"
+#undef VRELAY_COMMAND
+  std::optional<uint16_t> call_port(const protocol::Parsed& command) const;
+
+  Control& control_;
+  Session& session_;
+  std::atomic<int> subscription_{-1};
+  bool moderator_ = false;
+};
+
+// One client connection, served by its own thread: I/O only (the line reader, the outbox,
+// the poll loop); its Conversation runs the commands. The thread waits in ppoll() on its
+// socket alone (one descriptor per session) with the timer as the poll's deadline; other
+// threads wake it with SIGUSR1 when they queue lines for it. No libev loop per session:
+// its eventfd and its per-descriptor arrays cost too much at 10,000 sessions.
 class Session : public std::enable_shared_from_this<Session>, private protocol::LineReader::Sink {
  public:
   Session(Control& control, int fd, uint64_t id, const Endpoint& peer);
@@ -48,7 +76,13 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   int fd() const { return fd_; }
   const Endpoint& peer() const { return peer_; }
   uint64_t started_ns() const { return started_ns_; }
-  int subscription() const { return subscription_.load(std::memory_order_acquire); }
+  int subscription() const { return conversation_.subscription(); }
+  std::string name() const;
+
+  // What a command's reply asks of the connection (from the session's own thread).
+  void after_reply(std::function<void()> action) { after_reply_.push_back(std::move(action)); }
+  void change_format(bool json) { format_change_ = json; }  // with the reply (FORMAT)
+  void close_after_reply();                                  // the reply is the last line
 
  private:
   friend class Control;
@@ -62,17 +96,7 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   void on_timer();    // the idle timeout, or the grace to send the last lines
   void flush();
   void reply(const protocol::Reply& reply);
-  void after_reply(std::function<void()> action) { after_reply_.push_back(std::move(action)); }
-  // commands.cpp: the access check, then the command's handler, one per commands.def entry.
-  protocol::Reply execute(const protocol::Parsed& command);
-#define VRELAY_COMMAND(id, ...) protocol::Reply command_##id(const protocol::Parsed& command);
-#include "commands.def"
-#undef VRELAY_COMMAND
-  std::optional<uint16_t> call_port(const protocol::Parsed& command) const;
-  void end_subscription();
   void arm_timer();
-  std::string name() const;
-  bool watching() const;  // subscribed and playing
 
   Control& control_;
   int fd_;
@@ -81,11 +105,10 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   uint64_t started_ns_;
   protocol::LineReader reader_;
   RateLimit rate_;
-  std::atomic<int> subscription_{-1};
+  Conversation conversation_;
   bool json_ = false;                    // guarded by out_mutex_
   std::optional<bool> format_change_;    // FORMAT's new form, applied with its reply
   bool close_with_reply_ = false;        // DESCONECTAR: the session closes with its reply
-  bool moderator_ = false;
   bool closing_ = false;     // close once the outbox is sent
   bool reading_ = true;      // input paused while our own replies wait to be read
   std::vector<std::function<void()>> after_reply_;

@@ -1,5 +1,5 @@
 // One control session (vrelay-protocol(7)): its thread, its loop, its line discipline and its
-// outbox. The commands themselves are in commands.cpp.
+// outbox. Its Conversation runs the commands (commands.cpp).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -26,7 +26,7 @@ constexpr double kCloseGraceSeconds = 2.0;  // to send the last lines before clo
 Session::Session(Control& control, int fd, uint64_t id, const Endpoint& peer)
     : control_(control), fd_(fd), id_(id), peer_(peer), started_ns_(wall_ns()),
       reader_(control.ctx.config.control.max_line),
-      rate_(control.ctx.config.control.rate_limit, control.ctx.config.control.rate_burst) {}
+      rate_(control.ctx.config.control.rate_limit, control.ctx.config.control.rate_burst), conversation_(control, *this) {}
 
 Session::~Session() {
   if (fd_ >= 0) close(fd_);
@@ -34,10 +34,10 @@ Session::~Session() {
 
 std::string Session::name() const { return control_.registry.name_of(*this); }
 
-bool Session::watching() const {
-  int slot = subscription();
-  return slot >= 0 && control_.ctx.segment.subscribers()[slot].state.load(std::memory_order_relaxed) ==
-                          uint32_t(SubscriberState::kPlaying);
+void Session::close_after_reply() {
+  closing_ = true;
+  arm_timer();
+  close_with_reply_ = true;  // OK is the last line: no event from others follows it
 }
 
 void Session::post(const protocol::Event& event, bool then_close) {
@@ -136,7 +136,7 @@ void Session::run() {
     std::lock_guard lock(out_mutex_);
     running_ = false;
   }
-  end_subscription();
+  conversation_.end_subscription();
   shutdown(fd_, SHUT_RDWR);
   LOG_DEBUG("%s (%s) ended", name().c_str(), peer_.to_string().c_str());
   control_.session_ended(*this);
@@ -161,7 +161,7 @@ void Session::on_timer() {
     stop_ = true;
     return;
   }
-  if (watching()) {  // a viewer watching the stream is not idle; keepalive finds dead peers
+  if (conversation_.watching()) {  // a viewer watching the stream is not idle; keepalive finds dead peers
     arm_timer();
     return;
   }
@@ -233,7 +233,7 @@ void Session::on_line(std::string_view line) {
                                                  " lines per second; slow down"));
     return;
   }
-  reply(parsed.ok ? execute(parsed) : protocol::err(parsed.error, parsed.message));
+  reply(parsed.ok ? conversation_.execute(parsed) : protocol::err(parsed.error, parsed.message));
   // Events a command causes (to this session too) follow its reply.
   auto actions = std::move(after_reply_);
   after_reply_.clear();
@@ -248,13 +248,6 @@ void Session::on_line_too_long() {
 void Session::on_telnet_reply(std::string_view bytes) {
   std::lock_guard lock(out_mutex_);
   outbox_.append(bytes);
-}
-
-void Session::end_subscription() {
-  int slot = subscription_.exchange(-1);
-  if (slot < 0) return;
-  control_.table.release(slot);
-  LOG_INFO("%s (%s): subscription ended", name().c_str(), peer_.to_string().c_str());
 }
 
 }  // namespace vrelay
