@@ -113,11 +113,12 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   bool reading_ = true;      // input paused while our own replies wait to be read
   std::vector<std::function<void()>> after_reply_;
 
-  std::mutex out_mutex_;     // guards outbox_, close_requested_, running_, wake_sent_
+  std::mutex out_mutex_;     // guards outbox_, close_requested_, running_, wake_sent_, dropped_events_
   std::string outbox_;
   bool close_requested_ = false;
   bool running_ = false;     // the thread is in its loop and may be signalled
   bool wake_sent_ = false;   // one SIGUSR1 in flight is enough
+  uint64_t dropped_events_ = 0;  // events a subscribed session could not take, not told yet
 
   std::string name_;         // guarded by the Registry's lock
 

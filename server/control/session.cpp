@@ -51,6 +51,13 @@ void Session::post_rendered(const std::string& text_line, const std::string& jso
     const std::string& line = json_ ? json_line : text_line;  // the form in force at this point
     if (close_requested_ && !then_close) return;  // leaving: nothing more to say
     if (outbox_.size() + line.size() > control_.ctx.config.control.outbox_bytes) {
+      if (!then_close && subscription() >= 0) {
+        // Chat never costs a viewer its stream: what it cannot take is dropped and counted,
+        // and it hears how much once it has read the rest (flush).
+        ++dropped_events_;
+        control_.stats.events_dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
       cut_off = !close_requested_;
       close_requested_ = true;  // a reader this slow is cut off, never waited for
     } else {
@@ -210,6 +217,12 @@ void Session::flush() {
       }
     }
     outbox_.erase(0, sent);
+    // Events were dropped while it did not read: once it has read most of what waited, say so.
+    if (dropped_events_ && outbox_.size() <= control_.ctx.config.control.outbox_bytes / 2) {
+      outbox_ += protocol::render(
+          protocol::Event{"DROPPED", std::to_string(dropped_events_), protocol::Fields{{"count", dropped_events_}}}, json_);
+      dropped_events_ = 0;
+    }
     left = outbox_.size();
   }
   if (broken) {

@@ -316,6 +316,31 @@ TEST(Limits, SlowReaderIsCutOffWhileOthersKeepChatting) {
                                                 " still here");
 }
 
+// Issue 11: a viewer that does not read its session while the chat pours in keeps its
+// stream; the events it could not take are dropped, and it hears how many.
+TEST(Limits, ChatNeverCostsAViewerItsStream) {
+  Relay relay("control:\n  outbox_bytes: 65536\n  rate_limit: 100000\n  rate_burst: 100000\n");
+  Session sender(relay.control_port());
+  Session viewer(relay.control_port(), true, 4096);  // reads nothing while the chat pours in
+  UdpSink sink;
+  ASSERT_EQ(viewer.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  Stats& stats = relay.shm().stats();
+  std::string text(900, 'm');
+  for (int sent = 0; sent < 20000 && stats.control.events_dropped.load() == 0; ++sent)
+    ASSERT_TRUE(starts_with(sender.command("BROADCAST " + text), "OK ")) << sent;
+  ASSERT_GT(stats.control.events_dropped.load(), 0u);
+  EXPECT_EQ(stats.control.slow_disconnects.load(), 0u);
+  UdpSource source(relay.ingest_port());  // its stream still flows
+  source.send(test_payload(1));
+  EXPECT_TRUE(is_payload(sink.receive(), 1));
+  // It reads again: what waited, then how many events it missed.
+  auto dropped = viewer.wait_event("DROPPED", 20000ms);
+  ASSERT_TRUE(dropped);
+  EXPECT_EQ(*dropped, "EVENT DROPPED " + std::to_string(stats.control.events_dropped.load()));
+  EXPECT_EQ(viewer.command("PING"), "OK PONG");
+  EXPECT_EQ(stats.control.subscribers.load(), 1u);
+}
+
 TEST(Limits, RateLimitAnswersTooFast) {
   Relay relay("control:\n  rate_limit: 20\n  rate_burst: 10\n");
   Session s(relay.control_port());
