@@ -212,6 +212,11 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
   return seg;
 }
 
+bool Segment::shrunk() const {
+  bip::offset_t size = 0;
+  return !impl_->object.get_size(size) || size_t(size) < size_;
+}
+
 bool Segment::valid_instance_name(const std::string& instance, std::string* error) {
   bool ok = !instance.empty() && instance.size() <= 32;
   for (char c : instance) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');

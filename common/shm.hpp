@@ -224,6 +224,9 @@ class Segment {
 
   char* base() const { return base_; }
   size_t size() const { return size_; }
+  // The file under the mapping is now shorter than the mapping: reading past its end would
+  // raise SIGBUS, so a reader that sees this lets the mapping go.
+  bool shrunk() const;
   Header& header() const { return *reinterpret_cast<Header*>(base_); }
   ProcessSlot& process(Role role) const {
     return reinterpret_cast<ProcessSlot*>(base_ + header().processes_offset)[role];

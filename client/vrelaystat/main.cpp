@@ -163,6 +163,10 @@ Owner current_owner(const std::string& instance) {
 
 // False, with the reason, once the mapped segment is no longer the running relay's.
 bool still_current(const Segment& segment, const std::string& instance, std::string* why) {
+  if (segment.shrunk()) {  // checked first: reading the header of a shrunk file could fault
+    *why = "the segment file shrank under its mapping (truncated)";
+    return false;
+  }
   const Header& h = segment.header();
   std::string who = "vrelayd (pid " + std::to_string(h.supervisor_pid) + ")";
   if (h.supervisor_pid > 0 && kill(h.supervisor_pid, 0) != 0 && errno == ESRCH) {

@@ -461,6 +461,21 @@ TEST(Vrelaystat, LiveViewNoticesARemovedOrReplacedSegmentWhileItsOwnerLives) {
   EXPECT_TRUE(exited_with(stat.signal_and_wait(SIGINT), 0));
 }
 
+// Issue 11: a segment file truncated under the live view (by its owner or root) must not
+// kill vrelaystat with SIGBUS; it lets the mapping go and says why.
+TEST(Vrelaystat, LiveViewSurvivesASegmentThatShrinksUnderIt) {
+  OwnInstance own("shrink");
+  auto seg = Segment::create(own.name(), {4, 16, 1500});
+  seg->stats().ingest.datagrams.store(4444444444);
+  seg->publish();
+  LiveStat stat({"-n", own.name(), "-i", "0.2"});
+  ASSERT_TRUE(stat.wait_for_text(" 4444444444 ")) << stat.text();
+  size_t mark = stat.text().size();
+  ASSERT_EQ(truncate(("/dev/shm/" + Segment::shm_name(own.name())).c_str(), 4096), 0);
+  ASSERT_TRUE(stat.wait_for_text("shrank", mark)) << stat.text().substr(mark);
+  EXPECT_TRUE(exited_with(stat.signal_and_wait(SIGINT), 0)) << "not killed by SIGBUS";
+}
+
 TEST(Vrelaystat, FullScreenOnATerminalQuitsOnQAndRestoresIt) {
   Relay relay;
   LiveStat stat({"-n", relay.instance(), "-i", "0.2"}, true);
