@@ -4,11 +4,13 @@
 #include "shm.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <ctime>
@@ -117,17 +119,34 @@ struct Segment::Impl {
 Segment::~Segment() = default;
 
 namespace {
-// True if `pid` is a running vrelayd (not merely some process that reused the pid).
+// True if `pid` is a running vrelayd of ours: the same user and the same program as this
+// one, not a process that reused the pid or merely calls itself vrelayd (anyone can write
+// a segment into /dev/shm naming any pid).
 bool is_live_vrelayd(int pid) {
-  if (pid <= 0 || kill(pid, 0) != 0) return false;
-  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
-  std::string text((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-  return text.find("vrelayd") != std::string::npos;
+  if (pid <= 0 || pid == getpid() || kill(pid, 0) != 0) return false;  // our own: we replace it
+  std::string proc = "/proc/" + std::to_string(pid);
+  struct stat st;
+  if (stat(proc.c_str(), &st) != 0 || st.st_uid != geteuid()) return false;
+  std::error_code error;
+  auto theirs = std::filesystem::read_symlink(proc + "/exe", error);
+  if (error) return false;
+  auto ours = std::filesystem::read_symlink("/proc/self/exe", error);
+  return !error && theirs == ours;
+}
+
+// A segment file that another user made is not ours to trust: root replaces it, anyone
+// else is told whose it is.
+void refuse_foreign(const std::string& name) {
+  struct stat st;
+  if (stat(("/dev/shm/" + name).c_str(), &st) != 0 || st.st_uid == geteuid() || geteuid() == 0) return;
+  throw SegmentError(SegmentProblem::kOther, "/dev/shm/" + name + " belongs to uid " + std::to_string(st.st_uid) +
+                                                 ", not to this user: remove it, or choose another --instance");
 }
 }  // namespace
 
 std::unique_ptr<Segment> Segment::create(const std::string& instance, const LayoutParams& params) {
   const std::string name = shm_name(instance);
+  refuse_foreign(name);
   int owner = 0;
   try {  // whatever its layout version: magic and supervisor_pid never move
     bip::shared_memory_object old(bip::open_only, name.c_str(), bip::read_only);

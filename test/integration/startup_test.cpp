@@ -95,6 +95,30 @@ TEST(Startup, TwoInstancesRunSideBySideButNotTwiceTheSameName) {
   EXPECT_EQ(s.command("PING"), "OK PONG");
 }
 
+// Issue 11: anyone may write /dev/shm/vrelay.NAME naming a process of theirs called
+// "vrelayd-something"; that is not a running relay, and the segment is replaced.
+TEST(Startup, ADecoySegmentNamingAnotherProgramDoesNotBlockTheRelay) {
+  std::string instance = "decoy-" + std::to_string(getpid());
+  int out = -1;
+  pid_t decoy = start_program({"/bin/bash", "-c", "exec -a vrelayd-decoy sleep 30"}, "/dev/null", &out);
+  ASSERT_TRUE(wait_until([&] {  // once bash has become the decoy
+    std::ifstream cmd("/proc/" + std::to_string(decoy) + "/cmdline");
+    std::string text((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    return text.rfind("vrelayd-decoy", 0) == 0;
+  }));
+  {
+    auto planted = Segment::create(instance, {4, 16, 1500});
+    planted->header().supervisor_pid = decoy;
+    planted->publish();
+  }
+  std::unique_ptr<Segment> ours;
+  EXPECT_NO_THROW(ours = Segment::create(instance, {4, 16, 1500})) << "the decoy was taken for a running relay";
+  kill(decoy, SIGKILL);
+  waitpid(decoy, nullptr, 0);
+  if (out >= 0) close(out);
+  Segment::remove(instance);
+}
+
 TEST(Startup, BusyPortIsAClearError) {
   Relay a;
   CommandResult r = run("-F --control 127.0.0.1:" + std::to_string(a.control_port()) +
