@@ -341,6 +341,29 @@ TEST(Limits, ChatNeverCostsAViewerItsStream) {
   EXPECT_EQ(stats.control.subscribers.load(), 1u);
 }
 
+// Issue 11: a flood of refused connections is counted in full, but logged at most about
+// once a second: the log never grows with an attacker's connection rate.
+TEST(Limits, RefusedConnectionsAreCountedButTheirLogLinesAreBounded) {
+  Relay relay("control:\n  max_sessions: 1\n");
+  Session only(relay.control_port());
+  constexpr int kRefused = 300;
+  auto start = Clock::now();
+  for (int i = 0; i < kRefused; ++i) {
+    Session refused(relay.control_port(), false);
+    EXPECT_TRUE(starts_with(refused.read_line(), "ERR busy")) << i;
+  }
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count();
+  Stats& stats = relay.shm().stats();
+  EXPECT_EQ(stats.control.sessions_refused.load(), uint64_t(kRefused));
+  std::string log = relay.log();
+  size_t lines = 0;
+  for (size_t at = log.find("refused 127.0.0.1"); at != std::string::npos; at = log.find("refused 127.0.0.1", at + 1))
+    ++lines;
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, size_t(seconds) + 2) << log;  // one a second at most, however long the flood took
+  EXPECT_EQ(only.command("PING"), "OK PONG");
+}
+
 TEST(Limits, RateLimitAnswersTooFast) {
   Relay relay("control:\n  rate_limit: 20\n  rate_burst: 10\n");
   Session s(relay.control_port());
