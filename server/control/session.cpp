@@ -192,10 +192,7 @@ void Session::on_readable() {
     return;
   }
   if (n < 0) return;
-  if (!closing_) {
-    arm_timer();  // any input is activity, an over-long line or a telnet NOP too
-    reader_.feed(buffer, size_t(n), *this);
-  }
+  if (!closing_) reader_.feed(buffer, size_t(n), *this);
   flush();
 }
 
@@ -238,6 +235,9 @@ void Session::flush() {
 
 void Session::on_line(std::string_view line) {
   if (closing_) return;  // lines pipelined after DESCONECTAR, KICK or SHUTDOWN are not run
+  // A whole line is activity, an empty one too; bytes trickled without ever ending a line
+  // are not, or one byte a minute would hold a session forever.
+  arm_timer();
   protocol::Parsed parsed = protocol::parse(line);
   if (!parsed.ok && parsed.message.empty()) return;  // blank line: no reply
   if (!rate_.allow(to_seconds(monotonic_ns()))) {
@@ -254,6 +254,7 @@ void Session::on_line(std::string_view line) {
 }
 
 void Session::on_line_too_long() {
+  arm_timer();  // a line, if a long one
   reply(protocol::err(ErrorCode::kLineTooLong,
                       "lines are limited to " + std::to_string(control_.ctx.config.control.max_line) + " bytes"));
 }

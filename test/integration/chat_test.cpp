@@ -459,7 +459,7 @@ TEST(Fixes, HelpExplainsOneCommand) {
   EXPECT_TRUE(starts_with(s.command("HELP a b"), "ERR bad-argument"));
 }
 
-TEST(Fixes, AnyInputKeepsASessionAwake) {
+TEST(Fixes, AnyLineEvenAnOverLongOneKeepsASessionAwake) {
   Relay relay("control:\n  idle_timeout: 1\n");
   Session s(relay.control_port());
   auto start = Clock::now();

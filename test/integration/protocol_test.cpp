@@ -161,6 +161,18 @@ TEST(ProtocolLimits, IdleTimeoutSaysByeAndEndsTheSubscription) {
   EXPECT_EQ(relay.shm().stats().control.idle_timeouts.load(), 1u);
 }
 
+// Issue 11: a client that trickles bytes without ever ending a line is idle.
+TEST(ProtocolLimits, BytesThatNeverEndALineDoNotKeepASessionAwake) {
+  Relay relay("control:\n  idle_timeout: 1\n");
+  Session trickler(relay.control_port());
+  std::optional<std::string> bye;
+  for (int i = 0; i < 15 && !bye; ++i) {  // one byte every 300 ms, 4.5 s at most
+    trickler.send_raw("P");
+    bye = trickler.wait_event("BYE", 300ms);
+  }
+  EXPECT_EQ(bye, "EVENT BYE idle");
+}
+
 TEST(ProtocolLimits, CustomPortRange) {
   Relay relay("control:\n  ports: 40000-40010\n");
   Session s(relay.control_port());
