@@ -125,6 +125,11 @@ bool is_clean_text(std::string_view s) {
     if ((extra == 2 && cp < 0x800) || (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
         (cp >= 0xD800 && cp <= 0xDFFF) || (cp >= 0x80 && cp <= 0x9F))
       return false;  // overlong, out of range, surrogate, or a C1 control
+    // Line and paragraph separators break a line in other programs; bidirectional
+    // embeddings, overrides and isolates make text read other than it is (another user's
+    // name, a reversed URL): never relayed.
+    if (cp == 0x2028 || cp == 0x2029 || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069))
+      return false;
     i += size_t(extra) + 1;
   }
   return true;

@@ -174,12 +174,15 @@ TEST(Parser, ControlBytesAndBadUtf8AreBadArgument) {
   for (std::string line : {std::string("PING\x04"), std::string("ECHO a\x1b[31m"), std::string("ECHO \x7f"),
                            std::string("ECHO \xc2\x85"), std::string("ECHO \xc3"), std::string("ECHO \xc0\xaf"),
                            std::string("ECHO \xed\xa0\x80"), std::string("ECHO \xf5\x80\x80\x80"),
-                           std::string("ECHO a\rb"), std::string("ECHO \0x", 7)}) {
+                           std::string("ECHO a\rb"), std::string("ECHO \0x", 7),
+                           std::string("ECHO line\xe2\x80\xa8" "break"), std::string("ECHO \xe2\x80\xa9"),
+                           std::string("MSG bob evil\xe2\x80\xaetxt.exe"), std::string("ECHO \xe2\x81\xa6x\xe2\x81\xa9")}) {
     Parsed p = parse(line);
     EXPECT_FALSE(p.ok);
     EXPECT_EQ(p.error, ErrorCode::kBadArgument);
   }
   EXPECT_TRUE(parse("ECHO olá ñandú €  𝄞\tok").ok);
+  EXPECT_TRUE(parse("ECHO \xe2\x80\x8e\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d").ok);  // Hebrew and a mark: fine
 }
 
 TEST(Ports, ProtocolPortRules) {
