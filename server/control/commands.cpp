@@ -235,28 +235,36 @@ Reply Conversation::command_Format(const protocol::Parsed& command) {
 
 // ---- moderation --------------------------------------------------------------------------
 
-// A failed AUTH ends moderation too: the session is what its last AUTH said. Each failure
-// from the same address doubles the delay, 1 s up to 8 s. Only this session's thread
-// waits; the wait ends early if the relay stops.
+// A failed AUTH ends moderation too: the session is what its last AUTH said. Attempts from
+// one address are judged one at a time (Registry::auth_turn), and a failure is answered
+// after its delay, 1 s up to 8 s. Only this session's thread waits; the waits end early if
+// the relay stops.
 Reply Conversation::command_Auth(const protocol::Parsed& command) {
+  std::string address = session_.peer().host();
+  uint64_t turn = 0;
+  uint32_t failures = control_.registry.auth_turn(address, &turn);
+  wait_unless_stopping(turn);
   std::string_view token = command.args[0];
   bool match = false;
   for (const auto& secret : control_.ctx.config.moderators.tokens) match = same_secret(token, secret) || match;
   if (match) {
     moderator_ = true;
-    control_.registry.auth_succeeded(session_.peer().host());
+    control_.registry.auth_succeeded(address);
     LOG_NOTICE("%s (%s) is a moderator", session_.name().c_str(), session_.peer().to_string().c_str());
     return protocol::ok();
   }
   moderator_ = false;
-  uint32_t failures = control_.registry.auth_failed(session_.peer().host());
   control_.stats.auth_failures.fetch_add(1, std::memory_order_relaxed);
-  LOG_WARN("%s (%s): AUTH failed (%u in a row from this address)", session_.name().c_str(), session_.peer().to_string().c_str(), failures);
-  auto delay = std::chrono::seconds(1u << std::min(failures - 1, 3u));
-  auto until = std::chrono::steady_clock::now() + delay;
-  while (std::chrono::steady_clock::now() < until && !control_.stopping.load())
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the delay itself
+  LOG_WARN("%s (%s): AUTH failed (%u in a row from this address)", session_.name().c_str(),
+           session_.peer().to_string().c_str(), failures);
+  wait_unless_stopping(monotonic_ns() + Registry::auth_delay_ns(failures));
   return protocol::err(ErrorCode::kForbidden, "wrong token");
+}
+
+// Sleeps until `until_ns` (monotonic), or until the relay stops.
+void Conversation::wait_unless_stopping(uint64_t until_ns) const {
+  while (monotonic_ns() < until_ns && !control_.stopping.load())
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the delay itself
 }
 
 Reply Conversation::command_Kick(const protocol::Parsed& command) {

@@ -49,6 +49,7 @@ class Conversation {
 #include "commands.def"
 #undef VRELAY_COMMAND
   std::optional<uint16_t> call_port(const protocol::Parsed& command) const;
+  void wait_unless_stopping(uint64_t until_ns) const;
 
   Control& control_;
   Session& session_;

@@ -142,15 +142,23 @@ bool Registry::hang_up(const Session& from, const Session& other) {
   return true;
 }
 
-uint32_t Registry::auth_failed(const std::string& address) {
+uint64_t Registry::auth_delay_ns(uint32_t failures) {
+  return (uint64_t(1) << std::min(failures == 0 ? 0u : failures - 1, 3u)) * kNsPerSecond;
+}
+
+uint32_t Registry::auth_turn(const std::string& address, uint64_t* turn_ns) {
   std::lock_guard lock(mutex_);
   constexpr uint64_t kForgetNs = 600 * kNsPerSecond;  // ten quiet minutes wipe the slate
   if (auth_failures_.size() > 100000) auth_failures_.clear();  // bounded memory under a flood
   uint64_t now = monotonic_ns();
   Failures& f = auth_failures_[address];
-  if (f.count && now - f.last_ns > kForgetNs) f.count = 0;
-  f.last_ns = now;
-  return ++f.count;
+  if (f.count && now > f.next_ns && now - f.next_ns > kForgetNs) f = Failures{};
+  uint64_t turn = std::max(now, f.next_ns);
+  ++f.count;
+  f.last_ns = turn;
+  f.next_ns = turn + auth_delay_ns(f.count);
+  *turn_ns = turn;
+  return f.count;
 }
 
 void Registry::auth_succeeded(const std::string& address) {

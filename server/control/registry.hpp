@@ -58,9 +58,15 @@ class Registry {
   bool answer(const Session& from, const Session& caller);
   bool hang_up(const Session& from, const Session& other);
 
-  // Consecutive AUTH failures from this address (for the growing delay); reset on success.
-  uint32_t auth_failed(const std::string& address);
+  // AUTH from one address is judged one attempt at a time, each waiting out the delay of
+  // the failures before it (1 s, doubling up to 8 s): parallel sessions from one address
+  // guess no faster than one session. auth_turn books the next turn of `address`: *turn_ns
+  // (monotonic) is when this attempt may be judged; it returns the attempt's rank among
+  // the consecutive failed ones (1 for the first), as if it failed too. A success forgets
+  // the address.
+  uint32_t auth_turn(const std::string& address, uint64_t* turn_ns);
   void auth_succeeded(const std::string& address);
+  static uint64_t auth_delay_ns(uint32_t failures);  // after that many failures
 
  private:
   struct Call {
@@ -68,8 +74,8 @@ class Registry {
     bool answered = false;
   };
   struct Failures {
-    uint32_t count;
-    uint64_t last_ns;
+    uint32_t count = 0;
+    uint64_t last_ns = 0, next_ns = 0;  // the last attempt's turn; when the next may be judged
   };
 
   std::mutex mutex_;  // guards everything below and every Session::name_

@@ -254,6 +254,19 @@ TEST_F(Moderation, WrongTokensAreSlowedCountedAndNeverLogged) {
   EXPECT_NE(log.find("AUTH failed"), std::string::npos);
 }
 
+// Issue 11: parallel sessions from one address guess no faster than one: their AUTHs are
+// judged one at a time, each after the delay of the failures before it. Another session's
+// guess right after a failure waits out that failure's second.
+TEST_F(Moderation, ParallelSessionsFromOneAddressTakeTurnsToGuess) {
+  Session a(relay.control_port()), c(relay.control_port());
+  auto start = Clock::now();
+  a.send_raw("AUTH wrong-token-a\r\n");
+  ASSERT_TRUE(wait_until([&] { return relay.shm().stats().control.auth_failures.load() == 1; }));
+  EXPECT_EQ(c.command("AUTH s3cret-Token-42"), "OK");  // right, but judged only at its turn
+  EXPECT_GE(Clock::now() - start, 900ms);
+  EXPECT_TRUE(starts_with(a.reply(5000ms), "ERR forbidden"));
+}
+
 TEST_F(Moderation, KickEndsTheSessionAndItsSubscription) {
   Session mod(relay.control_port()), target(relay.control_port()), witness(relay.control_port());
   ASSERT_EQ(witness.command("NAME witness"), "OK");
