@@ -21,6 +21,7 @@ using protocol::ErrorCode;
 
 namespace {
 constexpr double kCloseGraceSeconds = 2.0;  // to send the last lines before closing
+constexpr int kSendBufferBytes = 64 * 1024;
 }  // namespace
 
 Session::Session(Control& control, int fd, uint64_t id, const Endpoint& peer)
@@ -101,6 +102,10 @@ void Session::run() {
   if (!try_option(fd_, SOL_SOCKET, SO_KEEPALIVE, 1) || !try_option(fd_, IPPROTO_TCP, TCP_KEEPIDLE, 60) ||
       !try_option(fd_, IPPROTO_TCP, TCP_KEEPINTVL, 10) || !try_option(fd_, IPPROTO_TCP, TCP_KEEPCNT, 6))
     LOG_DEBUG("%s: no TCP keepalive (%s)", peer_.to_string().c_str(), strerror(errno));
+  // A fixed send buffer (the kernel doubles it): autotuned, a session that does not read
+  // would hold megabytes in the kernel on top of control.outbox_bytes.
+  if (!try_option(fd_, SOL_SOCKET, SO_SNDBUF, kSendBufferBytes))
+    LOG_DEBUG("%s: no fixed send buffer (%s)", peer_.to_string().c_str(), strerror(errno));
   arm_timer();
 
   std::string hello = protocol::event_line("HELLO", std::string("vrelay ") + VRELAY_VERSION + " " + name());

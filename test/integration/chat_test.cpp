@@ -4,7 +4,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -329,6 +332,24 @@ TEST(Limits, SlowReaderIsCutOffWhileOthersKeepChatting) {
                                                 " still here");
 }
 
+// The longest send queue of the relay's control sockets (/proc/net/tcp, tx_queue), bytes.
+uint64_t largest_send_queue(uint16_t control_port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // the header
+  uint64_t largest = 0;
+  while (std::getline(in, line)) {
+    unsigned local_port = 0;
+    unsigned long long tx = 0;
+    char local[64];
+    if (std::sscanf(line.c_str(), " %*d: %63s %*s %*x %llx", local, &tx) != 2) continue;
+    const char* colon = std::strchr(local, ':');
+    if (colon && std::sscanf(colon + 1, "%x", &local_port) == 1 && local_port == control_port)
+      largest = std::max<uint64_t>(largest, tx);
+  }
+  return largest;
+}
+
 // Issue 11: a viewer that does not read its session while the chat pours in keeps its
 // stream; the events it could not take are dropped, and it hears how many.
 TEST(Limits, ChatNeverCostsAViewerItsStream) {
@@ -343,6 +364,7 @@ TEST(Limits, ChatNeverCostsAViewerItsStream) {
     ASSERT_TRUE(starts_with(sender.command("BROADCAST " + text), "OK ")) << sent;
   ASSERT_GT(stats.control.events_dropped.load(), 0u);
   EXPECT_EQ(stats.control.slow_disconnects.load(), 0u);
+  EXPECT_LE(largest_send_queue(relay.control_port()), 256u * 1024) << "the kernel holds more than outbox_bytes";
   UdpSource source(relay.ingest_port());  // its stream still flows
   source.send(test_payload(1));
   EXPECT_TRUE(is_payload(sink.receive(), 1));
