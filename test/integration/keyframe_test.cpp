@@ -10,7 +10,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <thread>
 
 #include "harness.hpp"
 #include "mpegts.hpp"
@@ -184,8 +183,11 @@ TEST_F(FastStart, ALastKeyFrameOverASecondOldIsWhereTheBurstStarts) {
   Relay relay;
   UdpSource source(relay.ingest_port());
   send_range(relay, source, c.video, 0, c.join);
-  // What is tested is the key frame's age: let a second pass.
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  // What is tested is the key frame's age: wait (bounded) until the last one ingest saw is
+  // more than a second old by the clock that stamped it.
+  const StreamInfo& stream = relay.shm().stream();
+  ASSERT_TRUE(wait_until([&] { return wall_ns() > stream.key_frame_ns.load() + kNsPerSecond + 50 * kNsPerMs; },
+                         3000ms));
   Viewer viewer(relay);
   send_range(relay, source, c.video, c.join, c.count);
   auto tables = viewer.sink.receive();
