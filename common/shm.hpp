@@ -16,7 +16,7 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 5;  // 5: StreamInfo.tables_position
+constexpr uint32_t kLayoutMajor = 6;  // 6: receive stamps and cut-offs are monotonic
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -100,18 +100,18 @@ const char* subscriber_state_name(SubscriberState state);
 
 // One subscription. Control writes the first block under a seqlock (odd `seq` = being
 // written); fan-out reads it only when `table_generation` changed. Fan-out alone writes the
-// counters. A datagram goes to the subscriber iff from_ns <= its kernel receive time <
-// until_ns: the cut-offs of PAUSE and RESUME are exact whatever the fan-out's lag.
+// counters. A datagram goes to the subscriber iff from_ns <= its receive time < until_ns:
+// the cut-offs of PAUSE and RESUME are exact whatever the fan-out's lag, and monotonic.
 struct alignas(kCacheLine) SubscriberSlot {
   std::atomic<uint32_t> seq;
   std::atomic<uint32_t> state;        // SubscriberState
   std::atomic<uint64_t> incarnation;  // new for every subscription using this slot
-  std::atomic<uint64_t> from_ns;      // CLOCK_REALTIME, as the kernel stamps datagrams
+  std::atomic<uint64_t> from_ns;      // CLOCK_MONOTONIC, as the ring's receive stamps
   std::atomic<uint64_t> until_ns;     // UINT64_MAX while playing
   std::atomic<uint32_t> family;       // AF_INET or AF_INET6
   std::atomic<uint32_t> port;
   std::atomic<uint32_t> ip[4];        // network byte order; IPv4 in ip[0]
-  std::atomic<uint64_t> since_ns;     // when the current state began
+  std::atomic<uint64_t> since_ns;     // when the current state began (wall clock, for people)
   std::atomic<uint64_t> owner;        // control session id; 0 = orphan of a dead control
   std::atomic<uint64_t> orphan_deadline_ns;  // CLOCK_MONOTONIC
 
@@ -139,7 +139,7 @@ constexpr size_t kTablePacketWords = 24;  // a 188-byte TS packet in 64-bit word
 struct alignas(kCacheLine) StreamInfo {
   std::atomic<uint64_t> key_frame_position;  // ring position where the last key frame's access
                                              // unit begins; kNoPosition: none yet
-  std::atomic<uint64_t> key_frame_ns;        // its receive time
+  std::atomic<uint64_t> key_frame_ns;        // its receive time (monotonic)
   std::atomic<uint32_t> codec;               // VideoCodec of the video PID
   std::atomic<uint32_t> tables_seq;          // seqlock of pat/pmt: odd while written, 0 = none
   std::atomic<uint64_t> tables_position;     // the ring position from which they hold: no key
@@ -158,7 +158,7 @@ struct RingSlotHeader {
   uint32_t length;
   uint32_t flags;  // kSlotKeyFrame; set through std::atomic_ref once the slot is published
   uint64_t position;
-  uint64_t received_ns;  // kernel receive time (SO_TIMESTAMPNS), CLOCK_REALTIME
+  uint64_t received_ns;  // CLOCK_MONOTONIC: monotonic_receive_time() of the kernel's stamp
   uint64_t reserved;
 };
 constexpr size_t kRingDataOffset = 32;

@@ -9,9 +9,10 @@ PACKAGES=(
   libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev nlohmann-json3-dev libedit-dev libmicrohttpd-dev
   googletest libgtest-dev libgmock-dev
   ffmpeg vlc-bin vlc-plugin-base telnet expect chromium
-  mandoc groff-base procps iproute2 util-linux
+  mandoc groff-base procps iproute2 util-linux faketime
   prometheus
 )
+# faketime: the clock-step test runs vrelayd under libfaketime.
 # prometheus: only its promtool, which checks the /metrics output in the tests. The server
 # the package ships is not started (policy-rc.d below) and never used.
 

@@ -1,7 +1,8 @@
 // Writes of the subscriber table by the control process (see subscriber_table.hpp).
-// A datagram goes to a subscriber iff from_ns <= its kernel receive time < until_ns, so
-// PAUSE sets until_ns = now and RESUME sets from_ns = now, before their OK is sent: exact
-// cut-offs at the ingest socket, whatever the lag of ingest or fan-out.
+// A datagram goes to a subscriber iff from_ns <= its receive time < until_ns, so PAUSE sets
+// until_ns = now and RESUME sets from_ns = now, before their OK is sent: exact cut-offs at
+// the ingest socket, whatever the lag of ingest or fan-out. Both are monotonic, as the ring's
+// receive stamps are (common/clock.hpp): no wall-clock step moves a cut-off.
 #include "subscriber_table.hpp"
 
 #include <unistd.h>
@@ -16,6 +17,23 @@ namespace vrelay {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 constexpr auto kPublish = std::memory_order_release;  // slot fields: see subscribers.cpp
 constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
+
+namespace {
+
+// Under the slot's SubscriberWrite. since_ns is for people to read: the wall clock.
+void start_playing(SubscriberSlot& slot) {
+  slot.from_ns.store(monotonic_ns(), kPublish);
+  slot.until_ns.store(kForever, kPublish);
+  slot.since_ns.store(wall_ns(), kPublish);
+  slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
+}
+void stop_playing(SubscriberSlot& slot) {
+  slot.until_ns.store(monotonic_ns(), kPublish);
+  slot.since_ns.store(wall_ns(), kPublish);
+  slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);
+}
+
+}  // namespace
 
 SubscriberTable::SubscriberTable(Segment& segment, uint64_t orphan_grace_ns, int fanout_wake)
     : segment_(segment), slots_(segment.subscribers()), capacity_(segment.header().max_subscribers),
@@ -72,13 +90,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
       SubscriberWrite write(slot, segment_.table());
       slot.owner.store(owner, kPublish);
       slot.orphan_deadline_ns.store(0, kPublish);
-      if (s.state == SubscriberState::kPaused) {  // CONECTAR means play, from now on
-        uint64_t now = wall_ns();
-        slot.from_ns.store(now, kPublish);
-        slot.until_ns.store(kForever, kPublish);
-        slot.since_ns.store(now, kPublish);
-        slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
-      }
+      if (s.state == SubscriberState::kPaused) start_playing(slot);  // CONECTAR means play, from now on
     }
     *adopted = true;
     segment_.stats().control.orphans_adopted.fetch_add(1, kRelaxed);
@@ -91,13 +103,9 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     SubscriberWrite write(slot, segment_.table());
     write.set_destination(destination);
     slot.incarnation.store(++next_incarnation_, kPublish);
-    uint64_t now = wall_ns();
-    slot.from_ns.store(now, kPublish);
-    slot.until_ns.store(kForever, kPublish);
-    slot.since_ns.store(now, kPublish);
     slot.owner.store(owner, kPublish);
     slot.orphan_deadline_ns.store(0, kPublish);
-    slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
+    start_playing(slot);
   }
   ++used_;
   update_gauge();
@@ -110,10 +118,7 @@ void SubscriberTable::pause(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) return;
   SubscriberWrite write(slot, segment_.table());
-  uint64_t now = wall_ns();
-  slot.until_ns.store(now, kPublish);
-  slot.since_ns.store(now, kPublish);
-  slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);
+  stop_playing(slot);
 }
 
 void SubscriberTable::resume(int index) {
@@ -121,11 +126,7 @@ void SubscriberTable::resume(int index) {
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPaused)) return;
   SubscriberWrite write(slot, segment_.table());
-  uint64_t now = wall_ns();
-  slot.from_ns.store(now, kPublish);
-  slot.until_ns.store(kForever, kPublish);
-  slot.since_ns.store(now, kPublish);
-  slot.state.store(uint32_t(SubscriberState::kPlaying), kPublish);
+  start_playing(slot);
   wake_fanout();
 }
 
@@ -173,10 +174,7 @@ std::vector<SubscriberTable::Unreachable> SubscriberTable::pause_unreachable() {
     uint64_t marked = slot.unreachable_from_ns.load(std::memory_order_acquire);
     if (marked == 0 || marked != slot.from_ns.load(kRelaxed)) continue;  // a later period is not marked
     SubscriberWrite write(slot, segment_.table());
-    uint64_t now = wall_ns();
-    slot.until_ns.store(now, kPublish);
-    slot.since_ns.store(now, kPublish);
-    slot.state.store(uint32_t(SubscriberState::kPaused), kPublish);
+    stop_playing(slot);
     paused.push_back({int(i), slot.owner.load(kRelaxed), uint16_t(slot.port.load(kRelaxed))});
   }
   return paused;

@@ -39,12 +39,10 @@ class Ingest {
         rate_from_datagrams_(stats_.datagrams.load(std::memory_order_relaxed)),
         rate_from_bytes_(stats_.bytes.load(std::memory_order_relaxed)), rate_from_ns_(monotonic_ns()) {
     stalled_ = stats_.stalled.load(std::memory_order_relaxed) != 0;
-    // A restarted ingest goes on from its predecessor's last datagram (a wall time in the
-    // segment), converted once to the monotonic clock.
-    if (uint64_t last = stats_.last_datagram_ns.load(std::memory_order_relaxed)) {
-      uint64_t wall = wall_ns(), now = monotonic_ns(), age = wall > last ? wall - last : 0;
-      last_datagram_monotonic_ns_ = now > age ? now - age : 1;
-    }
+    // A restarted ingest goes on from its predecessor's last datagram: the ring's last
+    // receive stamp, monotonic (the wall time in the counters would move with a clock step).
+    if (uint64_t head = ring_.producer_position())
+      last_datagram_monotonic_ns_ = std::max<uint64_t>(ring_.header(head - 1).received_ns, 1);
     check_stall();
     relearn_stream();
   }
@@ -75,13 +73,13 @@ class Ingest {
     uint64_t head = ring_.producer_position();
     uint64_t room = std::min<uint64_t>(count, ring_.writable(head));
     uint64_t index = stats_.generated.load(std::memory_order_relaxed);  // goes on across restarts
-    uint64_t now = wall_ns();
+    uint64_t now = wall_ns(), stamp = monotonic_ns();
     for (uint64_t i = 0; i < room; ++i) {
       RingSlotHeader& slot = ring_.header(head + i);
       slot.length = uint32_t(encode_counter(index + 1 + i, ring_.data(head + i)));
       slot.flags = 0;
       slot.position = head + i;
-      slot.received_ns = now;
+      slot.received_ns = stamp;
     }
     stats_.generated.store(index + count, std::memory_order_relaxed);
     if (room < count) stats_.drops_ring_full.fetch_add(count - room, std::memory_order_relaxed);
@@ -110,16 +108,17 @@ class Ingest {
     msgs_[i].msg_hdr.msg_controllen = sizeof control_[i];
   }
 
-  // When the datagram reached the socket (SO_TIMESTAMPNS, set by the supervisor): the
-  // subscribers' PAUSE/RESUME cut-offs compare with it, so ingest's own lag does not count.
-  static uint64_t kernel_time(const msghdr& m, uint64_t fallback) {
+  // When the datagram reached the socket (SO_TIMESTAMPNS, set by the supervisor), in
+  // monotonic time: the subscribers' PAUSE/RESUME cut-offs compare with it, so neither
+  // ingest's own lag nor a wall-clock step counts.
+  static uint64_t receive_time(const msghdr& m, uint64_t wall_now, uint64_t monotonic_now) {
     for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&m), c))
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
         timespec ts;
         std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
-        return to_ns(ts);
+        return monotonic_receive_time(to_ns(ts), wall_now, monotonic_now);
       }
-    return fallback;
+    return monotonic_now;
   }
 
   int receive(unsigned count) {
@@ -136,7 +135,7 @@ class Ingest {
     int got = receive(room);
     if (got <= 0) return got;
 
-    uint64_t now = wall_ns();
+    uint64_t now = wall_ns(), monotonic_now = monotonic_ns();
     uint64_t kept = 0, bytes = 0, oversize = 0, foreign = 0;
     for (int i = 0; i < got; ++i) {
       const msghdr& m = msgs_[i].msg_hdr;
@@ -155,7 +154,7 @@ class Ingest {
       slot.length = msgs_[i].msg_len;
       slot.flags = 0;
       slot.position = position;
-      slot.received_ns = kernel_time(m, now);
+      slot.received_ns = receive_time(m, now, monotonic_now);
       inspect(position, head);
       bytes += msgs_[i].msg_len;
       ++kept;
