@@ -59,6 +59,7 @@ struct Config {
     uint32_t unreachable_pause_s = 0;   // only refusals for this long: paused; 0 = never
     bool fast_start = false;            // a new viewer starts at a recent key frame
     uint32_t fast_start_rate = 0;       // its burst: this many times the stream's rate
+    uint32_t max_lag_ms = 0;            // older datagrams are skipped, not sent; 0 = never
   } fanout;
 
   struct Http {

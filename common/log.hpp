@@ -2,6 +2,7 @@
 // prefix ("<6>") that journald turns into a log level; or, with log.file, appended to that
 // file with the time and level in words. Control bytes are escaped.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace vrelay::log {
@@ -17,6 +18,35 @@ std::string use_file(const std::string& path);
 // Opens the log file again (after logrotate moved it away); "" or the reason.
 std::string reopen();
 void write(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// A message that can come in floods (refused connections, skipped datagrams) is counted in
+// full elsewhere but logged at most once per interval, each line saying how many went
+// unlogged before it: the log never grows with an attacker's rate. One thread only.
+class Throttle {
+ public:
+  explicit Throttle(uint64_t interval_ns) : interval_ns_(interval_ns) {}
+  // Whether to log the occurrence at monotonic time `now_ns`; if so, summary() says what
+  // was not logged since the last line.
+  bool due(uint64_t now_ns) {
+    if (logged_ && now_ns - last_ns_ < interval_ns_) {
+      ++unlogged_;
+      return false;
+    }
+    summarised_ = unlogged_;
+    unlogged_ = 0;
+    last_ns_ = now_ns;
+    logged_ = true;
+    return true;
+  }
+  // " (and 12 more <what>, not logged)", or "" when none went unlogged.
+  std::string summary(const char* what) const {
+    return summarised_ ? " (and " + std::to_string(summarised_) + " more " + what + ", not logged)" : "";
+  }
+
+ private:
+  uint64_t interval_ns_, last_ns_ = 0, unlogged_ = 0, summarised_ = 0;
+  bool logged_ = false;
+};
 
 }  // namespace vrelay::log
 

@@ -80,7 +80,8 @@ void Control::accept_ready() {
         stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);
         if (shed >= 0) refuse(shed, "the relay is out of file descriptors");
         g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (refusal_logged()) LOG_WARN("out of file descriptors: refused a control connection%s", refusals_.c_str());
+        if (refusals_log_.due(monotonic_ns()))
+          LOG_WARN("out of file descriptors: refused a control connection%s", refusals_log_.summary("refused").c_str());
       }
       return;
     }
@@ -97,7 +98,8 @@ void Control::accept_ready() {
                                                                           : "too many sessions from your address";
       stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);  // counted before it is seen
       refuse(fd, refusal);
-      if (refusal_logged()) LOG_INFO("refused %s: %s%s", peer.to_string().c_str(), refusal, refusals_.c_str());
+      if (refusals_log_.due(monotonic_ns()))
+        LOG_INFO("refused %s: %s%s", peer.to_string().c_str(), refusal, refusals_log_.summary("refused").c_str());
       continue;
     }
     stats.sessions_total.fetch_add(1, std::memory_order_relaxed);
@@ -107,21 +109,6 @@ void Control::accept_ready() {
     LOG_INFO("%s (%s) connected", session->name_.c_str(), peer.to_string().c_str());
     start_thread(session);
   }
-}
-
-// A flood of refused connections is counted in full (control.sessions_refused) but logged
-// at most once a second, with how many went unlogged since: the log never grows with an
-// attacker's connection rate. refusals_ is that note, for the line about to be written.
-bool Control::refusal_logged() {
-  uint64_t now = monotonic_ns();
-  if (now - last_refusal_log_ns_ < kNsPerSecond && last_refusal_log_ns_ != 0) {
-    ++unlogged_refusals_;
-    return false;
-  }
-  refusals_ = unlogged_refusals_ ? " (and " + std::to_string(unlogged_refusals_) + " more refused, not logged)" : "";
-  unlogged_refusals_ = 0;
-  last_refusal_log_ns_ = now;
-  return true;
 }
 
 void Control::start_thread(std::shared_ptr<Session> session) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "child.hpp"
+#include "log.hpp"
 #include "protocol.hpp"
 #include "rate_limit.hpp"
 #include "registry.hpp"
@@ -159,15 +160,13 @@ class Control {
 
  private:
   void start_thread(std::shared_ptr<Session> session);
-  bool refusal_logged();  // main thread only
   size_t send_to_sessions(const Session* except, const protocol::Event& event, bool presence);
   void announce_source(bool live);
   uint64_t stalls_seen_;  // ingest.stalls when last looked at
   uint64_t unreachable_seen_ = ~0ull;  // fanout.unreachable when last looked at (none yet)
   bool announced_live_;   // what the sessions were last told (or would have been)
   pthread_attr_t thread_attr_;  // of every session thread
-  uint64_t last_refusal_log_ns_ = 0, unlogged_refusals_ = 0;  // refusal_logged()
-  std::string refusals_;
+  log::Throttle refusals_log_{kNsPerSecond};  // refused connections: main thread only
   std::mutex reason_mutex_;     // guards shutdown_reason_
   std::string shutdown_reason_;
 };

@@ -122,7 +122,7 @@ class Fanout {
         errors_fd_(epoll_create1(EPOLL_CLOEXEC)), gso_(gso_available(ctx.config)),
         unreachable_ns_(uint64_t(ctx.config.fanout.unreachable_pause_s) * kNsPerSecond),
         delay_ns_(uint64_t(ctx.config.fanout.max_batch_delay_us) * 1000), stream_(ctx.segment.stream()),
-        fast_start_(ctx.config.fanout.fast_start) {
+        fast_start_(ctx.config.fanout.fast_start), max_lag_ns_(uint64_t(ctx.config.fanout.max_lag_ms) * kNsPerMs) {
     targets_.reserve(slot_count_);
     ends_.resize(slot_count_);
     stats_.gso.store(gso_, std::memory_order_relaxed);
@@ -157,7 +157,7 @@ class Fanout {
   }
 
   void drain() {
-    uint64_t tail = ring_.consumer_position();
+    uint64_t tail = skip_stale(ring_.consumer_position());
     for (unsigned batches = 1;; ++batches) {
       if (batches % 64 == 0) heartbeat(ctx_);  // a source faster than the fan-out keeps it here
       // The head is read before the subscriber table: a change whose OK was sent before a
@@ -204,6 +204,30 @@ class Fanout {
   }
 
  private:
+  // A fan-out that comes back after a stop (SIGSTOP, a hang its replacement ends) finds
+  // seconds of stream waiting: what is older than fanout.max_lag is skipped, so viewers go
+  // on live instead of getting it all in one burst. Receive stamps grow with positions,
+  // so the first fresh datagram is found by bisection; the common case is one comparison.
+  uint64_t skip_stale(uint64_t tail) {
+    uint64_t waiting = ring_.readable(tail), now = monotonic_ns();
+    if (max_lag_ns_ == 0 || waiting == 0 || now <= max_lag_ns_) return tail;
+    uint64_t fresh_from = now - max_lag_ns_;
+    if (ring_.header(tail).received_ns >= fresh_from) return tail;
+    uint64_t stale = tail, end = tail + waiting;  // header(stale) is stale; find the first fresh one
+    while (end - stale > 1) {
+      uint64_t middle = stale + (end - stale) / 2;
+      (ring_.header(middle).received_ns < fresh_from ? stale : end) = middle;
+    }
+    uint64_t skipped = end - tail;
+    add(stats_.stale_skipped, skipped);
+    if (stale_log_.due(now))
+      LOG_WARN("the fan-out was %.1f s behind the source: skipped %lu stale datagrams (fanout.max_lag)%s",
+               to_seconds(now - ring_.header(tail).received_ns), (unsigned long)skipped,
+               stale_log_.summary("skips").c_str());
+    ring_.release(end);
+    return end;
+  }
+
   // Re-reads the subscriber table: a link for every new subscription, none for a gone one.
   void rebuild(uint64_t generation) {
     generation_ = generation;
@@ -597,6 +621,8 @@ class Fanout {
   uint64_t bursting_ = 0;  // subscribers catching up from a key frame
   uint64_t burst_turn_ = 0;  // whose burst goes first (send_bursts)
   std::array<uint8_t, 2 * kTsPacketSize> tables_{};
+  uint64_t max_lag_ns_;
+  log::Throttle stale_log_{kNsPerSecond};
   std::vector<uint64_t> ends_;  // per slot: the position this send goes up to
   bool timer_armed_ = false;
   uint64_t generation_ = ~0ull;
