@@ -89,6 +89,16 @@ struct Loader {
     return *ep;
   }
 
+  // A user or group name as useradd(8) takes them ("" = the default); whether it exists is
+  // checked where it is used, on the host that runs vrelayd.
+  std::string account_name(const YAML::Node& node, const std::string& key) {
+    std::string s = scalar(node, key);
+    bool ok = s.size() <= 32 && (s.empty() || s[0] != '-');
+    for (char ch : s) ok = ok && (isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.');
+    if (!ok) fail(node, key, "expected an account name (letters, digits, '_', '-', '.'), got '" + s + "'");
+    return s;
+  }
+
   // ---- the keys that are not plain numbers or switches (VRELAY_OTHER in config_keys.def)
 
   void read__instance(const YAML::Node& n, const std::string& k, Config& c) {
@@ -96,6 +106,8 @@ struct Loader {
     c.instance = scalar(n, k);
     if (!Segment::valid_instance_name(c.instance, &error)) fail(n, k, error);
   }
+  void read__user(const YAML::Node& n, const std::string& k, Config& c) { c.user = account_name(n, k); }
+  void read__group(const YAML::Node& n, const std::string& k, Config& c) { c.group = account_name(n, k); }
   void read_control_listen(const YAML::Node& n, const std::string& k, Config& c) { c.control.listen = address(n, k); }
   void read_control_ports(const YAML::Node& n, const std::string& k, Config& c) {
     std::string s = scalar(n, k);

@@ -14,6 +14,9 @@ namespace vrelay {
 // a Config not made by default_config() or load_config_*() holds zeros.
 struct Config {
   std::string instance;  // names the shared-memory segment /vrelay.<instance>
+  // The account every process runs as when vrelayd starts as root (server/supervisor/
+  // privileges.hpp); "" = vrelay where that account exists, else nobody.
+  std::string user, group;
 
   struct Control {
     Endpoint listen;
@@ -30,11 +33,13 @@ struct Config {
     // Who hears JOIN, LEAVE and RENAME: only the sessions that took a NAME (chat users, the
     // default: O(named) per event), or every session (O(all): for small relays).
     bool presence_to_named_only = false;
+    bool operator==(const Control&) const = default;
   } control;
 
   struct Moderators {
     std::vector<std::string> token_files;
     std::vector<std::string> tokens;   // read from the files at load time; never logged
+    bool operator==(const Moderators&) const = default;
   } moderators;
 
   struct Ingest {
@@ -49,6 +54,7 @@ struct Config {
     // counter stream (common/counter_stream.hpp), one datagram every interval_ms.
     enum class Source { kSocket, kGenerator } source = Source::kSocket;
     uint32_t interval_ms = 0;
+    bool operator==(const Ingest&) const = default;
   } ingest;
 
   struct Fanout {
@@ -60,16 +66,19 @@ struct Config {
     bool fast_start = false;            // a new viewer starts at a recent key frame
     uint32_t fast_start_rate = 0;       // its burst: this many times the stream's rate
     uint32_t max_lag_ms = 0;            // older datagrams are skipped, not sent; 0 = never
+    bool operator==(const Fanout&) const = default;
   } fanout;
 
   struct Http {
     bool enabled = false;            // http.listen is not "off"
     Endpoint listen;                 // /metrics, /status.json and the status page
+    bool operator==(const Http&) const = default;
   } http;
 
   struct Log {
     int level = 0;     // syslog priority: 3 err, 4 warning, 5 notice, 6 info, 7 debug
     std::string file;  // "" = stderr (journald); else appended to, reopened on SIGUSR1
+    bool operator==(const Log&) const = default;
   } log;
 };
 

@@ -53,6 +53,12 @@ std::string use_file(const std::string& path) {
   return error;
 }
 
+std::string give_to(uid_t uid, gid_t gid) {
+  std::lock_guard lock(g_file_mutex);
+  if (g_file_path.empty() || fchown(STDERR_FILENO, uid, gid) == 0) return "";
+  return "cannot give the log file " + g_file_path + " to uid " + std::to_string(uid) + ": " + strerror(errno);
+}
+
 std::string reopen() {
   std::lock_guard lock(g_file_mutex);
   return g_file_path.empty() ? "" : open_on_stderr(g_file_path);

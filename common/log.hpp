@@ -2,6 +2,8 @@
 // prefix ("<6>") that journald turns into a log level; or, with log.file, appended to that
 // file with the time and level in words. Control bytes are escaped.
 #pragma once
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 
@@ -15,6 +17,9 @@ bool enabled(int level);
 // Appends stderr (and so the log of every process forked later) to `path`: the file is
 // opened and put in place of descriptor 2. Returns "" or the reason it failed.
 std::string use_file(const std::string& path);
+// Makes the log file the service account's (vrelayd dropping root), so that it can write
+// and reopen it; "" or the reason.
+std::string give_to(uid_t uid, gid_t gid);
 // Opens the log file again (after logrotate moved it away); "" or the reason.
 std::string reopen();
 void write(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -24,6 +24,7 @@ struct Endpoint {
   std::string to_string() const;  // "127.0.0.1:7700" or "[::1]:7700"
 
   static Endpoint from_sockaddr(const sockaddr* sa, socklen_t len);
+  bool operator==(const Endpoint& other) const { return to_string() == other.to_string(); }
 };
 
 // Parses "HOST:PORT", "[V6]:PORT" with a numeric host; port 0..65535 ("0" = any free port).
@@ -40,6 +41,7 @@ struct Cidr {
   int prefix = 0;
   bool contains(const Endpoint& ep) const;
   std::string to_string() const;
+  bool operator==(const Cidr&) const = default;
 };
 std::optional<Cidr> parse_cidr(std::string_view text, std::string* error);
 bool allowed(const std::vector<Cidr>& list, const Endpoint& ep);

@@ -3,7 +3,9 @@
 // allocator takes a lock).
 #include "shm.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,19 +121,38 @@ struct Segment::Impl {
 Segment::~Segment() = default;
 
 namespace {
-// True if `pid` is a running vrelayd of ours: the same user and the same program as this
-// one, not a process that reused the pid or merely calls itself vrelayd (anyone can write
-// a segment into /dev/shm naming any pid).
-bool is_live_vrelayd(int pid) {
+// True if `pid` is a running vrelayd that owns the segment file `file_uid` made: the same
+// program as this one, run by the file's owner. Not a process that reused the pid, merely
+// calls itself vrelayd, or is a real relay named by a file someone else planted (anyone can
+// write /dev/shm). Only a hint for relays whose locks differ (see InstanceLock).
+bool is_live_vrelayd(int pid, uid_t file_uid) {
   if (pid <= 0 || pid == getpid() || kill(pid, 0) != 0) return false;  // our own: we replace it
   std::string proc = "/proc/" + std::to_string(pid);
   struct stat st;
-  if (stat(proc.c_str(), &st) != 0 || st.st_uid != geteuid()) return false;
+  if (stat(proc.c_str(), &st) != 0 || st.st_uid != file_uid) return false;
   std::error_code error;
   auto theirs = std::filesystem::read_symlink(proc + "/exe", error);
   if (error) return false;
   auto ours = std::filesystem::read_symlink("/proc/self/exe", error);
   return !error && theirs == ours;
+}
+
+// Where the instance locks live: a directory no other user may write, so none can hold or
+// plant a lock. systemd's RuntimeDirectory= first, then /run/vrelay for root, the user's
+// runtime directory, and last a private directory in /tmp.
+std::string lock_directory() {
+  if (const char* runtime = getenv("RUNTIME_DIRECTORY"); runtime && *runtime == '/')
+    return std::string(runtime).substr(0, std::string(runtime).find(':'));
+  std::string dir;
+  if (geteuid() == 0) dir = "/run/vrelay";
+  else if (const char* xdg = getenv("XDG_RUNTIME_DIR"); xdg && *xdg == '/') return xdg;
+  else dir = "/tmp/vrelay-" + std::to_string(geteuid());
+  if (mkdir(dir.c_str(), geteuid() == 0 ? 0755 : 0700) != 0 && errno != EEXIST)
+    throw SegmentError(SegmentProblem::kOther, "cannot create " + dir + ": " + strerror(errno));
+  struct stat st;
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
+    throw SegmentError(SegmentProblem::kOther, dir + " is not a directory of this user's that only it may write: remove it");
+  return dir;
 }
 
 // A segment file that another user made is not ours to trust: root replaces it, anyone
@@ -142,26 +163,60 @@ void refuse_foreign(const std::string& name) {
   throw SegmentError(SegmentProblem::kOther, "/dev/shm/" + name + " belongs to uid " + std::to_string(st.st_uid) +
                                                  ", not to this user: remove it, or choose another --instance");
 }
+
+// The supervisor a segment names, if it is a live relay (is_live_vrelayd); 0 otherwise.
+int live_owner(const std::string& name) {
+  try {  // whatever its layout version: magic and supervisor_pid never move
+    bip::shared_memory_object old(bip::open_only, name.c_str(), bip::read_only);
+    bip::offset_t size = 0;
+    struct stat st;
+    if (old.get_size(size) && size_t(size) >= sizeof(Header) && fstat(old.get_mapping_handle().handle, &st) == 0) {
+      bip::mapped_region region(old, bip::read_only, 0, sizeof(Header));
+      auto* h = static_cast<const Header*>(region.get_address());
+      if (h->magic == kShmMagic && is_live_vrelayd(h->supervisor_pid, st.st_uid)) return h->supervisor_pid;
+    }
+  } catch (const bip::interprocess_exception&) {
+  }
+  return 0;
+}
 }  // namespace
+
+InstanceLock::InstanceLock(const std::string& instance) {
+  path_ = lock_directory() + "/" + Segment::shm_name(instance) + ".lock";
+  fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd_ < 0) throw SegmentError(SegmentProblem::kOther, "cannot open the lock " + path_ + ": " + strerror(errno));
+  // The processes of a relay whose supervisor was killed exit within moments (their
+  // parent-death signal): wait for them, but not for a live relay.
+  for (int tries = 0; flock(fd_, LOCK_EX | LOCK_NB) != 0; ++tries) {
+    bool held = errno == EWOULDBLOCK;
+    int holder = live_owner(Segment::shm_name(instance));
+    if (!held || holder || tries == 50) {
+      close(fd_);
+      throw SegmentError(SegmentProblem::kRunning, "instance '" + instance + "' is already running (" +
+                                                       (holder ? "vrelayd pid " + std::to_string(holder) + ", " : "") +
+                                                       "lock " + path_ + "); choose another with --instance");
+    }
+    usleep(100'000);
+  }
+  // The pid, for people: the lock is the truth, so a failure to write it changes nothing.
+  std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(fd_, 0) == 0) {
+    ssize_t ignored = write(fd_, pid.data(), pid.size());
+    (void)ignored;
+  }
+}
+
+InstanceLock::~InstanceLock() {
+  if (fd_ >= 0) close(fd_);
+}
 
 std::unique_ptr<Segment> Segment::create(const std::string& instance, const LayoutParams& params) {
   const std::string name = shm_name(instance);
   refuse_foreign(name);
-  int owner = 0;
-  try {  // whatever its layout version: magic and supervisor_pid never move
-    bip::shared_memory_object old(bip::open_only, name.c_str(), bip::read_only);
-    bip::offset_t size = 0;
-    if (old.get_size(size) && size_t(size) >= sizeof(Header)) {
-      bip::mapped_region region(old, bip::read_only, 0, sizeof(Header));
-      auto* h = static_cast<const Header*>(region.get_address());
-      if (h->magic == kShmMagic) owner = h->supervisor_pid;
-    }
-  } catch (const bip::interprocess_exception&) {
-  }
-  if (is_live_vrelayd(owner))
-    throw SegmentError(SegmentProblem::kRunning, "instance '" + instance + "' is already running (vrelayd pid " + std::to_string(owner) +
-                             "); choose another with --instance");
-  bip::shared_memory_object::remove(name.c_str());  // stale: its supervisor is gone
+  if (int owner = live_owner(name))  // a relay whose lock lies elsewhere (another user's)
+    throw SegmentError(SegmentProblem::kRunning, "instance '" + instance + "' is already running (vrelayd pid " +
+                                                     std::to_string(owner) + "); choose another with --instance");
+  bip::shared_memory_object::remove(name.c_str());  // stale, or planted: never used
 
   Layout l = Layout::compute(params);
   auto seg = std::unique_ptr<Segment>(new Segment);
@@ -229,6 +284,11 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
                                                                             : SegmentProblem::kDamaged,
                        "/" + name + ": " + problem);
   return seg;
+}
+
+void Segment::give_to(uid_t uid, gid_t gid) {
+  if (fchown(impl_->object.get_mapping_handle().handle, uid, gid) != 0)
+    throw std::runtime_error("cannot give the shared memory to uid " + std::to_string(uid) + ": " + strerror(errno));
 }
 
 bool Segment::shrunk() const {

@@ -2,6 +2,8 @@
 // created by the supervisor before it forks, mapped read-only by outside readers.
 // No lock lives here: every field has exactly one writing process (see docs/architecture.md).
 #pragma once
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -202,6 +204,26 @@ class SegmentError : public std::runtime_error {
   SegmentProblem problem_;
 };
 
+// Two relays of one instance exclude each other by this lock (flock), taken by the
+// supervisor before it creates the segment and held, through fork, by every process of the
+// relay while any lives: a lock, not a pid in a file anyone may write. The lock file lies
+// in a directory no other user may write: $RUNTIME_DIRECTORY (systemd), /run/vrelay as
+// root, $XDG_RUNTIME_DIR, or /tmp/vrelay-UID.
+class InstanceLock {
+ public:
+  // Throws SegmentError(kRunning) when a relay of this instance holds it.
+  explicit InstanceLock(const std::string& instance);
+  ~InstanceLock();
+  InstanceLock(const InstanceLock&) = delete;
+  InstanceLock& operator=(const InstanceLock&) = delete;
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_; }  // every child keeps it open
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
 // A mapped segment. The supervisor creates it; every other process only opens it.
 class Segment {
  public:
@@ -209,8 +231,10 @@ class Segment {
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
 
-  // Creates /vrelay.<instance>, replacing a stale one whose supervisor is gone; throws
-  // std::runtime_error if a live supervisor owns it. Leaves version 0 until publish().
+  // Creates /vrelay.<instance> (mode 0640), replacing a stale or planted one; the caller
+  // holds the InstanceLock. Throws SegmentError if another user's file is in the way (and
+  // this is not root) or a live relay of another lock directory owns it. Leaves version 0
+  // until publish().
   static std::unique_ptr<Segment> create(const std::string& instance, const LayoutParams& params);
   // Maps an existing segment and checks it; throws std::runtime_error with the reason.
   static std::unique_ptr<Segment> open(const std::string& instance, bool read_only);
@@ -221,6 +245,7 @@ class Segment {
   static bool remove(const std::string& instance);
 
   void publish();  // writes the version word last, with release
+  void give_to(uid_t uid, gid_t gid);  // the service account's, when root dropped to it
 
   char* base() const { return base_; }
   size_t size() const { return size_; }

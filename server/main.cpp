@@ -29,6 +29,9 @@ const char* kUsage =
     "      --instance NAME     names the shared-memory segment /vrelay.NAME (default 'default')\n"
     "  -F, --foreground        stay in the foreground (for systemd and tests); otherwise\n"
     "                          vrelayd detaches once ready\n"
+    "      --allow-root        started as root, keep running as root; without it vrelayd\n"
+    "                          binds and creates what needs root, then runs as the\n"
+    "                          configured user (or vrelay, else nobody)\n"
     "      --check-config      check the configuration and exit (0 = valid)\n"
     "      --help-config       print every configuration key with its default, values\n"
     "                          and meaning (as YAML), and exit\n"
@@ -60,7 +63,7 @@ int main(int argc, char** argv) {
   vrelay::proctitle_init(argc, argv);
   vrelay::log::set_role("vrelayd");
 
-  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck, kOptHttp, kOptHelpConfig };
+  enum { kOptControl = 1000, kOptIngest, kOptInstance, kOptCheck, kOptHttp, kOptHelpConfig, kOptAllowRoot };
   static const option long_options[] = {
       {"config", required_argument, nullptr, 'c'},
       {"control", required_argument, nullptr, kOptControl},
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
       {"http", required_argument, nullptr, kOptHttp},
       {"instance", required_argument, nullptr, kOptInstance},
       {"foreground", no_argument, nullptr, 'F'},
+      {"allow-root", no_argument, nullptr, kOptAllowRoot},
       {"check-config", no_argument, nullptr, kOptCheck},
       {"help-config", no_argument, nullptr, kOptHelpConfig},
       {"version", no_argument, nullptr, 'V'},
@@ -89,6 +93,7 @@ int main(int argc, char** argv) {
       case kOptHttp: http = optarg; break;
       case kOptInstance: instance = optarg; instance_given = true; break;
       case 'F': options.foreground = true; break;
+      case kOptAllowRoot: options.allow_root = true; break;
       case kOptCheck: check_only = true; break;
       case 'V': printf("vrelayd %s\n", VRELAY_VERSION); return 0;
       case 'h': fputs(kUsage, stdout); return 0;

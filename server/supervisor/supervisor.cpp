@@ -20,12 +20,14 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "child.hpp"
 #include "log.hpp"
 #include "net.hpp"
+#include "privileges.hpp"
 #include "proctitle.hpp"
 
 namespace vrelay {
@@ -49,6 +51,7 @@ struct Child {
 struct Supervisor {
   const Config& config;
   SupervisorOptions options;
+  std::unique_ptr<InstanceLock> lock;  // held for as long as any process of the relay lives
   std::unique_ptr<Segment> segment;
   Sockets sockets;
   Child children[kRoleCount];
@@ -169,7 +172,7 @@ void Supervisor::become_child(Role role) {
     case kHttp: mine.http = sockets.http; break;
     default: break;
   }
-  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.fanout4, mine.wake, mine.http})
+  for (int fd : {mine.control, mine.ingest, mine.fanout, mine.fanout4, mine.wake, mine.http, lock->fd()})
     if (fd >= 0) keep.insert(fd);
   close_all_but(keep);  // the ready pipe too: only the supervisor may answer the waiting parent
 
@@ -386,10 +389,23 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   log::set_role("supervisor");
   proctitle_set("vrelayd: supervisor");
   try {
+    std::string warning;
+    std::optional<Account> account = service_account(config, options.allow_root, &warning);
+    sup.lock = std::make_unique<InstanceLock>(config.instance);
     raise_descriptor_limit(config);
     sup.segment = Segment::create(config.instance,
                                   {config.fanout.max_subscribers, ring_slot_count(config), config.ingest.max_datagram});
     sup.bind_sockets();
+    // What needs root is done: from here every process is the service account's.
+    if (account) {
+      sup.segment->give_to(account->uid, account->gid);
+      if (std::string error = log::give_to(account->uid, account->gid); !error.empty()) throw std::runtime_error(error);
+      drop_privileges(*account);
+      LOG_NOTICE("running as user %s, group %s, without capabilities", account->user.c_str(), account->group.c_str());
+    } else if (geteuid() == 0) {
+      LOG_WARN("running as root (--allow-root): every process parses network input with full privileges");
+    }
+    if (!warning.empty()) LOG_WARN("%s", warning.c_str());
   } catch (const std::exception& e) {
     LOG_ERROR("%s", e.what());
     fprintf(stderr, "vrelayd: %s\n", e.what());

@@ -6,6 +6,7 @@ namespace vrelay {
 
 struct SupervisorOptions {
   bool foreground = false;
+  bool allow_root = false;  // started as root, stay root (see privileges.hpp)
 };
 
 // Runs until SIGTERM/SIGINT (or a moderator's SHUTDOWN); returns the exit status.

@@ -43,11 +43,16 @@ std::string upper_copy(std::string s) {
 }
 
 // The port of "key=HOST:PORT" in the ready line, or 0.
-uint16_t port_of(const std::string& line, const std::string& key) {
+// The value of " key" in the ready line ("" if absent).
+std::string field_of(const std::string& line, const std::string& key) {
   auto at = line.find(" " + key);
-  if (at == std::string::npos) return 0;
+  if (at == std::string::npos) return "";
   std::string value = line.substr(at + 1 + key.size());
-  value = value.substr(0, value.find(' '));
+  return value.substr(0, value.find(' '));
+}
+
+uint16_t port_of(const std::string& line, const std::string& key) {
+  std::string value = field_of(line, key);
   auto colon = value.rfind(':');
   if (colon == std::string::npos) return 0;
   return uint16_t(std::atoi(value.c_str() + colon + 1));
@@ -158,6 +163,7 @@ Relay::Relay(const std::string& yaml, std::vector<std::string> extra_args, std::
   control_port_ = port_of(ready_line_, "control=");
   ingest_port_ = port_of(ready_line_, "ingest=");
   http_port_ = port_of(ready_line_, "http=");
+  if (std::string named = field_of(ready_line_, "instance="); !named.empty()) instance_ = named;  // --instance in extra_args
   if (ready_line_.rfind("vrelayd ready ", 0) != 0 || !control_port_ || !ingest_port_) {
     std::string why = "vrelayd did not report ready: '" + ready_line_ + "'\n" + log();
     stop(3000ms);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -119,6 +120,106 @@ TEST(Startup, ADecoySegmentNamingAnotherProgramDoesNotBlockTheRelay) {
   Segment::remove(instance);
 }
 
+// The instance lock is held by every process of a relay: once a killed supervisor's children
+// have gone (their parent-death signal), the instance starts again.
+TEST(Startup, AnInstanceWhoseSupervisorWasKilledStartsAgain) {
+  Relay first;
+  ASSERT_EQ(kill(first.pid(), SIGKILL), 0);
+  Relay second("", {"--instance", first.instance()});
+  Session s(second.control_port());
+  EXPECT_EQ(s.command("PING"), "OK PONG");
+}
+
+// Issue 11.3: a segment someone else planted under the relay's name, naming a real running
+// relay's supervisor (so the old pid check took it for a running instance), neither stops
+// the relay from starting nor is used by it. The lock decides.
+TEST(Startup, ASegmentPlantedByAnotherUserNeitherBlocksNorIsUsed) {
+  if (geteuid() != 0) GTEST_SKIP() << "planting a file of another user needs root";
+  Relay running("", {"--allow-root"});  // a root relay, as the old check trusted
+  std::string instance = "planted-" + std::to_string(getpid());
+  {
+    auto planted = Segment::create(instance, {4, 16, 1500});
+    planted->header().supervisor_pid = running.pid();
+    planted->publish();
+  }
+  std::string file = "/dev/shm/" + Segment::shm_name(instance);
+  ASSERT_EQ(chown(file.c_str(), 4242, 4242), 0);  // an unprivileged user's
+  Relay ours("", {"--instance", instance});
+  EXPECT_EQ(ours.shm().header().supervisor_pid, ours.pid()) << "the planted segment was used";
+  struct stat st;
+  ASSERT_EQ(stat(file.c_str(), &st), 0);
+  EXPECT_NE(st.st_uid, 4242u);
+  Session s(ours.control_port());
+  EXPECT_EQ(s.command("PING"), "OK PONG");
+}
+
+// Issue 11.2: started as root, every process of the relay runs as the service account
+// (here nobody: no vrelay account on a test machine) with no capability; the segment and
+// the log file are that account's; and the relay relays.
+TEST(Privileges, StartedAsRootEveryProcessRunsAsTheServiceAccountWithoutCapabilities) {
+  if (geteuid() != 0) GTEST_SKIP() << "dropping root needs root";
+  std::string log = "/tmp/vrelay-test-" + std::to_string(getpid()) + "-drop.log";
+  Relay relay("log:\n  file: " + log + "\n");
+  std::vector<pid_t> pids{relay.pid(), relay.child_pid(kIngest), relay.child_pid(kFanout), relay.child_pid(kControl)};
+  for (pid_t pid : pids) {
+    std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
+    EXPECT_NE(status.find("\nUid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+    EXPECT_NE(status.find("\nGid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+    EXPECT_NE(status.find("\nGroups:\t65534 \n"), std::string::npos) << status;
+    for (const char* set : {"CapPrm", "CapEff", "CapAmb"})
+      EXPECT_NE(status.find(std::string("\n") + set + ":\t0000000000000000\n"), std::string::npos) << set << "\n" << status;
+    EXPECT_NE(status.find("\nNoNewPrivs:\t1\n"), std::string::npos) << status;
+  }
+  struct stat st;
+  ASSERT_EQ(stat(("/dev/shm/" + Segment::shm_name(relay.instance())).c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  ASSERT_EQ(stat(log.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_NE(read_file(log).find("running as nobody"), std::string::npos) << read_file(log);
+
+  Viewer viewer(relay);
+  UdpSource source(relay.ingest_port());
+  source.send(test_payload(0));
+  EXPECT_TRUE(is_payload(viewer.sink.receive(), 0));
+  EXPECT_EQ(relay.stop(), 0);
+  unlink(log.c_str());
+}
+
+TEST(Privileges, TheUserAndGroupKeysNameTheAccount) {
+  if (geteuid() != 0) GTEST_SKIP() << "dropping root needs root";
+  Relay relay("user: daemon\ngroup: nogroup\n");
+  std::string status = read_file("/proc/" + std::to_string(relay.child_pid(kControl)) + "/status");
+  EXPECT_NE(status.find("\nUid:\t1\t1\t1\t1\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("\nGid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+  struct stat st;
+  ASSERT_EQ(stat(("/dev/shm/" + Segment::shm_name(relay.instance())).c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1u);
+  EXPECT_EQ(st.st_gid, 65534u);
+}
+
+TEST(Privileges, OnlyAllowRootKeepsRoot) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  Relay relay("", {"--allow-root"});
+  std::string status = read_file("/proc/" + std::to_string(relay.child_pid(kControl)) + "/status");
+  EXPECT_NE(status.find("\nUid:\t0\t0\t0\t0\n"), std::string::npos) << status;
+  EXPECT_NE(relay.log().find("running as root (--allow-root)"), std::string::npos) << relay.log();
+
+  std::string config = write_temp("root.yaml", "user: root\n");
+  CommandResult as_root = run("-F --control 127.0.0.1:0 --ingest 127.0.0.1:0 -c " + config);
+  EXPECT_EQ(as_root.status, 1);
+  EXPECT_NE(as_root.output.find("only vrelayd --allow-root keeps root"), std::string::npos) << as_root.output;
+  std::string missing = write_temp("missing.yaml", "user: no-such-account\n");
+  CommandResult unknown = run("-F --control 127.0.0.1:0 --ingest 127.0.0.1:0 -c " + missing);
+  EXPECT_EQ(unknown.status, 1);
+  EXPECT_NE(unknown.output.find("user: no account named 'no-such-account'"), std::string::npos) << unknown.output;
+  std::string bad = write_temp("bad.yaml", "user: \"a b\"\n");
+  CommandResult invalid = run("--check-config -c " + bad);
+  EXPECT_EQ(invalid.status, 2);
+  EXPECT_NE(invalid.output.find("user"), std::string::npos) << invalid.output;
+  for (const std::string& path : {config, missing, bad}) unlink(path.c_str());
+}
+
 TEST(Startup, BusyPortIsAClearError) {
   Relay a;
   CommandResult r = run("-F --control 127.0.0.1:" + std::to_string(a.control_port()) +
@@ -180,6 +281,7 @@ class NotifySocket {
     std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
     unlink(path_.c_str());
     bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    chmod(path_.c_str(), 0777);  // as systemd's: a relay that dropped root still reaches it
   }
   ~NotifySocket() {
     close(fd_);

@@ -1,0 +1,29 @@
+// Least privilege. Started as root, vrelayd binds its sockets, creates its shared memory and
+// opens its log as root; then the supervisor drops to the service account before it forks,
+// so every process parses untrusted input as that user, with no capability left.
+#pragma once
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+
+#include "config.hpp"
+
+namespace vrelay {
+
+struct Account {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string user, group;
+};
+
+// The account to run as: the `user` and `group` keys, else vrelay where it exists, else
+// nobody (*warning says what to do). nullopt: stay as we are (not started as root, or
+// allow_root). Throws std::runtime_error for an account or group that does not exist.
+std::optional<Account> service_account(const Config& config, bool allow_root, std::string* warning);
+
+// Becomes `account` for good: its group alone, its uid, no capability, no way back to root
+// (checked), no new privileges through exec. Throws std::runtime_error on any failure.
+void drop_privileges(const Account& account);
+
+}  // namespace vrelay
