@@ -25,6 +25,7 @@ class LineReader {
   // page of memory.
   explicit LineReader(size_t max_line) : max_line_(max_line) {}
   void feed(const char* data, size_t size, Sink& sink);
+  void set_max_line(size_t max_line) { max_line_ = max_line; }  // a reload
 
  private:
   enum class Telnet { kData, kIac, kOption, kSub, kSubIac };

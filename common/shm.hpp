@@ -52,6 +52,8 @@ struct alignas(kCacheLine) Header {
   char ingest_address[64];
   char http_address[64];       // "" when http.listen is off
   char fanout_address[64];     // where every copy comes from ("[::]:41235")
+  // Why the last reload was refused, written before supervisor.reload_failures counts it.
+  char reload_error[512];
 };
 
 struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except heartbeat/state

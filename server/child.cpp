@@ -37,12 +37,22 @@ ChildLoop::ChildLoop(ChildContext& ctx) : ctx_(ctx), loop_(ev_loop_new(unsigned(
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);  // a reload: only for a child that asked (on_reload), never fatal
+  sigaddset(&stop, SIGUSR2);  // replaced by a reload: stop as on SIGTERM (replaced())
   sigprocmask(SIG_BLOCK, &stop, nullptr);  // threads started later inherit the mask
   signal_fd_ = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
   ev_io_init(&signals_, [](struct ev_loop* loop, ev_io* w, int) {
+    auto* self = static_cast<ChildLoop*>(w->data);
     signalfd_siginfo info;
-    if (read(w->fd, &info, sizeof info) == ssize_t(sizeof info)) ev_break(loop, EVBREAK_ALL);
+    if (read(w->fd, &info, sizeof info) != ssize_t(sizeof info)) return;
+    if (info.ssi_signo == SIGHUP) {
+      if (self->on_reload_) self->on_reload_();
+      return;
+    }
+    self->replaced_ = info.ssi_signo == SIGUSR2;
+    ev_break(loop, EVBREAK_ALL);
   }, signal_fd_, EV_READ);
+  signals_.data = this;
   ev_io_start(loop_, &signals_);
   // `systemctl kill -s USR1` reaches every process of the unit: only the supervisor acts on
   // it (control installs its own handler, to wake session threads).

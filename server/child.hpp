@@ -2,6 +2,8 @@
 #pragma once
 #include <ev.h>
 
+#include <functional>
+
 #include "config.hpp"
 #include "shm.hpp"
 
@@ -17,7 +19,10 @@ struct Sockets {
 };
 
 struct ChildContext {
-  const Config& config;
+  const Config& config;  // as the child was started with
+  // Reads the configuration again as the supervisor does (file, command-line overrides,
+  // validation); throws ConfigError. For a child that applies a reload in place (control).
+  const std::function<Config()>& reload_config;
   Segment& segment;
   Sockets sockets;
   Role role;
@@ -48,6 +53,10 @@ class ChildLoop {
   struct ev_loop* loop() const { return loop_; }
   void run();  // until SIGTERM/SIGINT or stop()
   void stop();
+  // SIGHUP from the supervisor: it validated a new configuration (control applies it).
+  void on_reload(std::function<void()> action) { on_reload_ = std::move(action); }
+  // Stopped by SIGUSR2: a reload replaces this process, the relay goes on.
+  bool replaced() const { return replaced_; }
 
  private:
   ChildContext& ctx_;
@@ -56,6 +65,8 @@ class ChildLoop {
   ev_io signals_{};
   ev_timer beat_{};
   uint64_t log_reopens_seen_ = 0;
+  std::function<void()> on_reload_;
+  bool replaced_ = false;
 };
 
 }  // namespace vrelay

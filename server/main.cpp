@@ -113,9 +113,10 @@ int main(int argc, char** argv) {
     return usage_error("expected no arguments or <ServerIP> <ServerPort>");
   }
 
-  vrelay::Config config;
-  try {
-    config = config_file.empty() ? vrelay::default_config() : vrelay::load_config_file(config_file);
+  // The file (or the embedded defaults), then the command line's overrides, validated: at
+  // start, and again at every reload (the command line still counts then).
+  auto load = [=]() {
+    vrelay::Config config = config_file.empty() ? vrelay::default_config() : vrelay::load_config_file(config_file);
     std::string error;
     if (!control.empty()) {
       auto ep = vrelay::parse_endpoint(control, &error);
@@ -141,6 +142,11 @@ int main(int argc, char** argv) {
       config.instance = instance;
     }
     vrelay::validate(config);
+    return config;
+  };
+  vrelay::Config config;
+  try {
+    config = load();
   } catch (const vrelay::ConfigError& e) {
     fprintf(stderr, "vrelayd: configuration error: %s\n", e.what());
     return 2;
@@ -157,5 +163,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  options.reload_config = load;
   return vrelay::run_supervisor(config, options);
 }

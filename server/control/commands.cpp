@@ -2,6 +2,9 @@
 // per entry of common/commands.def. Checks run in the contract's order: syntax (the parser,
 // then argument values), permission (execute), then state. Replies are worded here; the
 // Registry answers in plain results.
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <ctime>
 #include <thread>
@@ -19,6 +22,8 @@ using protocol::Fields;
 using protocol::Reply;
 
 namespace {
+
+constexpr uint64_t kReloadAnswerNs = 10 * kNsPerSecond;  // the supervisor reads and binds, no more
 
 std::string iso8601(uint64_t ns) {
   time_t seconds = time_t(ns / kNsPerSecond);
@@ -93,7 +98,7 @@ void Conversation::end_subscription() {
 }
 
 Reply Conversation::command_Connect(const protocol::Parsed& command) {
-  const Config& config = control_.ctx.config;
+  const Config& config = session_.config();
   auto port = parse_port(command.args[0], config.control.port_min, config.control.port_max);
   if (!port) return bad_port(config);
   if (subscription() >= 0) return protocol::err(ErrorCode::kAlreadyConnected, "this session already receives the stream");
@@ -246,7 +251,7 @@ Reply Conversation::command_Auth(const protocol::Parsed& command) {
   wait_unless_stopping(turn);
   std::string_view token = command.args[0];
   bool match = false;
-  for (const auto& secret : control_.ctx.config.moderators.tokens) match = same_secret(token, secret) || match;
+  for (const auto& secret : session_.config().moderators.tokens) match = same_secret(token, secret) || match;
   if (match) {
     moderator_ = true;
     control_.registry.auth_succeeded(address);
@@ -283,17 +288,37 @@ Reply Conversation::command_Shutdown(const protocol::Parsed&) {
   return protocol::ok();
 }
 
+// The supervisor reloads (as on SIGHUP) and answers in its counters: put in force, or
+// refused with the reason. The session waits for it, bounded.
+Reply Conversation::command_Reload(const protocol::Parsed&) {
+  supervisor_stats& supervisor = control_.ctx.segment.stats().supervisor;
+  uint64_t done = supervisor.reloads.load(std::memory_order_acquire);
+  uint64_t refused = supervisor.reload_failures.load(std::memory_order_acquire);
+  LOG_NOTICE("RELOAD requested by moderator %s", session_.name().c_str());
+  kill(getppid(), SIGHUP);
+  uint64_t deadline = monotonic_ns() + kReloadAnswerNs;
+  while (monotonic_ns() < deadline && !control_.stopping.load()) {
+    if (supervisor.reloads.load(std::memory_order_acquire) != done) return protocol::ok();
+    if (supervisor.reload_failures.load(std::memory_order_acquire) != refused) {
+      std::string why(control_.ctx.segment.header().reload_error, sizeof(Header::reload_error));
+      return protocol::err(ErrorCode::kReloadFailed, why.c_str());
+    }
+    wait_unless_stopping(monotonic_ns() + 10 * kNsPerMs);
+  }
+  return protocol::err(ErrorCode::kBusy, "the supervisor did not answer; see the log");
+}
+
 // ---- direct calls ------------------------------------------------------------------------
 
 // The port a CALL or ANSWER gives (its second argument), checked like CONECTAR's.
 std::optional<uint16_t> Conversation::call_port(const protocol::Parsed& command) const {
-  const Config& config = control_.ctx.config;
+  const Config& config = session_.config();
   return parse_port(command.args[1], config.control.port_min, config.control.port_max);
 }
 
 Reply Conversation::command_Call(const protocol::Parsed& command) {
   auto port = call_port(command);
-  if (!port) return bad_port(control_.ctx.config);
+  if (!port) return bad_port(session_.config());
   auto callee = control_.registry.find(std::string(command.args[0]));
   if (!callee) return no_such_user(command.args[0]);
   if (callee.get() == &session_) return protocol::err(ErrorCode::kBadArgument, "you cannot call yourself");
@@ -307,7 +332,7 @@ Reply Conversation::command_Call(const protocol::Parsed& command) {
 
 Reply Conversation::command_Answer(const protocol::Parsed& command) {
   auto port = call_port(command);
-  if (!port) return bad_port(control_.ctx.config);
+  if (!port) return bad_port(session_.config());
   std::string caller_name(command.args[0]);
   auto caller = control_.registry.find(caller_name);
   if (!caller || !control_.registry.answer(session_, *caller))

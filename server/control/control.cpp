@@ -40,7 +40,8 @@ uint32_t sessions_that_fit(uint32_t wanted) {
 Control::Control(ChildContext& c)
     : ctx(c), table(c.segment, uint64_t(c.config.control.orphan_grace_s) * kNsPerSecond, c.sockets.wake),
       stats(c.segment.stats().control),
-      registry(sessions_that_fit(c.config.control.max_sessions), c.config.control.max_sessions_per_ip) {
+      registry(sessions_that_fit(c.config.control.max_sessions), c.config.control.max_sessions_per_ip),
+      settings_(std::make_shared<const Config>(c.config)) {
   // Session threads never take signals (the main thread's loop handles them): they are born
   // with every signal blocked, without a sigprocmask around each pthread_create.
   sigset_t all;
@@ -134,7 +135,7 @@ void Control::session_started(Session& session) {
   // Only the sessions that were there before hear the JOIN: a later one sees this one in
   // LIST already, whichever thread runs first. With nobody to tell, nothing is rendered:
   // this runs on the new session's thread, whose every touched stack page stays its RSS.
-  auto earlier = registry.audience(nullptr, ctx.config.control.presence_to_named_only, &session);
+  auto earlier = registry.audience(nullptr, settings()->control.presence_to_named_only, &session);
   if (earlier.empty()) return;
   std::string name = registry.name_of(session);
   Event event{"JOIN", name, Fields{{"name", name}}};
@@ -158,7 +159,7 @@ size_t Control::send_to_others(const Session& from, const Event& event, bool pre
 
 size_t Control::send_to_sessions(const Session* except, const Event& event, bool presence) {
   // Render once per format, then queue to each: the sender never waits for a reader.
-  auto others = registry.audience(except, presence && ctx.config.control.presence_to_named_only);
+  auto others = registry.audience(except, presence && settings()->control.presence_to_named_only);
   std::string text = protocol::render(event, false), json = protocol::render(event, true);
   for (auto& s : others) s->post_rendered(text, json);
   return others.size();
@@ -188,7 +189,7 @@ void Control::watch_unreachable() {
       owner = registry.by_id(u.owner);
     }
     LOG_NOTICE("subscription to port %u paused: its port refused every datagram for %u s%s", unsigned(u.port),
-               ctx.config.fanout.unreachable_pause_s, owner ? "" : " (an orphan)");
+               settings()->fanout.unreachable_pause_s, owner ? "" : " (an orphan)");
     if (owner)
       owner->post(Event{"UNREACHABLE", std::to_string(u.port), Fields{{"port", u.port}}});
   }
@@ -199,6 +200,37 @@ void Control::announce_source(bool live) {
   const char* state = live ? "live" : "stalled";
   size_t told = send_to_sessions(nullptr, Event{"SOURCE", state, Fields{{"state", state}}}, false);
   LOG_INFO("source %s: told %zu sessions", state, told);
+}
+
+std::shared_ptr<const Config> Control::settings() const {
+  std::lock_guard lock(settings_mutex_);
+  return settings_;
+}
+
+// SIGHUP from the supervisor, which has read and validated the file: read it again (the
+// same way, command-line overrides included) and put it in force. The file changed since,
+// and is now wrong: the settings in force stay, as the supervisor's would.
+void Control::reload_settings() {
+  std::shared_ptr<const Config> next;
+  try {
+    next = std::make_shared<const Config>(ctx.reload_config());
+  } catch (const std::exception& e) {
+    LOG_ERROR("reload: %s; the configuration in force stays", e.what());
+    return;
+  }
+  log::set_level(next->log.level);
+  if (next->log.file != settings()->log.file && !next->log.file.empty())
+    if (std::string error = log::use_file(next->log.file); !error.empty()) LOG_ERROR("reload: log.file: %s", error.c_str());
+  registry.set_limits(sessions_that_fit(next->control.max_sessions), next->control.max_sessions_per_ip);
+  pthread_attr_setstacksize(&thread_attr_, size_t(next->control.thread_stack_kib) * 1024);
+  {
+    std::lock_guard lock(settings_mutex_);
+    settings_ = std::move(next);
+  }
+  settings_generation_.fetch_add(1, std::memory_order_release);
+  // Idle sessions take the new limits at their next line; wake them to do it now.
+  for (auto& session : registry.audience(nullptr, false)) session->post_rendered("", "", false);
+  LOG_INFO("reload: the control settings are in force");
 }
 
 void Control::expire_orphans() {
@@ -213,6 +245,17 @@ void Control::request_shutdown(const std::string& by) {
   }
   LOG_NOTICE("SHUTDOWN requested by moderator %s", by.c_str());
   kill(getppid(), SIGTERM);  // the supervisor stops every process, this one included
+}
+
+// Replaced by a reload (a new control.listen): every session ends, but its subscription
+// stays for the next control process, which makes it an orphan its owner can take back.
+void Control::hand_over() {
+  stopping.store(true);
+  handing_over.store(true);
+  Event bye{"BYE", "reload", Fields{{"reason", "reload"}}};
+  std::string as_text = protocol::render(bye, false), as_json = protocol::render(bye, true);
+  for (auto& s : registry.audience(nullptr, false)) s->post_rendered(as_text, as_json, true);
+  registry.wait_until_empty(std::chrono::seconds(3));
 }
 
 void Control::shutdown(const std::string& reason) {
@@ -255,10 +298,13 @@ int run_control(ChildContext& ctx) {
   source.data = &control;
   ev_timer_start(child.loop(), &source);
 
+  child.on_reload([&control] { control.reload_settings(); });
+
   LOG_INFO("accepting control sessions on %s", ctx.segment.header().control_address);
   child.run();
   ev_io_stop(child.loop(), &acceptor);
-  control.shutdown("the relay is stopping");
+  if (child.replaced()) control.hand_over();
+  else control.shutdown("the relay is stopping");
   return 0;
 }
 

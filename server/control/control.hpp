@@ -80,6 +80,8 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   uint64_t started_ns() const { return started_ns_; }
   int subscription() const { return conversation_.subscription(); }
   std::string name() const;
+  // The configuration this session works with (its own thread): refreshed before each read.
+  const Config& config() const { return *settings_; }
 
   // What a command's reply asks of the connection (from the session's own thread).
   void after_reply(std::function<void()> action) { after_reply_.push_back(std::move(action)); }
@@ -100,7 +102,12 @@ class Session : public std::enable_shared_from_this<Session>, private protocol::
   void reply(const protocol::Reply& reply);
   void arm_timer();
 
+  void refresh_settings();
+
   Control& control_;
+  uint64_t settings_generation_;          // read before settings_: a reload between is seen again
+  std::shared_ptr<const Config> settings_;
+  std::atomic<uint32_t> outbox_limit_;  // control.outbox_bytes, for the threads that post
   int fd_;
   uint64_t id_;
   Endpoint peer_;
@@ -139,7 +146,14 @@ class Control {
   void accept_ready();
   void expire_orphans();
   void shutdown(const std::string& reason);   // tell every session, wait for them (bounded)
+  void hand_over();                           // replaced by a reload: sessions end, subscriptions stay
   void request_shutdown(const std::string& by);  // a moderator's SHUTDOWN
+  // The configuration in force: ctx.config at start, then what the last reload made it
+  // (the supervisor validated the file and sent SIGHUP). A session takes its own snapshot
+  // when settings_generation() changed, so the lock is held for a copy of a pointer only.
+  std::shared_ptr<const Config> settings() const;
+  uint64_t settings_generation() const { return settings_generation_.load(std::memory_order_acquire); }
+  void reload_settings();  // main thread
 
   void session_started(Session& session);     // EVENT JOIN to the others
   void session_ended(Session& session);       // EVENT LEAVE, calls hung up
@@ -157,6 +171,7 @@ class Control {
   control_stats& stats;
   Registry registry;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> handing_over{false};  // ending sessions leave their subscriptions
 
  private:
   void start_thread(std::shared_ptr<Session> session);
@@ -167,6 +182,9 @@ class Control {
   bool announced_live_;   // what the sessions were last told (or would have been)
   pthread_attr_t thread_attr_;  // of every session thread
   log::Throttle refusals_log_{kNsPerSecond};  // refused connections: main thread only
+  mutable std::mutex settings_mutex_;  // guards settings_
+  std::shared_ptr<const Config> settings_;
+  std::atomic<uint64_t> settings_generation_{0};
   std::mutex reason_mutex_;     // guards shutdown_reason_
   std::string shutdown_reason_;
 };

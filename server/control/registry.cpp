@@ -14,6 +14,12 @@ std::string lower(std::string_view text) {
   return out;
 }
 
+void Registry::set_limits(uint32_t max_sessions, uint32_t max_per_address) {
+  std::lock_guard lock(mutex_);
+  max_sessions_ = max_sessions;
+  max_per_address_ = max_per_address;
+}
+
 Registry::Admission Registry::admit(const Endpoint& peer, const std::function<SessionPtr(uint64_t)>& make,
                                     SessionPtr* admitted) {
   std::lock_guard lock(mutex_);

@@ -25,6 +25,8 @@ class Registry {
  public:
   Registry(uint32_t max_sessions, uint32_t max_per_address)
       : max_sessions_(max_sessions), max_per_address_(max_per_address) {}
+  // A reload: sessions over a lowered limit stay; new ones wait for room.
+  void set_limits(uint32_t max_sessions, uint32_t max_per_address);
 
   // A new session from `peer`, made by `make(id)` and named guest-<id>, unless the relay or
   // that address has all the sessions it may.

@@ -25,9 +25,24 @@ constexpr int kSendBufferBytes = 64 * 1024;
 }  // namespace
 
 Session::Session(Control& control, int fd, uint64_t id, const Endpoint& peer)
-    : control_(control), fd_(fd), id_(id), peer_(peer), started_ns_(wall_ns()),
-      reader_(control.ctx.config.control.max_line),
-      rate_(control.ctx.config.control.rate_limit, control.ctx.config.control.rate_burst), conversation_(control, *this) {}
+    : control_(control), settings_generation_(control.settings_generation()), settings_(control.settings()),
+      outbox_limit_(settings_->control.outbox_bytes), fd_(fd), id_(id), peer_(peer), started_ns_(wall_ns()),
+      reader_(settings_->control.max_line), rate_(settings_->control.rate_limit, settings_->control.rate_burst),
+      conversation_(control, *this) {}
+
+void Session::refresh_settings() {
+  uint64_t generation = control_.settings_generation();
+  if (generation == settings_generation_) return;
+  settings_generation_ = generation;  // before the snapshot, as at the start
+  auto previous = std::move(settings_);
+  settings_ = control_.settings();
+  const Config::Control& now = settings_->control;
+  reader_.set_max_line(now.max_line);
+  if (now.rate_limit != previous->control.rate_limit || now.rate_burst != previous->control.rate_burst)
+    rate_ = RateLimit(now.rate_limit, now.rate_burst);
+  outbox_limit_.store(now.outbox_bytes, std::memory_order_relaxed);
+  if (now.idle_timeout_s != previous->control.idle_timeout_s && !closing_) arm_timer();
+}
 
 Session::~Session() {
   if (fd_ >= 0) close(fd_);
@@ -51,7 +66,7 @@ void Session::post_rendered(const std::string& text_line, const std::string& jso
     std::lock_guard lock(out_mutex_);
     const std::string& line = json_ ? json_line : text_line;  // the form in force at this point
     if (close_requested_ && !then_close) return;  // leaving: nothing more to say
-    if (outbox_.size() + line.size() > control_.ctx.config.control.outbox_bytes) {
+    if (outbox_.size() + line.size() > outbox_limit_.load(std::memory_order_relaxed)) {
       if (!then_close && subscription() >= 0) {
         // Chat never costs a viewer its stream: what it cannot take is dropped and counted,
         // and it hears how much once it has read the rest (flush).
@@ -124,6 +139,7 @@ void Session::run() {
   sigfillset(&wait_mask);
   sigdelset(&wait_mask, SIGUSR1);
   while (!stop_) {
+    refresh_settings();
     timespec timeout{}, *limit = nullptr;
     if (deadline_ns_) {
       uint64_t now = monotonic_ns(), left = deadline_ns_ > now ? deadline_ns_ - now : 0;
@@ -148,7 +164,7 @@ void Session::run() {
     std::lock_guard lock(out_mutex_);
     running_ = false;
   }
-  conversation_.end_subscription();
+  if (!control_.handing_over.load()) conversation_.end_subscription();
   shutdown(fd_, SHUT_RDWR);
   LOG_DEBUG("%s (%s) ended", name().c_str(), peer_.to_string().c_str());
   control_.session_ended(*this);
@@ -183,7 +199,7 @@ void Session::on_timer() {
 }
 
 void Session::arm_timer() {
-  double after = closing_ ? kCloseGraceSeconds : double(control_.ctx.config.control.idle_timeout_s);
+  double after = closing_ ? kCloseGraceSeconds : double(config().control.idle_timeout_s);
   deadline_ns_ = after <= 0 ? 0 : monotonic_ns() + seconds_to_ns(after);
 }
 
@@ -220,7 +236,7 @@ void Session::flush() {
     }
     outbox_.erase(0, sent);
     // Events were dropped while it did not read: once it has read most of what waited, say so.
-    if (dropped_events_ && outbox_.size() <= control_.ctx.config.control.outbox_bytes / 2) {
+    if (dropped_events_ && outbox_.size() <= outbox_limit_.load(std::memory_order_relaxed) / 2) {
       outbox_ += protocol::render(
           protocol::Event{"DROPPED", std::to_string(dropped_events_), protocol::Fields{{"count", dropped_events_}}}, json_);
       dropped_events_ = 0;
@@ -233,7 +249,7 @@ void Session::flush() {
   }
   // A client that sends commands without reading the replies is not read either until it
   // catches up: its own replies never grow the outbox past half the limit.
-  reading_ = left <= control_.ctx.config.control.outbox_bytes / 2;
+  reading_ = left <= outbox_limit_.load(std::memory_order_relaxed) / 2;
   want_write_ = left > 0;
   if (!left && closing_) stop_ = true;
 }
@@ -247,7 +263,7 @@ void Session::on_line(std::string_view line) {
   if (!parsed.ok && parsed.message.empty()) return;  // blank line: no reply
   if (!rate_.allow(to_seconds(monotonic_ns()))) {
     control_.stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
-    reply(protocol::err(ErrorCode::kTooFast, "more than " + std::to_string(control_.ctx.config.control.rate_limit) +
+    reply(protocol::err(ErrorCode::kTooFast, "more than " + std::to_string(config().control.rate_limit) +
                                                  " lines per second; slow down"));
     return;
   }
@@ -261,7 +277,7 @@ void Session::on_line(std::string_view line) {
 void Session::on_line_too_long() {
   arm_timer();  // a line, if a long one
   reply(protocol::err(ErrorCode::kLineTooLong,
-                      "lines are limited to " + std::to_string(control_.ctx.config.control.max_line) + " bytes"));
+                      "lines are limited to " + std::to_string(config().control.max_line) + " bytes"));
 }
 
 void Session::on_telnet_reply(std::string_view bytes) {

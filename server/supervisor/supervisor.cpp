@@ -23,6 +23,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "child.hpp"
 #include "log.hpp"
@@ -44,12 +45,13 @@ struct Child {
   pid_t pid = 0;
   double started = 0;
   double backoff = kBackoffFirst;
+  bool replacing = false;  // stopped by a reload: started again at once, with the new configuration
   ev_child watcher{};
   ev_timer restart_timer{};
 };
 
 struct Supervisor {
-  const Config& config;
+  Config config;  // the one in force: a reload replaces it
   SupervisorOptions options;
   std::unique_ptr<InstanceLock> lock;  // held for as long as any process of the relay lives
   std::unique_ptr<Segment> segment;
@@ -66,6 +68,11 @@ struct Supervisor {
   Supervisor(const Config& c, const SupervisorOptions& o) : config(c), options(o) {}
 
   void bind_sockets();
+  void reload();
+  void keep_restart_only_keys(Config& next) const;
+  Sockets bind_changed(const Config& next) const;
+  void put_in_force(Config next, const Sockets& fresh);
+  void replace(Role role);
   bool enabled(Role role) const { return role != kHttp || config.http.enabled; }
   void spawn(Role role);
   [[noreturn]] void become_child(Role role);
@@ -85,16 +92,37 @@ void set_buffer(int fd, int option, uint32_t bytes) {
     LOG_WARN("cannot set a socket buffer of %u bytes (%s): the kernel's default stays", bytes, strerror(errno));
 }
 
-void Supervisor::bind_sockets() {
-  sockets.control = bind_socket(config.control.listen, SOCK_STREAM);
-  if (listen(sockets.control, 1024) != 0) throw std::runtime_error(std::string("listen: ") + strerror(errno));
-  set_nonblocking(sockets.control, "the control socket");
-
-  sockets.ingest = bind_socket(config.ingest.listen, SOCK_DGRAM);
-  set_buffer(sockets.ingest, SO_RCVBUF, config.ingest.socket_buffer);
+// The listening sockets, at start and when a reload changes their address.
+int listening_socket(const Endpoint& address, int backlog, const char* what) {
+  int fd = bind_socket(address, SOCK_STREAM);
+  if (listen(fd, backlog) != 0) {
+    int error = errno;
+    close(fd);
+    throw std::runtime_error(std::string("listen on ") + what + ": " + strerror(error));
+  }
+  set_nonblocking(fd, what);
+  return fd;
+}
+int control_socket(const Config& config) { return listening_socket(config.control.listen, 1024, "the control socket"); }
+int http_socket(const Config& config) { return listening_socket(config.http.listen, 64, "the HTTP socket"); }
+int ingest_socket(const Config& config) {
+  int fd = bind_socket(config.ingest.listen, SOCK_DGRAM);
+  set_buffer(fd, SO_RCVBUF, config.ingest.socket_buffer);
   // Arrival times for the exact PAUSE/RESUME cut-offs.
-  set_option(sockets.ingest, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS on the ingest socket");
-  set_nonblocking(sockets.ingest, "the ingest socket");
+  set_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS on the ingest socket");
+  set_nonblocking(fd, "the ingest socket");
+  return fd;
+}
+
+void set_address(char (&field)[64], int fd) {
+  std::string text = fd >= 0 ? local_endpoint(fd).to_string() : "";
+  std::memset(field, 0, sizeof field);
+  strncpy(field, text.c_str(), sizeof field - 1);
+}
+
+void Supervisor::bind_sockets() {
+  sockets.control = control_socket(config);
+  sockets.ingest = ingest_socket(config);
 
   // The copies leave from one port, on a dual-stack socket [::]:PORT (for IPv6 viewers) and
   // an IPv4 socket 0.0.0.0:PORT (an IPv4 viewer through a dual-stack socket costs more per
@@ -122,21 +150,127 @@ void Supervisor::bind_sockets() {
   sockets.wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (sockets.wake < 0) throw std::runtime_error(std::string("eventfd: ") + strerror(errno));
 
+  if (config.http.enabled) sockets.http = http_socket(config);
   Header& h = segment->header();
-  std::string control = local_endpoint(sockets.control).to_string();
-  std::string ingest = local_endpoint(sockets.ingest).to_string();
-  strncpy(h.control_address, control.c_str(), sizeof h.control_address - 1);
-  strncpy(h.ingest_address, ingest.c_str(), sizeof h.ingest_address - 1);
-  std::string fanout = local_endpoint(sockets.fanout).to_string();
-  strncpy(h.fanout_address, fanout.c_str(), sizeof h.fanout_address - 1);
+  set_address(h.control_address, sockets.control);
+  set_address(h.ingest_address, sockets.ingest);
+  set_address(h.fanout_address, sockets.fanout);
+  set_address(h.http_address, sockets.http);
+}
 
-  if (config.http.enabled) {
-    sockets.http = bind_socket(config.http.listen, SOCK_STREAM);
-    if (listen(sockets.http, 64) != 0) throw std::runtime_error(std::string("listen: ") + strerror(errno));
-    set_nonblocking(sockets.http, "the HTTP socket");
-    std::string http = local_endpoint(sockets.http).to_string();
-    strncpy(h.http_address, http.c_str(), sizeof h.http_address - 1);
+// SIGHUP, systemd's ExecReload= or a moderator's RELOAD. The file is read and validated in
+// full, and the sockets of new listen addresses are bound, before anything changes: on any
+// error the configuration in force stays, the error is logged (file, line and key) and
+// counted. Then every key is in force: the children whose keys changed are replaced (the
+// ring and the sockets' buffers hold the stream meanwhile: no datagram is lost), control
+// takes its keys in place (its sessions stay) unless its own address changed.
+void Supervisor::reload() {
+  if (stopping) return;
+  sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(monotonic_ns() / 1000));
+  LOG_NOTICE("reloading the configuration");
+  Sockets fresh;
+  try {
+    Config next = options.reload_config();
+    keep_restart_only_keys(next);
+    fresh = bind_changed(next);
+    if (next.log.file != config.log.file)
+      if (std::string error = log::use_file(next.log.file); !error.empty()) throw std::runtime_error("log.file: " + error);
+    put_in_force(std::move(next), fresh);
+    segment->stats().supervisor.reloads.fetch_add(1, std::memory_order_release);
+    LOG_NOTICE("configuration reloaded");
+  } catch (const std::exception& e) {
+    for (int fd : {fresh.control, fresh.ingest, fresh.http})
+      if (fd >= 0) close(fd);
+    LOG_ERROR("reload refused, the configuration in force stays: %s", e.what());
+    Header& h = segment->header();
+    std::memset(h.reload_error, 0, sizeof h.reload_error);
+    strncpy(h.reload_error, e.what(), sizeof h.reload_error - 1);
+    segment->stats().supervisor.reload_failures.fetch_add(1, std::memory_order_release);
   }
+  sd_notify(0, "READY=1\nSTATUS=relaying");
+}
+
+// The shared memory is sized by some keys, and root is gone: those wait for a restart.
+void Supervisor::keep_restart_only_keys(Config& next) const {
+  auto keep = [&](auto& value, const auto& in_force, const char* key) {
+    if (value == in_force) return;
+    LOG_WARN("%s: a new value takes a restart (the shared memory or the account depends on it); it stays as it is",
+             key);
+    value = in_force;
+  };
+  keep(next.instance, config.instance, "instance");
+  keep(next.user, config.user, "user");
+  keep(next.group, config.group, "group");
+  keep(next.fanout.max_subscribers, config.fanout.max_subscribers, "fanout.max_subscribers");
+  keep(next.ingest.ring_slots, config.ingest.ring_slots, "ingest.ring_slots");
+  keep(next.ingest.ring_bytes, config.ingest.ring_bytes, "ingest.ring_bytes");
+  keep(next.ingest.max_datagram, config.ingest.max_datagram, "ingest.max_datagram");
+  if (next.log.file.empty() && !config.log.file.empty()) keep(next.log.file, config.log.file, "log.file (back to stderr)");
+}
+
+Sockets Supervisor::bind_changed(const Config& next) const {
+  Sockets fresh;
+  try {
+    if (!(next.control.listen == config.control.listen)) fresh.control = control_socket(next);
+    if (!(next.ingest.listen == config.ingest.listen)) fresh.ingest = ingest_socket(next);
+    if (next.http.enabled && (!config.http.enabled || !(next.http.listen == config.http.listen)))
+      fresh.http = http_socket(next);
+  } catch (...) {
+    for (int fd : {fresh.control, fresh.ingest, fresh.http})
+      if (fd >= 0) close(fd);
+    throw;
+  }
+  return fresh;
+}
+
+void Supervisor::put_in_force(Config next, const Sockets& fresh) {
+  Config old = std::exchange(config, std::move(next));
+  log::set_level(config.log.level);
+  Header& h = segment->header();
+  auto swap_in = [&](int& in_use, int replacement, char (&address)[64]) {
+    if (replacement < 0) return false;
+    if (in_use >= 0) close(in_use);
+    in_use = replacement;
+    set_address(address, in_use);
+    LOG_NOTICE("now listening on %s", address);
+    return true;
+  };
+  bool new_control = swap_in(sockets.control, fresh.control, h.control_address);
+  bool new_ingest = swap_in(sockets.ingest, fresh.ingest, h.ingest_address);
+  bool new_http = swap_in(sockets.http, fresh.http, h.http_address);
+  if (!new_ingest && config.ingest.socket_buffer != old.ingest.socket_buffer)
+    set_buffer(sockets.ingest, SO_RCVBUF, config.ingest.socket_buffer);
+  if (config.fanout.socket_buffer != old.fanout.socket_buffer)
+    for (int fd : {sockets.fanout, sockets.fanout4}) set_buffer(fd, SO_SNDBUF, config.fanout.socket_buffer);
+
+  bool log_changed = !(config.log == old.log);
+  if (new_ingest || log_changed || !(config.ingest == old.ingest)) replace(kIngest);
+  if (log_changed || !(config.fanout == old.fanout)) replace(kFanout);
+  if (new_control) {
+    replace(kControl);  // its sessions end; their subscriptions wait as orphans
+  } else if (children[kControl].pid > 0) {
+    kill(children[kControl].pid, SIGHUP);  // it reads the file again and keeps its sessions
+  }
+  if (!config.http.enabled && old.http.enabled) {
+    if (children[kHttp].pid > 0) kill(children[kHttp].pid, SIGTERM);  // not started again: disabled
+    ev_timer_stop(loop, &children[kHttp].restart_timer);
+    close(sockets.http);
+    sockets.http = -1;
+    set_address(h.http_address, -1);
+  } else if (config.http.enabled && !old.http.enabled) {
+    spawn(kHttp);
+  } else if (config.http.enabled && (new_http || log_changed)) {
+    replace(kHttp);
+  }
+}
+
+// A child whose configuration changed stops (SIGUSR2) and starts again at once with the
+// new one; one not running now starts with it when its backoff ends.
+void Supervisor::replace(Role role) {
+  Child& child = children[role];
+  if (child.pid <= 0) return;
+  child.replacing = true;
+  kill(child.pid, SIGUSR2);  // stop, and leave the relay's state to the next one
 }
 
 // Everything a child must not keep (other roles' sockets, libev's fds) is closed here.
@@ -180,7 +314,7 @@ void Supervisor::become_child(Role role) {
   proctitle_set(title.c_str());
   log::set_role(role_name(role));
 
-  ChildContext ctx{config, *segment, mine, role};
+  ChildContext ctx{config, options.reload_config, *segment, mine, role};
   int status = 0;
   switch (role) {
     case kIngest: status = run_ingest(ctx); break;
@@ -229,6 +363,12 @@ void Supervisor::on_child_exit(Child& child, int status) {
   if (stopping) {
     LOG_INFO("the %s process %s", role_name(child.role), describe_exit(status).c_str());
     finish_if_stopped();
+    return;
+  }
+  if (!enabled(child.role)) return;  // a reload turned it off
+  if (std::exchange(child.replacing, false)) {
+    LOG_INFO("replacing the %s process with the new configuration", role_name(child.role));
+    spawn(child.role);
     return;
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == kExitConfig) {
@@ -422,9 +562,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   };
   ev_signal_init(&sup.sigterm, on_stop_signal, SIGTERM);
   ev_signal_init(&sup.sigint, on_stop_signal, SIGINT);
-  ev_signal_init(&sup.sighup, [](struct ev_loop*, ev_signal*, int) {
-    LOG_NOTICE("SIGHUP: configuration reload is not supported yet; restart the service to apply changes");
-  }, SIGHUP);
+  ev_signal_init(&sup.sighup, [](struct ev_loop*, ev_signal* w, int) { owner(w->data)->reload(); }, SIGHUP);
   // SIGUSR1: logrotate moved log.file away. The supervisor reopens it now; the children
   // see log_reopens change at their next heartbeat (no signal needed: control uses SIGUSR1
   // to wake its session threads).

@@ -135,7 +135,9 @@ Relay::Relay(const std::string& yaml, std::vector<std::string> extra_args, std::
   instance_ = "it-" + std::to_string(getpid()) + "-" + std::to_string(g_instances++);
   log_path_ = "/tmp/vrelay-" + instance_ + ".log";
   std::vector<std::string> args = {VRELAYD_PATH, "-F", "--instance", instance_};
-  bool has_control = false, has_ingest = false;
+  // An address in the YAML text counts too: a test of reloading it must not override it.
+  bool has_control = yaml.find("control:\n  listen:") != std::string::npos;
+  bool has_ingest = yaml.find("ingest:\n  listen:") != std::string::npos;
   for (auto& a : extra_args) {
     has_control = has_control || a == "--control" || a == "127.0.0.1";  // or the positional form
     has_ingest = has_ingest || a == "--ingest";

@@ -42,6 +42,7 @@ class Relay {
   pid_t pid() const { return pid_; }
   const std::string& instance() const { return instance_; }
   const std::string& ready_line() const { return ready_line_; }
+  const std::string& config_path() const { return config_path_; }  // "" without YAML text
   Segment& shm();                  // mapped read-only, checked
   pid_t child_pid(Role role);      // from shared memory
   uint64_t restarts(Role role);

@@ -262,7 +262,8 @@ TEST(CommandLine, CheckConfig) {
 }
 
 TEST(CommandLine, OptionsOverrideTheFile) {
-  Relay relay("control:\n  listen: 127.0.0.1:1\ningest:\n  listen: 127.0.0.1:2\n");  // harness passes port 0
+  Relay relay("control:\n  listen: 127.0.0.1:1\ningest:\n  listen: 127.0.0.1:2\n",
+              {"--control", "127.0.0.1:0", "--ingest", "127.0.0.1:0"});
   EXPECT_NE(relay.control_port(), 1);
   EXPECT_NE(relay.ingest_port(), 2);
 }
@@ -311,6 +312,10 @@ TEST(Startup, SystemdReadyAndWatchdog) {
   Relay relay("", {}, {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=200000"});
   EXPECT_TRUE(notify.wait_for("READY=1", 5000ms));
   EXPECT_TRUE(notify.wait_for("WATCHDOG=1", 5000ms));
+  // A reload (Type=notify-reload): RELOADING=1 with the monotonic time, then READY=1.
+  ASSERT_EQ(kill(relay.pid(), SIGHUP), 0);
+  EXPECT_TRUE(notify.wait_for("RELOADING=1\nMONOTONIC_USEC=", 5000ms));
+  EXPECT_TRUE(notify.wait_for("READY=1", 5000ms));
   EXPECT_EQ(relay.stop(), 0);
   EXPECT_TRUE(notify.wait_for("STOPPING=1", 5000ms));
 }
