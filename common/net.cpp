@@ -77,6 +77,8 @@ std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error
     if (error) *error = "bad address '" + std::string(text) + "': " + why;
     return std::nullopt;
   };
+  // inet_pton reads up to a NUL: "1.2.3.4\0junk:80" must not pass as 1.2.3.4:80.
+  if (text.find('\0') != std::string_view::npos) return fail("it contains a NUL byte");
   std::string host;
   std::string_view port_text;
   if (!text.empty() && text.front() == '[') {
@@ -115,6 +117,10 @@ std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error
 }
 
 std::optional<Cidr> parse_cidr(std::string_view text, std::string* error) {
+  if (text.find('\0') != std::string_view::npos) {
+    if (error) *error = "bad network: it contains a NUL byte";
+    return std::nullopt;
+  }
   Cidr c;
   std::string addr(text);
   int max_prefix = 32;

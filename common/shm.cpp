@@ -105,6 +105,8 @@ std::string check_header(const void* base, size_t mapped_size, bool* starting, b
   if (h->header_size != sizeof(Header) || h->total_size > mapped_size)
     return "segment is truncated or inconsistent (header says " + std::to_string(h->total_size) +
            " bytes, " + std::to_string(mapped_size) + " are mapped)";
+  if (h->max_datagram == 0 || h->max_datagram > 65535)  // a UDP payload; also keeps the stride in 32 bits
+    return "segment says datagrams of " + std::to_string(h->max_datagram) + " bytes (corrupt segment)";
   Layout l = Layout::compute({h->max_subscribers, h->ring_slots, h->max_datagram});
   if (h->ring_slots == 0 || (h->ring_slots & (h->ring_slots - 1)) || l.total != h->total_size ||
       l.processes != h->processes_offset || l.stats != h->stats_offset || l.subscribers != h->subscribers_offset ||

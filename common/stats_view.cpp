@@ -11,7 +11,15 @@ namespace vrelay {
 namespace {
 
 // A NUL-terminated header field that a damaged segment might not terminate.
-std::string fixed_string(const char* field, size_t size) { return std::string(field, strnlen(field, size)); }
+// A text field of the header: printable ASCII by construction (instance names, versions,
+// addresses); anything else, from a damaged or planted segment, shows as '?', so no output
+// (JSON above all) meets bytes it cannot encode.
+std::string fixed_string(const char* field, size_t size) {
+  std::string text(field, strnlen(field, size));
+  for (char& c : text)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return text;
+}
 
 double seconds(uint64_t ns) { return to_seconds(ns); }
 

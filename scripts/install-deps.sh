@@ -16,6 +16,13 @@ PACKAGES=(
 # prometheus: only its promtool, which checks the /metrics output in the tests. The server
 # the package ships is not started (policy-rc.d below) and never used.
 
+# Optional, for `make fuzz` only: --fuzz adds clang and libclang-rt-14-dev (libFuzzer and the
+# sanitizer runtimes, which clang only recommends) to the set. `--fuzz --check` checks them too.
+if [ "${1:-}" = "--fuzz" ]; then
+  PACKAGES+=(clang libclang-rt-14-dev)
+  shift
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,68 +1,86 @@
-// Runs the fuzz targets without libFuzzer: the seed inputs, then a bounded number of
-// deterministic random mutations of them. A crash or sanitizer report fails the test.
+// Runs the fuzz targets without libFuzzer, so that every build tests them (and make sanitize
+// under ASan, UBSan and TSan): every seed of the corpus once through its target, then a
+// bounded number of deterministic random mutations of them. A crash, a sanitizer report or
+// a broken property fails the test.
+//
+//   fuzz_driver CORPUS_DIR [MUTATIONS]    CORPUS_DIR/<target>/ holds each target's seeds
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+#include "fuzz_targets.hpp"
 
 namespace {
 
-const std::vector<std::string> kSeeds = {
-    std::string("\x00", 1) + "CONECTAR 5000\r\nPAUSE\r\n\xff\xf4\xff\xfd\x06RESUME\r\nECHO hola  mundo\r\nQUIT\r\n",
-    std::string("\x00", 1) + "\xff\xfa\x18\x00xterm\xff\xf0" "CONNECT 65536\r\n" + std::string(200, 'x') + "\n",
-    std::string("\x00", 1) + "ECHO \xc3\xa1\xe2\x82\xac\xf0\x9d\x84\x9e\xc0\xaf\xed\xa0\x80\r\n\x04\x7f\r\n",
-    "\x01" "control:\n  listen: 127.0.0.1:7700\n  ports: 2000-3000\ningest:\n  allow: [10.0.0.0/8, \"::1\"]\n",
-    "\x01" "log: {level: debug}\nfanout: [1, 2]\n&a x: *a\n",
-    "\x02" "[::ffff:1.2.3.4]:0",
-    "\x02" "192.168.1.0/25",
-    "\x03" "!VRRELY1\x01\x00\x00\x00",
-};
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
-// A source's first datagram for the MPEG-TS inspector (target 4): PAT, PMT (H.264 on PID
-// 0x100), and a PES packet with an access unit delimiter, an SPS and an IDR slice.
-std::string ts_seed() {
-  auto packet = [](uint16_t pid, bool unit_start, std::initializer_list<uint8_t> payload) {
-    std::string p(188, '\xff');
-    p[0] = 0x47;
-    p[1] = char((unit_start ? 0x40 : 0) | (pid >> 8));
-    p[2] = char(pid & 0xff);
-    p[3] = 0x10;
-    size_t at = 4;
-    for (uint8_t b : payload) p[at++] = char(b);
-    return p;
-  };
-  return "\x04" + packet(0, true, {0, 0x00, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0x00, 0, 0, 0, 0}) +
-         packet(0x1000, true, {0, 0x02, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0x00, 0x1B, 0xE1, 0x00, 0xF0, 0x00, 0, 0, 0, 0}) +
-         packet(0x100, true, {0, 0, 1, 0xE0, 0, 0, 0x80, 0, 0, 0, 0, 0, 1, 0x09, 0xF0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88}) +
-         packet(0x100, false, {0, 0, 1, 0x65, 0x88});
+int run(const vrelay::fuzz::Target& target, const std::string& input) {
+  return target.run(reinterpret_cast<const uint8_t*>(input.data()), input.size());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  long iterations = argc > 1 ? std::atol(argv[1]) : 200000;
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: fuzz_driver CORPUS_DIR [MUTATIONS]\n");
+    return 2;
+  }
+  const std::filesystem::path corpus = argv[1];
+  long mutations = argc > 2 ? std::atol(argv[2]) : 100000;
+
+  struct Seeds {
+    const vrelay::fuzz::Target* target;
+    std::vector<std::string> inputs;
+  };
+  std::vector<Seeds> all;
+  size_t seed_count = 0;
+  for (const auto& target : vrelay::fuzz::kTargets) {
+    std::filesystem::path dir = corpus / target.name;
+    std::vector<std::filesystem::path> files;
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, error))
+      if (entry.is_regular_file()) files.push_back(entry.path());
+    if (files.empty()) {  // every target keeps seeds in the repository (make fuzz reads them)
+      std::fprintf(stderr, "fuzz driver: no seeds in %s\n", dir.c_str());
+      return 1;
+    }
+    std::sort(files.begin(), files.end());  // the same order, so the same mutations, every run
+    Seeds seeds{&target, {}};
+    for (const auto& file : files) {
+      seeds.inputs.push_back(read_file(file));
+      run(target, seeds.inputs.back());
+    }
+    seed_count += files.size();
+    all.push_back(std::move(seeds));
+  }
+
   std::mt19937_64 random(12345);
-  std::vector<std::string> seeds = kSeeds;
-  seeds.push_back(ts_seed());
-  for (const auto& seed : seeds) LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(seed.data()), seed.size());
-  for (long i = 0; i < iterations; ++i) {
-    std::string input = seeds[random() % seeds.size()];
+  for (long i = 0; i < mutations; ++i) {
+    const Seeds& seeds = all[random() % all.size()];
+    std::string input = seeds.inputs[random() % seeds.inputs.size()];
     int edits = 1 + int(random() % 8);
     for (int e = 0; e < edits; ++e) {
-      size_t at = input.empty() ? 0 : 1 + random() % input.size();
+      size_t at = input.empty() ? 0 : random() % input.size();
       switch (random() % 4) {
         case 0: if (at < input.size()) input[at] = char(random()); break;
-        case 1: input.insert(std::min(at, input.size()), 1, char(random())); break;
+        case 1: input.insert(at, 1, char(random())); break;
         case 2: if (at < input.size()) input.erase(at, 1 + random() % 16); break;
-        case 3: input.insert(std::min(at, input.size()), input.substr(at < input.size() ? at : 0, random() % 32)); break;
+        case 3: input.insert(at, input.substr(at < input.size() ? at : 0, random() % 32)); break;
       }
     }
-    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
+    run(*seeds.target, input);
   }
-  std::printf("fuzz driver: %zu seeds and %ld mutated inputs, no crash\n", seeds.size(), iterations);
+  std::printf("fuzz driver: %zu seeds of %zu targets and %ld mutated inputs, no crash\n", seed_count, all.size(),
+              mutations);
   return 0;
 }

@@ -20,6 +20,14 @@ TEST(Endpoint, ParsesV4AndV6) {
   }
 }
 
+// Found by the address fuzz target: inet_pton stopped at the NUL.
+TEST(Endpoint, AnEmbeddedNulIsRefused) {
+  std::string error;
+  EXPECT_FALSE(parse_endpoint(std::string_view("1.2.3.4\0junk:80", 15), &error));
+  EXPECT_NE(error.find("NUL"), std::string::npos) << error;
+  EXPECT_FALSE(parse_cidr(std::string_view("10.0.0.0\0/8", 11), &error));
+}
+
 TEST(Endpoint, FoldsV4MappedV6ToV4) {
   sockaddr_in6 in6{};
   in6.sin6_family = AF_INET6;

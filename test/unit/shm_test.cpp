@@ -84,6 +84,13 @@ TEST(CheckHeader, InconsistentOffsets) {
   EXPECT_NE(check_header(mem.data(), mem.size()).find("corrupt"), std::string::npos);
 }
 
+// Found by the shm fuzz target: a huge max_datagram wrapped the slot stride to 0.
+TEST(CheckHeader, ADatagramSizeNoUdpPayloadHasIsCorrupt) {
+  auto mem = valid_segment();
+  reinterpret_cast<Header*>(mem.data())->max_datagram = 0xFFFFFFC1;
+  EXPECT_NE(check_header(mem.data(), mem.size()).find("corrupt"), std::string::npos);
+}
+
 TEST(Counters, TableIsGeneratedFromTheDefinitions) {
   ASSERT_GT(kCounterCount, 10u);
   Stats stats{};

@@ -2,6 +2,8 @@
 // renderings, on a real segment this test creates (and removes) with values it stored.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <unistd.h>
 
 #include <map>
@@ -139,6 +141,15 @@ TEST_F(StatsView, SnapshotHoldsTheStoredValues) {
   EXPECT_TRUE(s.subscribers[1].orphan);
 
   EXPECT_TRUE(take_snapshot(*segment_, false).subscribers.empty());
+}
+
+// Found by the shm fuzz target: vrelaystat -j aborted on a planted instance name that was
+// not UTF-8 (the JSON library throws). Header text is ASCII, anything else a '?'.
+TEST_F(StatsView, HeaderTextThatIsNotPrintableAsciiIsShownAsQuestionMarks) {
+  std::strcpy(segment_->header().instance, "caf\xe9\x01");
+  Snapshot s = take_snapshot(*segment_);
+  EXPECT_EQ(s.instance, "caf??");
+  EXPECT_NO_THROW(snapshot_json(s).dump());
 }
 
 TEST_F(StatsView, SnapshotSkipsASlotLeftMidWriteWithoutWaiting) {
