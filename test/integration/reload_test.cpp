@@ -194,12 +194,14 @@ TEST_F(Reload, AThousandReloadsUnderLoadKeepEveryDatagramAndNoResource) {
   Viewer viewer(relay);
   UdpSource source(relay.ingest_port());
   ASSERT_NO_FATAL_FAILURE(expect_stream(viewer, source, 0, 10));
-  ASSERT_TRUE(hangup());  // the first reload's one-time costs (the HTTP child, caches) before measuring
   pid_t supervisor = relay.pid(), control = relay.child_pid(kControl), fanout = relay.child_pid(kFanout);
-  size_t fds_supervisor = descriptors(supervisor), fds_control = descriptors(control);
-  size_t rss_supervisor = rss_kib(supervisor), rss_control = rss_kib(control);
+  size_t fds_supervisor = 0, fds_control = 0, rss_supervisor = 0, rss_control = 0;
   uint64_t next = 10;
   for (int i = 0; i < 1000; ++i) {
+    if (i == 100) {  // measured once the allocators have warmed up: a leak grows on, they do not
+      fds_supervisor = descriptors(supervisor), fds_control = descriptors(control);
+      rss_supervisor = rss_kib(supervisor), rss_control = rss_kib(control);
+    }
     rewrite(i % 2 ? "control:\n  max_line: 100\nfanout:\n  max_lag: 1500\n" : kBase);
     for (int k = 0; k < 5; ++k) source.send(test_payload(next + uint64_t(k)));
     ASSERT_TRUE(hangup()) << i << "\n" << relay.log();
@@ -211,8 +213,10 @@ TEST_F(Reload, AThousandReloadsUnderLoadKeepEveryDatagramAndNoResource) {
   EXPECT_EQ(viewer.session.command("PING"), "OK PONG");
   EXPECT_LE(descriptors(supervisor), fds_supervisor);
   EXPECT_LE(descriptors(control), fds_control + 2);  // a session thread may be mid-start
-  EXPECT_LE(rss_kib(supervisor), rss_supervisor + 512) << "KiB";
-  EXPECT_LE(rss_kib(control), rss_control + 1024) << "KiB";
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // their quarantine and shadow grow by design
+  EXPECT_LE(rss_kib(supervisor), rss_supervisor + 256) << "KiB after 900 reloads";
+  EXPECT_LE(rss_kib(control), rss_control + 512) << "KiB after 900 reloads";
+#endif
   EXPECT_EQ(relay.shm().stats().supervisor.child_restarts.load(), 0u);
 }
 
