@@ -1,8 +1,10 @@
 #include "privileges.hpp"
 
 #include <grp.h>
+#include <linux/capability.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -78,6 +80,15 @@ void drop_privileges(const Account& account) {
   // that on a uid change) so its own user can read /proc/PID and the sanitizers work.
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw failure("PR_SET_NO_NEW_PRIVS");
   if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) throw failure("PR_SET_DUMPABLE");
+}
+
+void drop_capabilities() {
+  if (!has_capabilities()) return;
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) throw failure("clearing the ambient capabilities");
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3]{};
+  if (syscall(SYS_capset, &header, none) != 0) throw failure("capset");
+  if (has_capabilities()) throw std::runtime_error("capabilities are left after dropping them");
 }
 
 }  // namespace vrelay

@@ -26,4 +26,8 @@ std::optional<Account> service_account(const Config& config, bool allow_root, st
 // (checked), no new privileges through exec. Throws std::runtime_error on any failure.
 void drop_privileges(const Account& account);
 
+// Started as another user with capabilities (systemd's AmbientCapabilities= to bind a low
+// port): once bound, none is kept. Throws std::runtime_error if they cannot be dropped.
+void drop_capabilities();
+
 }  // namespace vrelay

@@ -544,6 +544,8 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
       LOG_NOTICE("running as user %s, group %s, without capabilities", account->user.c_str(), account->group.c_str());
     } else if (geteuid() == 0) {
       LOG_WARN("running as root (--allow-root): every process parses network input with full privileges");
+    } else {
+      drop_capabilities();  // what let it bind (AmbientCapabilities=) is not needed any more
     }
     if (!warning.empty()) LOG_WARN("%s", warning.c_str());
   } catch (const std::exception& e) {

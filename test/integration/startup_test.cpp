@@ -1,6 +1,8 @@
 // Integration tests, first the simplest: vrelayd starts, reports ready, shows its processes,
 // refuses bad command lines and configurations, and stops cleanly.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -196,6 +198,48 @@ TEST(Privileges, TheUserAndGroupKeysNameTheAccount) {
   ASSERT_EQ(stat(("/dev/shm/" + Segment::shm_name(relay.instance())).c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 1u);
   EXPECT_EQ(st.st_gid, 65534u);
+}
+
+// As User=vrelay with AmbientCapabilities=CAP_NET_BIND_SERVICE would start it: another
+// user that may bind a low port. It binds one, then no process keeps a capability.
+TEST(Privileges, StartedAsAnotherUserWithCapabilitiesItKeepsNoneOnceBound) {
+  if (geteuid() != 0) GTEST_SKIP() << "starting as another user needs root";
+  if (access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv (util-linux) is missing";
+  uint16_t low = 0;
+  for (uint16_t port = 900; port < 1000 && !low; ++port) {  // a free port below 1024
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) low = port;
+    close(fd);
+  }
+  ASSERT_NE(low, 0);
+  std::string instance = "caps-" + std::to_string(getpid());
+  std::string log = "/tmp/vrelay-test-" + instance + ".log";
+  int out = -1;
+  pid_t pid = start_program({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", VRELAYD_PATH, "-F",
+                             "--instance", instance, "--control", "127.0.0.1:" + std::to_string(low), "--ingest",
+                             "127.0.0.1:0"},
+                            log, &out);
+  std::string ready = read_first_line(out, 10s);
+  close(out);
+  EXPECT_EQ(ready.rfind("vrelayd ready control=127.0.0.1:" + std::to_string(low) + " ", 0), 0u) << ready << read_file(log);
+  if (ready.rfind("vrelayd ready", 0) == 0) {
+    auto segment = Segment::open(instance, true);
+    for (pid_t p : {pid, pid_t(segment->process(kIngest).pid.load()), pid_t(segment->process(kControl).pid.load())}) {
+      std::string status = read_file("/proc/" + std::to_string(p) + "/status");
+      EXPECT_NE(status.find("\nUid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+      for (const char* set : {"CapPrm", "CapEff", "CapAmb"})
+        EXPECT_NE(status.find(std::string("\n") + set + ":\t0000000000000000\n"), std::string::npos) << set << "\n" << status;
+    }
+  }
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  Segment::remove(instance);
+  unlink(log.c_str());
 }
 
 TEST(Privileges, OnlyAllowRootKeepsRoot) {
