@@ -4,7 +4,7 @@ BUILD     ?= build
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all build deps test demo bench sanitize clean install
+.PHONY: all build deps test demo bench sanitize fuzz soak clean install
 
 all: build
 
@@ -28,6 +28,17 @@ sanitize: deps
 	$(MAKE) build BUILD=build-tsan CMAKE_ARGS=-DSANITIZE=tsan
 	cd build-tsan && ctest --output-on-failure -LE 'e2e|scale|bench'
 
+# libFuzzer, clang, ASan+UBSan (build-fuzz/): every target of test/fuzz/ for FUZZ_SECONDS over
+# its seeds in test/fuzz/corpus/; fails on a crash, kept in build-fuzz/fuzz/<target>/. Not in
+# .ci/run: CI runs the seeds and random mutations through fuzz_driver (CTest, label fuzz).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	@scripts/install-deps.sh --fuzz --check >/dev/null 2>&1 || scripts/install-deps.sh --fuzz
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DFUZZ=ON -DSANITIZE=asan
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
+	test/fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 demo: build
 	scripts/demo.sh $(BUILD)/bin
 
@@ -37,6 +48,11 @@ bench: build
 	$(BUILD)/bin/sessions_bench
 	$(BUILD)/bin/tools_bench
 	bash bench/fast_start_bench.sh $(BUILD)/bin/vrelayd
+
+# One hour under 1,000 viewers, chat, SIGHUPs and a child killed every minute; prints the
+# report (bench/soak.sh; figures to docs/benchmarks.md).
+soak: build
+	bash bench/soak.sh $(BUILD)/bin
 
 install: build
 	cmake --install $(BUILD)

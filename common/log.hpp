@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace vrelay::log {
@@ -24,33 +26,33 @@ std::string give_to(uid_t uid, gid_t gid);
 std::string reopen();
 void write(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
-// A message that can come in floods (refused connections, skipped datagrams) is counted in
-// full elsewhere but logged at most once per interval, each line saying how many went
-// unlogged before it: the log never grows with an attacker's rate. One thread only.
+// A message that can come in floods (connections, refusals, skipped datagrams) is counted
+// in full elsewhere but logged at most `lines` times per interval, a line then saying how
+// many went unlogged before it: the log never grows with an attacker's rate. Any thread.
 class Throttle {
  public:
-  explicit Throttle(uint64_t interval_ns) : interval_ns_(interval_ns) {}
-  // Whether to log the occurrence at monotonic time `now_ns`; if so, summary() says what
-  // was not logged since the last line.
-  bool due(uint64_t now_ns) {
-    if (logged_ && now_ns - last_ns_ < interval_ns_) {
-      ++unlogged_;
-      return false;
+  explicit Throttle(uint64_t interval_ns, uint64_t lines = 1) : interval_ns_(interval_ns), lines_(lines) {}
+  // At monotonic time `now_ns`: nullopt when this occurrence goes unlogged; otherwise the
+  // note to end its line with, " (and 12 more <what> not logged)" or "".
+  std::optional<std::string> due(uint64_t now_ns, const char* what) {
+    std::lock_guard lock(mutex_);
+    if (now_ns - window_ns_ >= interval_ns_ || logged_ == 0) {
+      window_ns_ = now_ns;
+      logged_ = 0;
     }
-    summarised_ = unlogged_;
+    if (logged_ == lines_) {
+      ++unlogged_;
+      return std::nullopt;
+    }
+    ++logged_;
+    std::string note = unlogged_ ? " (and " + std::to_string(unlogged_) + " more " + what + " not logged)" : "";
     unlogged_ = 0;
-    last_ns_ = now_ns;
-    logged_ = true;
-    return true;
-  }
-  // " (and 12 more <what>, not logged)", or "" when none went unlogged.
-  std::string summary(const char* what) const {
-    return summarised_ ? " (and " + std::to_string(summarised_) + " more " + what + ", not logged)" : "";
+    return note;
   }
 
  private:
-  uint64_t interval_ns_, last_ns_ = 0, unlogged_ = 0, summarised_ = 0;
-  bool logged_ = false;
+  std::mutex mutex_;
+  uint64_t interval_ns_, lines_, window_ns_ = 0, logged_ = 0, unlogged_ = 0;
 };
 
 }  // namespace vrelay::log

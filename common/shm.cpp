@@ -102,9 +102,12 @@ std::string check_header(const void* base, size_t mapped_size, bool* starting, b
            " is not the version this program reads (" + std::to_string(kLayoutMajor) + "." +
            std::to_string(kLayoutMinor) + "): use the tools of the same vrelay release as the running vrelayd";
   }
-  if (h->header_size != sizeof(Header) || h->total_size > mapped_size)
-    return "segment is truncated or inconsistent (header says " + std::to_string(h->total_size) +
-           " bytes, " + std::to_string(mapped_size) + " are mapped)";
+  if (h->header_size != sizeof(Header))
+    return "its header has " + std::to_string(h->header_size) + " bytes, not the " + std::to_string(sizeof(Header)) +
+           " of this release's (corrupt segment, or vrelayd and this tool come from different builds)";
+  if (h->total_size > mapped_size)
+    return "segment is truncated (header says " + std::to_string(h->total_size) + " bytes, " +
+           std::to_string(mapped_size) + " are mapped)";
   if (h->max_datagram == 0 || h->max_datagram > 65535)  // a UDP payload; also keeps the stride in 32 bits
     return "segment says datagrams of " + std::to_string(h->max_datagram) + " bytes (corrupt segment)";
   Layout l = Layout::compute({h->max_subscribers, h->ring_slots, h->max_datagram});

@@ -18,7 +18,7 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 6;  // 6: receive stamps and cut-offs are monotonic
+constexpr uint32_t kLayoutMajor = 7;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 

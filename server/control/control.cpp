@@ -81,8 +81,8 @@ void Control::accept_ready() {
         stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);
         if (shed >= 0) refuse(shed, "the relay is out of file descriptors");
         g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (refusals_log_.due(monotonic_ns()))
-          LOG_WARN("out of file descriptors: refused a control connection%s", refusals_log_.summary("refused").c_str());
+        if (auto note = refusals_log_.due(monotonic_ns(), "refused"))
+          LOG_WARN("out of file descriptors: refused a control connection%s", note->c_str());
       }
       return;
     }
@@ -99,15 +99,16 @@ void Control::accept_ready() {
                                                                           : "too many sessions from your address";
       stats.sessions_refused.fetch_add(1, std::memory_order_relaxed);  // counted before it is seen
       refuse(fd, refusal);
-      if (refusals_log_.due(monotonic_ns()))
-        LOG_INFO("refused %s: %s%s", peer.to_string().c_str(), refusal, refusals_log_.summary("refused").c_str());
+      if (auto note = refusals_log_.due(monotonic_ns(), "refused"))
+        LOG_INFO("refused %s: %s%s", peer.to_string().c_str(), refusal, note->c_str());
       continue;
     }
     stats.sessions_total.fetch_add(1, std::memory_order_relaxed);
     stats.sessions_open.fetch_add(1, std::memory_order_relaxed);
     // Logged here, on the main thread: formatting a log line takes more stack than a
     // session thread otherwise ever touches.
-    LOG_INFO("%s (%s) connected", session->name_.c_str(), peer.to_string().c_str());
+    if (auto note = connections_log_.due(monotonic_ns(), "connections"))
+      LOG_INFO("%s (%s) connected%s", session->name_.c_str(), peer.to_string().c_str(), note->c_str());
     start_thread(session);
   }
 }
@@ -147,7 +148,8 @@ void Control::session_ended(Session& session) {
   Registry::Removal gone;
   if (!registry.remove(session, &gone)) return;
   stats.sessions_open.fetch_sub(1, std::memory_order_relaxed);
-  LOG_INFO("%s (%s) disconnected", gone.name.c_str(), session.peer().to_string().c_str());
+  if (auto note = disconnections_log_.due(monotonic_ns(), "disconnections"))
+    LOG_INFO("%s (%s) disconnected%s", gone.name.c_str(), session.peer().to_string().c_str(), note->c_str());
   // Calls of a session that leaves end: the other side hears a HANGUP.
   for (auto& peer : gone.hung_up) peer->post(Event{"HANGUP", gone.name, Fields{{"from", gone.name}}});
   if (!stopping.load()) send_to_others(session, Event{"LEAVE", gone.name, Fields{{"name", gone.name}}}, true);

@@ -181,7 +181,9 @@ class Control {
   uint64_t unreachable_seen_ = ~0ull;  // fanout.unreachable when last looked at (none yet)
   bool announced_live_;   // what the sessions were last told (or would have been)
   pthread_attr_t thread_attr_;  // of every session thread
-  log::Throttle refusals_log_{kNsPerSecond};  // refused connections: main thread only
+  // A connection flood logs a few lines a second, each saying how many it left out.
+  log::Throttle refusals_log_{kNsPerSecond};
+  log::Throttle connections_log_{kNsPerSecond, 20}, disconnections_log_{kNsPerSecond, 20};
   mutable std::mutex settings_mutex_;  // guards settings_
   std::shared_ptr<const Config> settings_;
   std::atomic<uint64_t> settings_generation_{0};

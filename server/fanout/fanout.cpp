@@ -43,6 +43,9 @@ namespace vrelay {
 namespace {
 
 constexpr unsigned kMaxBatch = 128;     // datagrams taken from the ring at once
+// Batches per drain before the loop runs again (signals, ICMP errors, heartbeats): a source
+// faster than the fan-out never keeps it from stopping or from answering.
+constexpr unsigned kMaxBatchesPerDrain = 64;
 // A fast start sends this many datagrams at once (the key frame, the player's first
 // picture), then paces the rest; far less than a receive buffer's default 208 KiB.
 constexpr unsigned kFirstBurst = 48;
@@ -159,7 +162,10 @@ class Fanout {
   void drain() {
     uint64_t tail = skip_stale(ring_.consumer_position());
     for (unsigned batches = 1;; ++batches) {
-      if (batches % 64 == 0) heartbeat(ctx_);  // a source faster than the fan-out keeps it here
+      if (batches > kMaxBatchesPerDrain) {
+        wake_self();  // more waits: the loop comes back here once it has run
+        return;
+      }
       // The head is read before the subscriber table: a change whose OK was sent before a
       // datagram arrived is therefore always seen when that datagram is sent.
       uint64_t waiting = ring_.readable(tail);
@@ -185,6 +191,13 @@ class Fanout {
       tail = end;
       ring_.release(tail);
     }
+  }
+
+  // Signals the eventfd ingest signals: the loop calls on_wake() again at its next turn.
+  void wake_self() {
+    uint64_t one = 1;
+    ssize_t ignored = write(ctx_.sockets.wake, &one, sizeof one);
+    (void)ignored;
   }
 
   // The kernel reported errors on subscribers' sockets: ICMP refusals, each counted.
@@ -220,10 +233,9 @@ class Fanout {
     }
     uint64_t skipped = end - tail;
     add(stats_.stale_skipped, skipped);
-    if (stale_log_.due(now))
+    if (auto note = stale_log_.due(now, "skips"))
       LOG_WARN("the fan-out was %.1f s behind the source: skipped %lu stale datagrams (fanout.max_lag)%s",
-               to_seconds(now - ring_.header(tail).received_ns), (unsigned long)skipped,
-               stale_log_.summary("skips").c_str());
+               to_seconds(now - ring_.header(tail).received_ns), (unsigned long)skipped, note->c_str());
     ring_.release(end);
     return end;
   }
@@ -695,7 +707,7 @@ int run_fanout(ChildContext& ctx) {
   ev_prepare_start(child.loop(), &pace_check);
   LOG_INFO("sending copies from %s to up to %u subscribers", ctx.segment.header().fanout_address,
            ctx.segment.header().max_subscribers);
-  fanout.drain();  // what arrived while this process was (re)starting
+  fanout.wake_self();  // what arrived while this process was (re)starting, once it is ready
   child.run();
   if (watchers.timer_fd >= 0) close(watchers.timer_fd);
   return 0;
