@@ -5,13 +5,8 @@
 //
 // Stopping the fan-out (SIGSTOP) while the source sends makes the datagrams wait in the ring,
 // so the fan-out meets them as one batch: runs for GSO, whatever the machine's speed.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <poll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -91,24 +86,27 @@ TEST_P(MixedSizes, EveryDatagramArrivesIdenticalAndInOrder) {
   for (Viewer& v : viewers) expect_exactly(v.sink, range(1500, 1800));
 
   ASSERT_TRUE(wait_until([&] { return stats.fanout.sent_datagrams.load() == 3 * 1800u; }));
-  EXPECT_EQ(stats.fanout.sent_bytes.load(), 3 * bytes);
-  EXPECT_EQ(stats.fanout.send_errors.load(), 0u);
-  EXPECT_EQ(stats.fanout.sockets.load(), 3u);
-  EXPECT_EQ(stats.fanout.gso.load(), gso ? 1u : 0u);
+  Counters c = relay.counters();  // the figures of one moment, the subscribers' included
+  EXPECT_EQ(c["fanout.sent_bytes"], 3 * bytes);
+  EXPECT_EQ(c["fanout.send_errors"], 0u);
+  EXPECT_EQ(c["fanout.sockets"], 3u);
+  EXPECT_EQ(c["fanout.gso"], gso ? 1u : 0u);
   if (gso) {
-    EXPECT_GT(stats.fanout.gso_sends.load(), 0u);
+    EXPECT_GT(c["fanout.gso_sends"], 0u);
     // The stopped batch went in a few sends per viewer, not one entry per datagram.
-    EXPECT_LT(stats.fanout.batches.load(), 3 * 300u + 3 * 100u);
+    EXPECT_LT(c["fanout.batches"], 3 * 300u + 3 * 100u);
   } else {
-    EXPECT_EQ(stats.fanout.gso_sends.load(), 0u);
+    EXPECT_EQ(c["fanout.gso_sends"], 0u);
   }
-  for (uint32_t i = 0; i < relay.shm().header().max_subscribers; ++i) {
-    SubscriberSlot& slot = relay.shm().subscribers()[i];
-    if (slot.state.load() != uint32_t(SubscriberState::kPlaying)) continue;
-    EXPECT_EQ(slot.datagrams.load(), 1800u);
-    EXPECT_EQ(slot.bytes.load(), bytes);
-    EXPECT_EQ(slot.errors.load(), 0u);
+  int playing = 0;
+  for (const SubscriberView& sub : c.subscribers()) {
+    if (sub.state != SubscriberState::kPlaying) continue;
+    ++playing;
+    EXPECT_EQ(sub.datagrams, 1800u);
+    EXPECT_EQ(sub.bytes, bytes);
+    EXPECT_EQ(sub.errors, 0u);
   }
+  EXPECT_EQ(playing, 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fanout, MixedSizes, ::testing::Values(true, false),
@@ -137,52 +135,30 @@ TEST(Fanout, PauseAndResumeCutOffsAreExactInsideOneBatch) {
   expect_exactly(watching.sink, range(200, 400));
 }
 
-// The port a datagram came from, received on a socket of our own.
-struct Receiver {
-  Receiver() {
-    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-    timeval limit{5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  }
-  ~Receiver() { close(fd); }
-  uint16_t from_port() {  // of the next datagram; 0 if none came within 5 s
-    char buf[2048];
-    sockaddr_in from{};
-    socklen_t len = sizeof from;
-    if (recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len) < 0) return 0;
-    return ntohs(from.sin_port);
-  }
-  int fd;
-  uint16_t port;
-};
+// The port the viewer's next datagram came from; 0 if none came within 5 s.
+uint16_t from_port(Viewer& viewer) {
+  uint16_t port = 0;
+  viewer.sink.receive(5000ms, &port);
+  return port;
+}
 
 TEST(Fanout, EveryViewerSeesTheOneSourceAddressAlsoAfterARestart) {
   Relay relay;
   std::string address = relay.shm().header().fanout_address;
   uint16_t fanout_port = uint16_t(std::atoi(address.substr(address.rfind(':') + 1).c_str()));
   ASSERT_NE(fanout_port, 0) << address;
-  Receiver a, b;
-  Session sa(relay.control_port()), sb(relay.control_port());
-  ASSERT_EQ(sa.command("CONECTAR " + std::to_string(a.port)), "OK");
-  ASSERT_EQ(sb.command("CONECTAR " + std::to_string(b.port)), "OK");
+  Viewer a(relay), b(relay);
   UdpSource source(relay.ingest_port());
   source.send(sized_payload(0));
-  EXPECT_EQ(a.from_port(), fanout_port);
-  EXPECT_EQ(b.from_port(), fanout_port);
+  EXPECT_EQ(from_port(a), fanout_port);
+  EXPECT_EQ(from_port(b), fanout_port);
 
   pid_t old = relay.child_pid(kFanout);
   ASSERT_EQ(kill(old, SIGKILL), 0);
   ASSERT_TRUE(relay.wait_restarted(kFanout, old));
   source.send(sized_payload(1));
-  EXPECT_EQ(a.from_port(), fanout_port);
-  EXPECT_EQ(b.from_port(), fanout_port);
+  EXPECT_EQ(from_port(a), fanout_port);
+  EXPECT_EQ(from_port(b), fanout_port);
 }
 
 TEST(Fanout, KilledMidStreamLosesNothingAndRepeatsAtMostOneBatch) {
@@ -250,21 +226,27 @@ TEST(Fanout, AViewerWhosePortIsClosedIsCountedPausedAndToldWhileOthersLoseNothin
   for (uint64_t i = 0; i < 50; ++i) source.send(sized_payload(sent++));
 
   expect_exactly(watching.sink, range(0, sent));
-  const SubscriberSlot* paused = nullptr;
-  for (uint32_t i = 0; i < relay.shm().header().max_subscribers; ++i)
-    if (relay.shm().subscribers()[i].port.load() == port) paused = &relay.shm().subscribers()[i];
-  ASSERT_NE(paused, nullptr);
-  EXPECT_EQ(paused->state.load(), uint32_t(SubscriberState::kPaused));
-  EXPECT_GT(paused->refusals.load(), 0u);
-  EXPECT_GE(paused->errors.load(), paused->refusals.load());
-  Stats& stats = relay.shm().stats();
-  EXPECT_EQ(stats.fanout.unreachable.load(), 1u);
-  EXPECT_EQ(stats.fanout.refusals.load(), paused->refusals.load());
+  // Its counters and the fan-out's, compared at one moment.
+  auto subscriber_at = [&](const Counters& c) -> std::optional<SubscriberView> {
+    for (const SubscriberView& sub : c.subscribers())
+      if (sub.port == port) return sub;
+    return std::nullopt;
+  };
+  Counters c = relay.counters();
+  std::optional<SubscriberView> paused = subscriber_at(c);
+  ASSERT_TRUE(paused);
+  EXPECT_EQ(paused->state, SubscriberState::kPaused);
+  EXPECT_GT(paused->refusals, 0u);
+  EXPECT_GE(paused->errors, paused->refusals);
+  EXPECT_EQ(c["fanout.unreachable"], 1u);
+  EXPECT_EQ(c["fanout.refusals"], paused->refusals);
   EXPECT_NE(gone.command("STATS").find("refusals="), std::string::npos);
 
   // CONTINUAR plays it again; the port is still closed, so it is found unreachable again.
   ASSERT_EQ(gone.command("CONTINUAR"), "OK");
-  EXPECT_EQ(paused->state.load(), uint32_t(SubscriberState::kPlaying));
+  std::optional<SubscriberView> resumed = subscriber_at(relay.counters());
+  ASSERT_TRUE(resumed);
+  EXPECT_EQ(resumed->state, SubscriberState::kPlaying);
   ASSERT_EQ(json.command("FORMAT JSON"), R"({"ok":true,"text":""})");
   ASSERT_EQ(gone.command("DESCONECTAR"), "OK");
   uint16_t json_port = closed_port();
@@ -287,12 +269,10 @@ TEST(Fanout, RefusalsThatStopBeforeThePauseOnlyCount) {
   }
   EXPECT_GE(stats.fanout.refusals.load(), 1u);
   // The port opens: the same viewer now receives, and nothing paused it.
-  UdpSink late;  // another port: the closed one may have been taken by someone else meanwhile
   ASSERT_EQ(s.command("DESCONECTAR"), "OK");
-  Session again(relay.control_port());
-  ASSERT_EQ(again.command("CONECTAR " + std::to_string(late.port())), "OK");
+  Viewer late(relay);  // another port: the closed one may have been taken by someone else meanwhile
   source.send(sized_payload(100));
-  auto got = late.receive();
+  auto got = late.sink.receive();
   ASSERT_TRUE(got);
   EXPECT_EQ(*got, sized_payload(100));
   EXPECT_EQ(stats.fanout.unreachable.load(), 0u);
@@ -314,39 +294,22 @@ TEST(Fanout, TooFewDescriptorsForMaxSubscribersIsRefusedAtStart) {
   std::string config = "/tmp/vrelay-test-" + std::to_string(getpid()) + "-fd.yaml";
   { std::ofstream(config) << "fanout:\n  max_subscribers: 30000\n"; }
   std::string instance = "fd-" + std::to_string(getpid());
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    rlimit low{4096, 4096};
-    setrlimit(RLIMIT_NOFILE, &low);
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    close(out[0]);
-    execl(VRELAYD_PATH, VRELAYD_PATH, "-F", "--instance", instance.c_str(), "--control", "127.0.0.1:0", "--ingest",
-          "127.0.0.1:0", "-c", config.c_str(), (char*)nullptr);
-    _exit(127);
+  // bash sets the limit (soft and hard) and becomes vrelayd.
+  Program vrelayd({"/bin/bash", "-c", "ulimit -n 4096 && exec \"$@\"", "bash", VRELAYD_PATH, "-F", "--instance", instance,
+                   "--control", "127.0.0.1:0", "--ingest", "127.0.0.1:0", "-c", config});
+  auto started = [&] { return vrelayd.out().find("vrelayd ready ") != std::string::npos; };
+  wait_until([&] { return started() || !vrelayd.running(); }, 10000ms);
+  if (started()) {
+    vrelayd.signal(SIGTERM);
+    vrelayd.wait();
+    unlink(config.c_str());
+    GTEST_SKIP() << "this process may raise its descriptor limit";
   }
-  close(out[1]);
-  std::string output;
-  char buf[512];
-  auto deadline = Clock::now() + 10s;
-  pollfd p{out[0], POLLIN, 0};
-  while (Clock::now() < deadline && output.find("ready") == std::string::npos && poll(&p, 1, 100) >= 0) {
-    if (!(p.revents & (POLLIN | POLLHUP))) continue;
-    ssize_t n = read(out[0], buf, sizeof buf);
-    if (n <= 0) break;
-    output.append(buf, size_t(n));
-  }
-  close(out[0]);
-  bool started = output.find("ready") != std::string::npos;
-  if (started) kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  int status = vrelayd.wait();
   unlink(config.c_str());
-  if (started) GTEST_SKIP() << "this process may raise its descriptor limit";
+  std::string output = vrelayd.out() + vrelayd.err();
   EXPECT_NE(output.find("fanout.max_subscribers=30000 needs 30064 descriptors"), std::string::npos) << output;
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << output;
+  EXPECT_EQ(status, 1) << output;
 }
 
 }  // namespace

@@ -5,11 +5,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <cstdio>
@@ -18,6 +20,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+extern char** environ;
 
 namespace vrelay::test {
 
@@ -57,25 +61,67 @@ uint16_t port_of(const std::string& line, const std::string& key) {
   if (colon == std::string::npos) return 0;
   return uint16_t(std::atoi(value.c_str() + colon + 1));
 }
+
+// The environment of a program under test: the test's own, with NAME=VALUE added (or
+// replacing NAME's value) and NAME alone removed.
+std::vector<std::string> program_environment(const std::vector<std::string>& changes) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  for (const std::string& change : changes) {
+    std::string prefix = change.substr(0, change.find('=')) + "=";
+    std::erase_if(env, [&](const std::string& e) { return e.rfind(prefix, 0) == 0; });
+    if (change.find('=') != std::string::npos) env.push_back(change);
+  }
+  return env;
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// The one fork and exec of the harness: stdin, stdout and stderr from these descriptors
+// (-1: the test's own), or, with `master`, all three on a new pty of this size. Everything
+// the child needs is made before the fork: between fork and exec it must not allocate
+// (another thread of the test may hold the allocator's lock).
+pid_t spawn(std::vector<std::string> args, const std::vector<std::string>& environment, int in, int out, int err,
+            int* master = nullptr, winsize size = {}) {
+  if (args.empty()) throw std::invalid_argument("spawn: no program");
+  std::vector<std::string> env = program_environment(environment);
+  std::vector<char*> argv = pointers(args), envp = pointers(env);
+  pid_t pid = master ? forkpty(master, nullptr, nullptr, &size) : fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + strerror(errno));
+  if (pid == 0) {
+    if (in >= 0) dup2(in, 0);
+    if (out >= 0) dup2(out, 1);
+    if (err >= 0) dup2(err, 2);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int decoded_status(int raw) { return WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw); }
 }  // namespace
 
 pid_t start_program(std::vector<std::string> args, const std::string& log_path, int* stdout_fd,
                     std::vector<std::string> environment) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(log, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : environment) putenv(e.data());
-    execv(argv[0], argv.data());
-    _exit(127);
+  int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  pid_t pid = -1;
+  try {
+    pid = spawn(std::move(args), environment, -1, out[1], log);
+  } catch (...) {
+    close(out[0]);
+    close(out[1]);
+    if (log >= 0) close(log);
+    throw;
   }
   close(out[1]);
+  if (log >= 0) close(log);
   *stdout_fd = out[0];
   return pid;
 }
@@ -104,6 +150,95 @@ std::string run_command(const std::string& command) {
   return out;
 }
 
+Program::Program(std::vector<std::string> args, std::vector<std::string> environment, std::optional<Terminal> terminal) {
+  if (terminal) {
+    winsize size{};
+    size.ws_row = terminal->rows;
+    size.ws_col = terminal->columns;
+    pid_ = spawn(std::move(args), environment, -1, -1, -1, &master_, size);
+    fcntl(master_, F_SETFD, FD_CLOEXEC);
+    fcntl(master_, F_SETFL, fcntl(master_, F_GETFL) | O_NONBLOCK);  // out() takes what is there
+    return;
+  }
+  char dir_template[] = "/tmp/vrelay-program.XXXXXX";
+  if (!mkdtemp(dir_template)) throw std::runtime_error(std::string("mkdtemp: ") + strerror(errno));
+  dir_ = dir_template;
+  int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int out = open((dir_ + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int err = open((dir_ + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  out_fd_ = open((dir_ + "/stdout").c_str(), O_RDONLY | O_CLOEXEC);
+  try {
+    pid_ = spawn(std::move(args), environment, in, out, err);
+  } catch (...) {
+    for (int fd : {in, out, err}) close(fd);
+    throw;
+  }
+  for (int fd : {in, out, err}) close(fd);
+}
+
+Program::~Program() {
+  if (running()) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (master_ >= 0) close(master_);
+  if (out_fd_ >= 0) close(out_fd_);
+  if (!dir_.empty()) {
+    unlink((dir_ + "/stdout").c_str());
+    unlink((dir_ + "/stderr").c_str());
+    rmdir(dir_.c_str());
+  }
+}
+
+const std::string& Program::out() {
+  // Only what came since the last call is read: a live view's output grows for seconds.
+  char buf[8192];
+  int fd = master_ >= 0 ? master_ : out_fd_;
+  ssize_t n;
+  while (fd >= 0 && (n = read(fd, buf, sizeof buf)) > 0) out_.append(buf, size_t(n));
+  return out_;  // a pty's read fails with EAGAIN when it is empty, EIO once its user left
+}
+
+std::string Program::err() const { return dir_.empty() ? "" : read_file(dir_ + "/stderr"); }
+
+bool Program::running() {
+  if (pid_ <= 0) return false;
+  int raw = 0;
+  if (waitpid(pid_, &raw, WNOHANG) != pid_) return true;
+  status_ = decoded_status(raw);
+  pid_ = -1;
+  return false;
+}
+
+void Program::signal(int signo) {
+  if (running()) kill(pid_, signo);  // never a reaped pid: it may be someone else's by now
+}
+
+int Program::wait(std::chrono::milliseconds limit) {
+  if (!wait_until([&] { return !running(); }, limit)) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    status_ = -1;
+  }
+  return status_;
+}
+
+ProgramResult run_program(std::vector<std::string> args, std::chrono::milliseconds limit,
+                          std::vector<std::string> environment) {
+  Program program(std::move(args), std::move(environment));
+  ProgramResult r;
+  r.status = program.wait(limit);
+  r.out = program.out();
+  r.err = program.err();
+  return r;
+}
+
+ProgramResult run_vrelayd(std::vector<std::string> args, std::chrono::milliseconds limit) {
+  args.insert(args.begin(), VRELAYD_PATH);
+  return run_program(std::move(args), limit);
+}
+
 bool have_ffmpeg() { return run_command("command -v ffmpeg && command -v ffprobe").find("ffprobe") != std::string::npos; }
 
 EncodedVideo encode_video(const std::string& name, const std::string& codec_args) {
@@ -129,6 +264,21 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
     std::this_thread::sleep_for(1ms);  // poll interval of a bounded wait
   }
   return true;
+}
+
+uint64_t Counters::operator[](std::string_view name) const {
+  for (size_t i = 0; i < kCounterCount; ++i) {
+    if (counter_name(kCounters[i]) != name) continue;
+    if (i >= snapshot_.counters.size()) throw std::logic_error("Counters: no snapshot taken");
+    return snapshot_.counters[i];
+  }
+  throw std::invalid_argument("Counters: no counter named '" + std::string(name) + "'");
+}
+
+ProcessView Counters::process(Role role) const {
+  for (const ProcessView& p : snapshot_.processes)
+    if (p.role == role) return p;
+  throw std::invalid_argument(std::string("Counters: the relay runs no ") + role_name(role) + " process");
 }
 
 Relay::Relay(const std::string& yaml, std::vector<std::string> extra_args, std::vector<std::string> environment) {
@@ -197,6 +347,8 @@ Segment& Relay::shm() {
 }
 
 pid_t Relay::child_pid(Role role) { return shm().process(role).pid.load(); }
+Counters Relay::counters() { return Counters(shm()); }
+
 uint64_t Relay::restarts(Role role) { return shm().process(role).restarts.load(); }
 
 bool Relay::wait_restarted(Role role, pid_t old_pid, std::chrono::milliseconds limit) {
@@ -338,12 +490,15 @@ UdpSink::UdpSink() {
 
 UdpSink::~UdpSink() { ::close(fd_); }
 
-std::optional<std::string> UdpSink::receive(std::chrono::milliseconds limit) {
+std::optional<std::string> UdpSink::receive(std::chrono::milliseconds limit, uint16_t* from_port) {
   pollfd p{fd_, POLLIN, 0};
   if (poll(&p, 1, int(limit.count())) <= 0) return std::nullopt;
   char buf[65536];
-  ssize_t n = recv(fd_, buf, sizeof buf, 0);
+  sockaddr_in from{};
+  socklen_t length = sizeof from;
+  ssize_t n = recvfrom(fd_, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &length);
   if (n < 0) return std::nullopt;
+  if (from_port) *from_port = ntohs(from.sin_port);
   return std::string(buf, size_t(n));
 }
 
@@ -388,7 +543,7 @@ std::string test_payload(uint64_t index) {
                                        << got_index;
 }
 
-Viewer::Viewer(Relay& relay) : session(relay.control_port()) {
+Viewer::Viewer(Relay& relay, int receive_buffer) : session(relay.control_port(), true, receive_buffer) {
   std::string reply = session.command("CONECTAR " + std::to_string(sink.port()));
   if (reply != "OK") ADD_FAILURE() << "CONECTAR " << sink.port() << ": " << reply;
 }

@@ -10,12 +10,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "control_client.hpp"
 #include "shm.hpp"
+#include "stats_view.hpp"
 
 namespace vrelay::test {
 
@@ -24,6 +26,25 @@ using Clock = std::chrono::steady_clock;
 
 // Polls `condition` every millisecond until it holds or `limit` passes.
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 5000ms);
+
+// Every counter, process slot and subscriber of a relay, read in one pass (take_snapshot).
+// Assertions on several counters compare figures of one moment, not of successive reads
+// between which the relay moved on.
+class Counters {
+ public:
+  Counters() = default;  // empty: any read throws until one is assigned
+  explicit Counters(const Segment& segment) : snapshot_(take_snapshot(segment)) {}
+  // The counter as vrelaystat names it ("fanout.sent_datagrams"). An unknown name throws
+  // (the test fails): Snapshot::counter reads it as 0, which an EXPECT_EQ(.., 0u) would pass.
+  uint64_t operator[](std::string_view name) const;
+  // The slot of a process the relay runs (pid, state, restarts); another role throws.
+  ProcessView process(Role role) const;
+  const std::vector<SubscriberView>& subscribers() const { return snapshot_.subscribers; }
+  const Snapshot& snapshot() const { return snapshot_; }
+
+ private:
+  Snapshot snapshot_;
+};
 
 class Relay {
  public:
@@ -45,6 +66,7 @@ class Relay {
   const std::string& config_path() const { return config_path_; }  // "" without YAML text
   Segment& shm();                  // mapped read-only, checked
   pid_t child_pid(Role role);      // from shared memory
+  Counters counters();             // all of them, now, in one snapshot
   uint64_t restarts(Role role);
   // Waits until a new process (not `old_pid`) of this role is ready; false at the limit.
   bool wait_restarted(Role role, pid_t old_pid, std::chrono::milliseconds limit = 10000ms);
@@ -94,7 +116,8 @@ class UdpSink {
   UdpSink();
   ~UdpSink();
   uint16_t port() const { return port_; }
-  std::optional<std::string> receive(std::chrono::milliseconds limit = 5000ms);
+  // The next datagram; from_port, if given, is set to the port it came from.
+  std::optional<std::string> receive(std::chrono::milliseconds limit = 5000ms, uint16_t* from_port = nullptr);
   size_t drain();  // datagrams already waiting, without blocking
  private:
   int fd_ = -1;
@@ -102,8 +125,9 @@ class UdpSink {
 };
 
 // A viewer: a UDP sink subscribed to the relay by its own control session (CONECTAR).
+// receive_buffer: the session's SO_RCVBUF (see Session), for a viewer that reads it slowly.
 struct Viewer {
-  explicit Viewer(Relay& relay);
+  explicit Viewer(Relay& relay, int receive_buffer = 0);
   UdpSink sink;
   Session session;
 };
@@ -119,14 +143,62 @@ class UdpSource {
   uint16_t port_;
 };
 
+// Programs under test (vrelayd, vrelaystat, vrelay-probe, bash, ...) are started only here.
+// args[0] is the program's path. In `environment`, NAME=VALUE is added (or replaces) and
+// NAME alone is removed from the test's own.
+
 // Starts a program under test: its stdout into a pipe (*stdout_fd, the read end, for its
-// ready line), its stderr into log_path, NAME=VALUE environment added. Returns its pid.
+// ready line), its stderr into log_path. Returns its pid.
 pid_t start_program(std::vector<std::string> args, const std::string& log_path, int* stdout_fd,
                     std::vector<std::string> environment = {});
 // The first line that comes on fd within the limit, without its newline ("" if none).
 std::string read_first_line(int fd, std::chrono::milliseconds limit);
 
-// What a shell command prints on stdout.
+// A program under test in the background, its output read while it runs and after it
+// ended. Its stdin is /dev/null and its stdout and stderr go each to a file of its own (a
+// program never blocks on a test that is not reading); or, with a terminal, all three are
+// a pty whose master the test reads (out()) and writes (terminal()).
+class Program {
+ public:
+  struct Terminal {
+    unsigned short rows = 24, columns = 80;
+  };
+  explicit Program(std::vector<std::string> args, std::vector<std::string> environment = {},
+                   std::optional<Terminal> terminal = std::nullopt);
+  ~Program();  // SIGKILL if it still runs; its files are removed
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+
+  pid_t pid() const { return pid_; }        // -1 once it has ended and was reaped
+  int terminal() const { return master_; }  // the pty's master; -1 without a terminal
+  const std::string& out();                 // its stdout (or the terminal) so far
+  std::string err() const;                  // its stderr so far ("" with a terminal)
+  bool running();                           // false once it has ended (it is then reaped)
+  void signal(int signo);
+  // Waits (bounded) for its end: its exit status, 128 + the signal that ended it, or -1 if
+  // it still ran at the limit (it is then killed). Once ended, returns that status again.
+  int wait(std::chrono::milliseconds limit = 10000ms);
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  int master_ = -1, out_fd_ = -1;  // read ends: the pty, or the stdout file
+  std::string dir_, out_;
+};
+
+// A program run to its end (run_program).
+struct ProgramResult {
+  int status = -1;       // as Program::wait: exit status, 128 + signal, -1 if it did not end in time
+  std::string out, err;  // what it wrote on stdout and on stderr
+  std::string output() const { return out + err; }  // both, for a message that may be on either
+};
+ProgramResult run_program(std::vector<std::string> args, std::chrono::milliseconds limit = 10000ms,
+                          std::vector<std::string> environment = {});
+// vrelayd itself, not as a Relay: for command lines and configurations it refuses.
+ProgramResult run_vrelayd(std::vector<std::string> args, std::chrono::milliseconds limit = 10000ms);
+
+// What a shell command prints on stdout: for tools (ffmpeg, ffprobe), not programs under
+// test, whose status and stderr matter (run_program).
 std::string run_command(const std::string& command);
 
 // 4 s of ffmpeg's testsrc (320x240, 25 frames/s) encoded with `codec_args` into MPEG-TS, and

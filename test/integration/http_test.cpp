@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -452,25 +451,15 @@ TEST(Setup, HttpListenStartsTheHttpProcessOnItsOwnSocket) {
   EXPECT_EQ(listening_sockets_of(relay.child_pid(kControl)), 1) << "the control process does not hold the http socket";
 }
 
-// vrelayd ARGS: exit status and output (stdout and stderr).
-std::pair<int, std::string> run_vrelayd(const std::string& args) {
-  FILE* p = popen((std::string(VRELAYD_PATH) + " " + args + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 TEST(Setup, CommandLineOverridesHttpListen) {
-  auto help = run_vrelayd("--help");
-  EXPECT_NE(help.second.find("--http HOST:PORT"), std::string::npos) << help.second;
-  auto bad = run_vrelayd("--http nonsense --check-config");
-  EXPECT_EQ(bad.first, 2) << bad.second;
-  EXPECT_NE(bad.second.find("http address"), std::string::npos) << bad.second;
-  EXPECT_EQ(run_vrelayd("--http 127.0.0.1:99999 --check-config").first, 2);
-  EXPECT_EQ(run_vrelayd("--http off --check-config").first, 0);
-  EXPECT_EQ(run_vrelayd("--http [::1]:0 --check-config").first, 0);
+  ProgramResult help = run_vrelayd({"--help"});
+  EXPECT_NE(help.output().find("--http HOST:PORT"), std::string::npos) << help.output();
+  ProgramResult bad = run_vrelayd({"--http", "nonsense", "--check-config"});
+  EXPECT_EQ(bad.status, 2) << bad.output();
+  EXPECT_NE(bad.output().find("http address"), std::string::npos) << bad.output();
+  EXPECT_EQ(run_vrelayd({"--http", "127.0.0.1:99999", "--check-config"}).status, 2);
+  EXPECT_EQ(run_vrelayd({"--http", "off", "--check-config"}).status, 0);
+  EXPECT_EQ(run_vrelayd({"--http", "[::1]:0", "--check-config"}).status, 0);
   {
     Relay relay("", {"--http", "127.0.0.1:0"});
     EXPECT_NE(relay.http_port(), 0) << relay.ready_line();
@@ -486,24 +475,20 @@ TEST(Setup, CommandLineOverridesHttpListen) {
 // One subscriber on a sink, `count` datagrams through the relay, all received; waits until
 // the fan-out has counted them, so every reader sees the same figures.
 struct Traffic {
-  UdpSink sink;
-  std::unique_ptr<Session> session;
+  Viewer viewer;
   uint64_t datagrams = 0, bytes = 0;
 
-  Traffic(Relay& relay, uint64_t count) {
-    session = std::make_unique<Session>(relay.control_port());
-    EXPECT_EQ(session->command("CONECTAR " + std::to_string(sink.port())), "OK");
+  Traffic(Relay& relay, uint64_t count) : viewer(relay) {
     UdpSource source(relay.ingest_port());
     for (uint64_t i = 0; i < count; ++i) {
       source.send(test_payload(i));
       bytes += test_payload(i).size();
     }
-    for (uint64_t i = 0; i < count; ++i) EXPECT_TRUE(is_payload(sink.receive(), i));
+    for (uint64_t i = 0; i < count; ++i) EXPECT_TRUE(is_payload(viewer.sink.receive(), i));
     datagrams = count;
     EXPECT_TRUE(wait_until([&] {
-      Snapshot s = take_snapshot(relay.shm());
-      return s.counter("fanout", "sent_datagrams") == count && s.subscribers.size() == 1 &&
-             s.subscribers[0].datagrams == count;
+      Counters c = relay.counters();
+      return c["fanout.sent_datagrams"] == count && c.subscribers().size() == 1 && c.subscribers()[0].datagrams == count;
     })) << "the fan-out did not count the " << count << " datagrams";
   }
 };
@@ -511,7 +496,7 @@ struct Traffic {
 // Prometheus' own linter on what /metrics serves, subscriber series included: the format,
 // and its naming rules (base units, _total on counters, snake_case).
 TEST(Metrics, PromtoolFindsNoProblem) {
-  ASSERT_EQ(system("command -v promtool >/dev/null 2>&1"), 0)
+  ASSERT_EQ(run_program({"/bin/sh", "-c", "command -v promtool"}).status, 0)
       << "promtool is missing (Debian package prometheus; scripts/install-deps.sh installs it)";
   Relay relay(kHttpYaml);
   Traffic traffic(relay, 5);
@@ -519,13 +504,10 @@ TEST(Metrics, PromtoolFindsNoProblem) {
   ASSERT_EQ(r.status, 200) << r;
   std::string path = "/tmp/vrelay-metrics-" + std::to_string(getpid()) + ".txt";
   std::ofstream(path) << r.body;
-  std::string command = "promtool check metrics < " + path + " > " + path + ".out 2>&1";
-  int status = system(command.c_str());
-  std::string report = read_file(path + ".out");
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "promtool: " << report << "\n" << r.body;
-  EXPECT_EQ(report, "");
+  ProgramResult lint = run_program({"/bin/sh", "-c", "exec promtool check metrics < \"$0\"", path});
+  EXPECT_EQ(lint.status, 0) << "promtool: " << lint.output() << "\n" << r.body;
+  EXPECT_EQ(lint.output(), "");
   unlink(path.c_str());
-  unlink((path + ".out").c_str());
 }
 
 TEST(Metrics, ValidPrometheusTextThatCountsTheTraffic) {
@@ -547,7 +529,7 @@ TEST(Metrics, ValidPrometheusTextThatCountsTheTraffic) {
   EXPECT_EQ(m.value("vrelay_fanout_playing"), 1);
   EXPECT_EQ(m.value("vrelay_control_subscribers"), 1);
   EXPECT_EQ(m.value("vrelay_control_sessions_open"), 1);
-  std::map<std::string, std::string> sub = {{"address", "127.0.0.1"}, {"port", std::to_string(traffic.sink.port())}};
+  std::map<std::string, std::string> sub = {{"address", "127.0.0.1"}, {"port", std::to_string(traffic.viewer.sink.port())}};
   EXPECT_EQ(m.value("vrelay_subscriber_playing", sub), 1);
   EXPECT_EQ(m.value("vrelay_subscriber_datagrams_total", sub), 25);
   EXPECT_EQ(m.value("vrelay_subscriber_bytes_total", sub), double(traffic.bytes));
@@ -599,7 +581,7 @@ TEST(StatusJson, TheSameFiguresAsJson) {
   ASSERT_EQ(j["subscribers"].size(), 1u) << j["subscribers"];
   const auto& sub = j["subscribers"][0];
   EXPECT_EQ(sub["address"], "127.0.0.1");
-  EXPECT_EQ(sub["port"], traffic.sink.port());
+  EXPECT_EQ(sub["port"], traffic.viewer.sink.port());
   EXPECT_EQ(sub["state"], "playing");
   EXPECT_EQ(sub["datagrams"], 40u);
   EXPECT_EQ(sub["bytes"], traffic.bytes);
@@ -652,14 +634,15 @@ TEST(Supervision, KilledHttpProcessIsRestartedAndServesAgain) {
   ASSERT_GT(old_pid, 0);
   ASSERT_EQ(kill(old_pid, SIGKILL), 0);
   ASSERT_TRUE(relay.wait_restarted(kHttp, old_pid)) << relay.log();
-  EXPECT_EQ(relay.restarts(kHttp), 1u);
   HttpReply r = get(relay.http_port(), "/metrics");  // the same socket, never closed
   ASSERT_EQ(r.status, 200) << r;
   Exposition m = parse_prometheus(r.body);
   ASSERT_EQ(m.error, "");
   EXPECT_EQ(m.value("vrelay_process_restarts_total", {{"process", "http"}}), 1);
   EXPECT_EQ(m.value("vrelay_supervisor_child_restarts_total"), 1);
-  for (Role other : {kIngest, kFanout, kControl}) EXPECT_EQ(relay.restarts(other), 0u) << role_name(other);
+  Counters c = relay.counters();  // the restarts of every process at one moment
+  EXPECT_EQ(c.process(kHttp).restarts, 1u);
+  for (Role other : {kIngest, kFanout, kControl}) EXPECT_EQ(c.process(other).restarts, 0u) << role_name(other);
 }
 
 TEST(Clients, SilentAndHostileClientsDoNotBlockOthers) {

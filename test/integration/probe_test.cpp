@@ -3,13 +3,10 @@
 // and exit statuses are checked exactly. Waits end on events (a line in the probe's stderr,
 // a relay counter, the probe's exit), each with a deadline.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -23,8 +20,6 @@
 #include "harness.hpp"
 #include "version.hpp"
 
-extern char** environ;
-
 using namespace vrelay;
 using namespace vrelay::test;
 
@@ -37,61 +32,16 @@ std::string counter_datagram(uint64_t index) {
   return d;
 }
 
-// One vrelay-probe process, its stdout and stderr in files.
-class Probe {
+// One vrelay-probe process (the harness's Program), its stdout and stderr in files.
+class Probe : public Program {
  public:
-  explicit Probe(std::vector<std::string> args) {
-    char dir_template[] = "/tmp/vrelay-probe-test.XXXXXX";
-    dir_ = mkdtemp(dir_template);
-    out_path_ = dir_ + "/stdout";
-    err_path_ = dir_ + "/stderr";
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    args.insert(args.begin(), VRELAY_PROBE_PATH);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, VRELAY_PROBE_PATH, &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("posix_spawn vrelay-probe failed");
-  }
-  ~Probe() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    unlink(out_path_.c_str());
-    unlink(err_path_.c_str());
-    rmdir(dir_.c_str());
-  }
-  Probe(const Probe&) = delete;
-  Probe& operator=(const Probe&) = delete;
+  explicit Probe(std::vector<std::string> args) : Program(with_path(std::move(args))) {}
 
-  // The exit status, or -1 if it did not exit within the limit (then it is killed).
-  int wait(std::chrono::milliseconds limit = 10000ms) {
-    if (pid_ <= 0) return status_;
-    int raw = 0;
-    bool exited = wait_until([&] { return waitpid(pid_, &raw, WNOHANG) == pid_; }, limit);
-    if (!exited) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &raw, 0);
-      status_ = -1;
-    } else {
-      status_ = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-    }
-    pid_ = -1;
-    return status_;
-  }
   // Waits until its stderr holds `text` (false at the limit, or when it exited first).
   bool wait_stderr(const std::string& text, std::chrono::milliseconds limit = 5000ms) {
     return wait_until([&] { return err().find(text) != std::string::npos; }, limit);
   }
-  void signal(int sig) { kill(pid_, sig); }
-  std::string out() const { return read_file(out_path_); }
-  std::string err() const { return read_file(err_path_); }
-  nlohmann::json json() const {
+  nlohmann::json json() {
     std::string text = out();
     auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded()) ADD_FAILURE() << "stdout is not one JSON object: " << text;
@@ -99,9 +49,10 @@ class Probe {
   }
 
  private:
-  pid_t pid_ = -1;
-  int status_ = -1;
-  std::string dir_, out_path_, err_path_;
+  static std::vector<std::string> with_path(std::vector<std::string> args) {
+    args.insert(args.begin(), VRELAY_PROBE_PATH);
+    return args;
+  }
 };
 
 // Datagrams straight to the probe's port on 127.0.0.1.

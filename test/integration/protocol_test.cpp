@@ -142,21 +142,17 @@ TEST(ProtocolLimits, MaxSessionsPerIp) {
 
 TEST(ProtocolLimits, AViewerWatchingTheStreamIsNotIdle) {
   Relay relay("control:\n  idle_timeout: 1\n");
-  Session viewer(relay.control_port());
-  UdpSink sink;
-  ASSERT_EQ(viewer.command("CONECTAR " + std::to_string(sink.port())), "OK");
-  EXPECT_EQ(viewer.wait_event("BYE", 2500ms), std::nullopt);  // 2.5 idle periods
-  EXPECT_EQ(viewer.command("PING"), "OK PONG");
+  Viewer viewer(relay);
+  EXPECT_EQ(viewer.session.wait_event("BYE", 2500ms), std::nullopt);  // 2.5 idle periods
+  EXPECT_EQ(viewer.session.command("PING"), "OK PONG");
 }
 
 TEST(ProtocolLimits, IdleTimeoutSaysByeAndEndsTheSubscription) {
   Relay relay("control:\n  idle_timeout: 1\n");
-  Session idle(relay.control_port());
-  UdpSink sink;
-  EXPECT_EQ(idle.command("CONECTAR " + std::to_string(sink.port())), "OK");
-  EXPECT_EQ(idle.command("PAUSE"), "OK");  // paused and silent: idle
-  EXPECT_EQ(idle.wait_event("BYE", 3000ms), "EVENT BYE idle");
-  EXPECT_TRUE(idle.closed_by_peer());
+  Viewer idle(relay);
+  EXPECT_EQ(idle.session.command("PAUSE"), "OK");  // paused and silent: idle
+  EXPECT_EQ(idle.session.wait_event("BYE", 3000ms), "EVENT BYE idle");
+  EXPECT_TRUE(idle.session.closed_by_peer());
   EXPECT_TRUE(wait_until([&] { return relay.shm().stats().control.subscribers.load() == 0; }));
   EXPECT_EQ(relay.shm().stats().control.idle_timeouts.load(), 1u);
 }

@@ -28,21 +28,6 @@ std::string cmdline(pid_t pid) {
   return text.substr(0, text.find('\0'));
 }
 
-struct CommandResult {
-  int status;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult run(const std::string& args) {
-  std::string cmd = std::string(VRELAYD_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 std::string write_temp(const std::string& name, const std::string& text) {
   std::string path = "/tmp/vrelay-test-" + std::to_string(getpid()) + "-" + name;
   std::ofstream(path) << text;
@@ -91,9 +76,9 @@ TEST(Startup, TwoInstancesRunSideBySideButNotTwiceTheSameName) {
   Relay a;
   Relay b;
   EXPECT_NE(a.instance(), b.instance());
-  CommandResult again = run("-F --control 127.0.0.1:0 --ingest 127.0.0.1:0 --instance " + a.instance());
+  ProgramResult again = run_vrelayd({"-F", "--control", "127.0.0.1:0", "--ingest", "127.0.0.1:0", "--instance", a.instance()});
   EXPECT_EQ(again.status, 1);
-  EXPECT_NE(again.output.find("already running"), std::string::npos) << again.output;
+  EXPECT_NE(again.output().find("already running"), std::string::npos) << again.output();
   Session s(a.control_port());  // the first is untouched
   EXPECT_EQ(s.command("PING"), "OK PONG");
 }
@@ -250,57 +235,59 @@ TEST(Privileges, OnlyAllowRootKeepsRoot) {
   EXPECT_NE(relay.log().find("running as root (--allow-root)"), std::string::npos) << relay.log();
 
   std::string config = write_temp("root.yaml", "user: root\n");
-  CommandResult as_root = run("-F --control 127.0.0.1:0 --ingest 127.0.0.1:0 -c " + config);
+  ProgramResult as_root = run_vrelayd({"-F", "--control", "127.0.0.1:0", "--ingest", "127.0.0.1:0", "-c", config});
   EXPECT_EQ(as_root.status, 1);
-  EXPECT_NE(as_root.output.find("only vrelayd --allow-root keeps root"), std::string::npos) << as_root.output;
+  EXPECT_NE(as_root.output().find("only vrelayd --allow-root keeps root"), std::string::npos) << as_root.output();
   std::string missing = write_temp("missing.yaml", "user: no-such-account\n");
-  CommandResult unknown = run("-F --control 127.0.0.1:0 --ingest 127.0.0.1:0 -c " + missing);
+  ProgramResult unknown = run_vrelayd({"-F", "--control", "127.0.0.1:0", "--ingest", "127.0.0.1:0", "-c", missing});
   EXPECT_EQ(unknown.status, 1);
-  EXPECT_NE(unknown.output.find("user: no account named 'no-such-account'"), std::string::npos) << unknown.output;
+  EXPECT_NE(unknown.output().find("user: no account named 'no-such-account'"), std::string::npos) << unknown.output();
   std::string bad = write_temp("bad.yaml", "user: \"a b\"\n");
-  CommandResult invalid = run("--check-config -c " + bad);
+  ProgramResult invalid = run_vrelayd({"--check-config", "-c", bad});
   EXPECT_EQ(invalid.status, 2);
-  EXPECT_NE(invalid.output.find("user"), std::string::npos) << invalid.output;
+  EXPECT_NE(invalid.output().find("user"), std::string::npos) << invalid.output();
   for (const std::string& path : {config, missing, bad}) unlink(path.c_str());
 }
 
 TEST(Startup, BusyPortIsAClearError) {
   Relay a;
-  CommandResult r = run("-F --control 127.0.0.1:" + std::to_string(a.control_port()) +
-              " --ingest 127.0.0.1:0 --instance busy-" + std::to_string(getpid()));
+  ProgramResult r = run_vrelayd({"-F", "--control", "127.0.0.1:" + std::to_string(a.control_port()), "--ingest",
+                                 "127.0.0.1:0", "--instance", "busy-" + std::to_string(getpid())});
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.output.find("cannot bind 127.0.0.1:" + std::to_string(a.control_port())), std::string::npos) << r.output;
+  EXPECT_NE(r.output().find("cannot bind 127.0.0.1:" + std::to_string(a.control_port())), std::string::npos) << r.output();
   EXPECT_NE(access(("/dev/shm/vrelay.busy-" + std::to_string(getpid())).c_str(), F_OK), 0);
 }
 
 TEST(CommandLine, HelpVersionAndErrors) {
-  CommandResult help = run("--help");
+  ProgramResult help = run_vrelayd({"--help"});
   EXPECT_EQ(help.status, 0);
   for (auto opt : {"--config", "--control", "--ingest", "--instance", "--foreground", "--check-config", "--version"})
-    EXPECT_NE(help.output.find(opt), std::string::npos) << opt;
-  CommandResult version = run("--version");
+    EXPECT_NE(help.output().find(opt), std::string::npos) << opt;
+  ProgramResult version = run_vrelayd({"--version"});
   EXPECT_EQ(version.status, 0);
-  EXPECT_EQ(version.output.rfind("vrelayd ", 0), 0u);
-  for (auto bad : {"--frobnicate", "--control", "--control nonsense --check-config", "--ingest 1.2.3.4:99999 --check-config",
-                   "1.2.3.4", "a b c", "--instance a/b --check-config"}) {
-    CommandResult r = run(bad);
-    EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
-    EXPECT_NE(r.output.find("vrelayd: "), std::string::npos) << bad;
+  EXPECT_EQ(version.output().rfind("vrelayd ", 0), 0u) << version.output();
+  for (std::vector<std::string> bad : std::vector<std::vector<std::string>>{
+           {"--frobnicate"}, {"--control"}, {"--control", "nonsense", "--check-config"},
+           {"--ingest", "1.2.3.4:99999", "--check-config"}, {"1.2.3.4"}, {"a", "b", "c"},
+           {"--instance", "a/b", "--check-config"}}) {
+    ProgramResult r = run_vrelayd(bad);
+    EXPECT_EQ(r.status, 2) << testing::PrintToString(bad) << ": " << r.output();
+    EXPECT_NE(r.output().find("vrelayd: "), std::string::npos) << testing::PrintToString(bad);
   }
 }
 
 TEST(CommandLine, CheckConfig) {
-  CommandResult ok = run("--check-config");
-  EXPECT_EQ(ok.status, 0) << ok.output;
+  ProgramResult ok = run_vrelayd({"--check-config"});
+  EXPECT_EQ(ok.status, 0) << ok.output();
   std::string good = write_temp("good.yaml", "control:\n  listen: 127.0.0.1:7999\n");
-  EXPECT_EQ(run("--check-config -c " + good).status, 0);
+  EXPECT_EQ(run_vrelayd({"--check-config", "-c", good}).status, 0);
   std::string bad = write_temp("bad.yaml", "control:\n  listen: 127.0.0.1:7999\n  idle_timout: 3\n");
-  CommandResult r = run("--check-config -c " + bad);
+  ProgramResult r = run_vrelayd({"--check-config", "-c", bad});
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.output.find(bad + ":3: control.idle_timout: unknown key"), std::string::npos) << r.output;
-  CommandResult missing = run("--check-config -c /nonexistent.yaml");
+  EXPECT_NE(r.output().find(bad + ":3: control.idle_timout: unknown key"), std::string::npos) << r.output();
+  ProgramResult missing = run_vrelayd({"--check-config", "-c", "/nonexistent.yaml"});
   EXPECT_EQ(missing.status, 2);
-  EXPECT_NE(missing.output.find("/nonexistent.yaml"), std::string::npos);
+  EXPECT_NE(missing.output().find("/nonexistent.yaml"), std::string::npos);
   unlink(good.c_str());
   unlink(bad.c_str());
 }

@@ -2,11 +2,7 @@
 // and against segments this test makes broken on purpose. Simplest first: what -1, -j and
 // --subscribers print; the exit status and message of every unusable segment; the live
 // view re-attaching across a restart of vrelayd; the full-screen view on a terminal.
-#include <fcntl.h>
-#include <poll.h>
-#include <pty.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -25,141 +21,46 @@ using namespace vrelay::test;
 
 namespace {
 
-int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left < 0 ? 0 : int(left);
-}
-
-std::vector<char*> make_argv(std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  return argv;
-}
-
-// Waits (bounded) for `pid` to end; its waitpid status, or -1 if it did not end in time.
-int wait_exit(pid_t pid, std::chrono::milliseconds limit) {
-  int status = 0;
-  bool ended = wait_until([&] { return waitpid(pid, &status, WNOHANG) == pid; }, limit);
-  return ended ? status : -1;
-}
-
+// A status of Program::wait (exit status, 128 + signal, or -1) in words.
 std::string describe(int status) {
   if (status == -1) return "did not exit in time";
-  if (WIFSIGNALED(status)) return std::string("killed by signal ") + strsignal(WTERMSIG(status));
-  return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (status >= 128) return std::string("killed by signal ") + strsignal(status - 128);
+  return "exit status " + std::to_string(status);
 }
 
 ::testing::AssertionResult exited_with(int status, int code) {
-  if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == code) return ::testing::AssertionSuccess();
+  if (status == code) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "expected exit status " << code << ", got: " << describe(status);
 }
 
-struct Result {
-  int status = -1;  // waitpid status, -1 if it had to be killed
-  std::string out, err;
-};
-
-// Runs vrelaystat with `args` to its end (bounded), capturing standard output and error.
-Result run_stat(std::vector<std::string> args, std::chrono::milliseconds limit = 10000ms) {
+// Runs vrelaystat with `args` to its end (bounded), capturing standard output and error;
+// VRELAY_INSTANCE of the test's environment is not passed on.
+ProgramResult run_stat(std::vector<std::string> args, std::chrono::milliseconds limit = 10000ms) {
   args.insert(args.begin(), VRELAYSTAT_PATH);
-  auto argv = make_argv(args);
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    unsetenv("VRELAY_INSTANCE");
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(out[1]);
-  close(err[1]);
-  Result r;
-  auto deadline = Clock::now() + limit;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  std::string* into[2] = {&r.out, &r.err};
-  int open = 2;
-  while (open > 0 && poll(fds, 2, remaining_ms(deadline)) > 0) {
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[4096];
-      ssize_t n = read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        into[i]->append(buf, size_t(n));
-      } else {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open;
-      }
-    }
-  }
-  for (auto& f : fds)
-    if (f.fd >= 0) close(f.fd);
-  r.status = wait_exit(pid, std::chrono::milliseconds(std::max(remaining_ms(deadline), 100)));
-  if (r.status == -1) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-  }
-  return r;
+  return run_program(std::move(args), limit, {"VRELAY_INSTANCE"});
 }
 
-// vrelaystat running in the background (the live view), its output read as it comes: from
-// a pipe, or from a terminal (a pty) with `terminal`.
+// vrelaystat running in the background (the live view), its standard output read as it
+// comes: from a file, or from a terminal (a pty) with `terminal`.
 class LiveStat {
  public:
-  explicit LiveStat(std::vector<std::string> args, bool terminal = false) {
-    args.insert(args.begin(), VRELAYSTAT_PATH);
-    auto argv = make_argv(args);
-    if (terminal) {
-      winsize ws{};
-      ws.ws_row = 100;  // the whole frame fits
-      ws.ws_col = 200;
-      pid_ = forkpty(&fd_, nullptr, nullptr, &ws);
-      if (pid_ == 0) {
-        setenv("TERM", "xterm", 1);
-        execv(argv[0], argv.data());
-        _exit(127);
-      }
-    } else {
-      int out[2];
-      if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-      pid_ = fork();
-      if (pid_ == 0) {
-        dup2(out[1], 1);
-        dup2(out[1], 2);
-        int null = open("/dev/null", O_RDONLY);
-        dup2(null, 0);
-        execv(argv[0], argv.data());
-        _exit(127);
-      }
-      close(out[1]);
-      fd_ = out[0];
-    }
-    if (pid_ < 0) throw std::runtime_error("fork");
-  }
-  ~LiveStat() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) close(fd_);
-  }
+  explicit LiveStat(std::vector<std::string> args, bool terminal = false)
+      : program_(with_path(std::move(args)), terminal ? std::vector<std::string>{"TERM=xterm"} : std::vector<std::string>{},
+                 terminal ? std::optional(Program::Terminal{100, 200}) : std::nullopt) {}  // the whole frame fits
 
-  // Reads until `found(text from offset)` holds, the output ends, or `limit` passes.
+  // Reads until `found(text from offset)` holds, the program ends, or `limit` passes.
   bool wait_for(const std::function<bool(const std::string&)>& found, size_t from = 0,
                 std::chrono::milliseconds limit = 10000ms) {
-    auto deadline = Clock::now() + limit;
-    while (!found(text_.substr(std::min(from, text_.size())))) {
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
-      char buf[8192];
-      ssize_t n = read(fd_, buf, sizeof buf);
-      if (n <= 0) return false;  // EOF (or EIO: the terminal's last user left)
-      text_.append(buf, size_t(n));
-    }
-    return true;
+    size_t checked = std::string::npos;  // the size of the text `found` last saw
+    auto holds = [&] {
+      const std::string& t = program_.out();
+      if (t.size() == checked) return false;  // nothing new since: the same answer
+      checked = t.size();
+      return found(t.substr(std::min(from, t.size())));
+    };
+    wait_until([&] { return !program_.running() || holds(); }, limit);
+    checked = std::string::npos;
+    return holds();  // also what came just before it ended
   }
   bool wait_for_text(const std::string& needle, size_t from = 0, std::chrono::milliseconds limit = 10000ms) {
     return wait_for([&](const std::string& t) { return t.find(needle) != std::string::npos; }, from, limit);
@@ -168,23 +69,23 @@ class LiveStat {
   void read_to_end(std::chrono::milliseconds limit = 5000ms) {
     wait_for([](const std::string&) { return false; }, 0, limit);
   }
-  void send(const std::string& keys) { ASSERT_EQ(write(fd_, keys.data(), keys.size()), ssize_t(keys.size())); }
+  void send(const std::string& keys) {
+    ASSERT_EQ(write(program_.terminal(), keys.data(), keys.size()), ssize_t(keys.size()));
+  }
   int signal_and_wait(int signo, std::chrono::milliseconds limit = 5000ms) {
-    kill(pid_, signo);
+    program_.signal(signo);
     return wait_end(limit);
   }
-  int wait_end(std::chrono::milliseconds limit = 5000ms) {
-    int status = wait_exit(pid_, limit);
-    if (status != -1) pid_ = -1;
-    return status;
-  }
-  const std::string& text() const { return text_; }
-  int fd() const { return fd_; }
+  int wait_end(std::chrono::milliseconds limit = 5000ms) { return program_.wait(limit); }
+  const std::string& text() { return program_.out(); }
+  int fd() const { return program_.terminal(); }
 
  private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::string text_;
+  static std::vector<std::string> with_path(std::vector<std::string> args) {
+    args.insert(args.begin(), VRELAYSTAT_PATH);
+    return args;
+  }
+  Program program_;
 };
 
 // A unique instance name for segments this test makes itself, removed at the end.
@@ -251,21 +152,20 @@ std::string after_name(const std::string& text, const std::string& name) {
 
 TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   Relay relay;
-  UdpSink sink;
-  Session session(relay.control_port());
-  ASSERT_EQ(session.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  Viewer viewer(relay);
+  UdpSink& sink = viewer.sink;
   UdpSource source(relay.ingest_port());
   constexpr uint64_t kCount = 57;
   for (uint64_t i = 0; i < kCount; ++i) source.send(test_payload(i));
   for (uint64_t i = 0; i < kCount; ++i) ASSERT_TRUE(is_payload(sink.receive(), i));
   ASSERT_TRUE(wait_until([&] {
-    Snapshot s = take_snapshot(relay.shm());
-    return s.counter("ingest", "datagrams") == kCount && s.counter("fanout", "sent_datagrams") == kCount &&
-           s.subscribers.size() == 1 && s.subscribers[0].datagrams == kCount;
+    Counters c = relay.counters();
+    return c["ingest.datagrams"] == kCount && c["fanout.sent_datagrams"] == kCount && c.subscribers().size() == 1 &&
+           c.subscribers()[0].datagrams == kCount;
   })) << "the relay's counters never reached " << kCount;
   const std::string n = std::to_string(kCount);
 
-  Result once = run_stat({"-n", relay.instance(), "-1"});
+  ProgramResult once = run_stat({"-n", relay.instance(), "-1"});
   ASSERT_TRUE(exited_with(once.status, 0)) << once.err;
   EXPECT_EQ(once.err, "");
   EXPECT_EQ(after_name(once.out, "ingest.datagrams"), n + "  Datagrams accepted into the ring") << once.out;
@@ -274,12 +174,12 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   for (char c : once.out) lines += c == '\n';
   EXPECT_EQ(lines, kCounterCount) << once.out;
 
-  Result filtered = run_stat({"-n", relay.instance(), "-1", "-f", "fanout.sent_*"});
+  ProgramResult filtered = run_stat({"-n", relay.instance(), "-1", "-f", "fanout.sent_*"});
   ASSERT_TRUE(exited_with(filtered.status, 0)) << filtered.err;
   EXPECT_EQ(after_name(filtered.out, "fanout.sent_datagrams"), n + "  Copies sent to subscribers") << filtered.out;
   EXPECT_TRUE(lines_starting(filtered.out, "ingest.").empty()) << filtered.out;
 
-  Result json = run_stat({"-n", relay.instance(), "-j"});
+  ProgramResult json = run_stat({"-n", relay.instance(), "-j"});
   ASSERT_TRUE(exited_with(json.status, 0)) << json.err;
   nlohmann::json j;
   ASSERT_NO_THROW(j = nlohmann::json::parse(json.out)) << json.out;
@@ -295,7 +195,7 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   EXPECT_EQ(j["subscribers"][0]["state"], "playing");
   EXPECT_EQ(j["subscribers"][0]["datagrams"], kCount);
 
-  Result table = run_stat({"-n", relay.instance(), "--subscribers"});
+  ProgramResult table = run_stat({"-n", relay.instance(), "--subscribers"});
   ASSERT_TRUE(exited_with(table.status, 0)) << table.err;
   EXPECT_EQ(table.out.rfind("SLOT  ADDRESS", 0), 0u) << table.out;
   auto rows = lines_starting(table.out, " ");
@@ -310,7 +210,7 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   EXPECT_EQ(w[8], "0");
   EXPECT_EQ(w[9], "no");
 
-  Result table_json = run_stat({"-n", relay.instance(), "--subscribers", "-j"});
+  ProgramResult table_json = run_stat({"-n", relay.instance(), "--subscribers", "-j"});
   ASSERT_TRUE(exited_with(table_json.status, 0)) << table_json.err;
   nlohmann::json subs;
   ASSERT_NO_THROW(subs = nlohmann::json::parse(table_json.out)) << table_json.out;
@@ -323,15 +223,15 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
 TEST(Vrelaystat, UsageErrorsExitWithTwo) {
   for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
            {"--interval", "0"}, {"-i", "x"}, {"-n", "../etc"}, {"--bogus"}, {"-n"}, {"extra"}}) {
-    Result r = run_stat(args);
+    ProgramResult r = run_stat(args);
     EXPECT_TRUE(exited_with(r.status, 2)) << args[0];
     EXPECT_EQ(r.err.rfind("vrelaystat: ", 0), 0u) << r.err;
     EXPECT_EQ(r.out, "");
   }
-  Result help = run_stat({"--help"});
+  ProgramResult help = run_stat({"--help"});
   EXPECT_TRUE(exited_with(help.status, 0));
   EXPECT_NE(help.out.find("  -1, --once "), std::string::npos) << help.out;
-  Result version = run_stat({"-V"});
+  ProgramResult version = run_stat({"-V"});
   EXPECT_TRUE(exited_with(version.status, 0));
   EXPECT_EQ(version.out.rfind("vrelaystat ", 0), 0u);
 }
@@ -341,7 +241,7 @@ TEST(Vrelaystat, MissingInstanceExitsWithOneAndSaysSo) {
   for (std::vector<std::string> extra : std::vector<std::vector<std::string>>{{"-1"}, {"-j"}, {"--subscribers"}, {}}) {
     std::vector<std::string> args = {"-n", missing.name()};
     args.insert(args.end(), extra.begin(), extra.end());
-    Result r = run_stat(args);
+    ProgramResult r = run_stat(args);
     EXPECT_TRUE(exited_with(r.status, 1)) << (extra.empty() ? "live view" : extra[0]);
     EXPECT_EQ(r.err, "vrelaystat: no vrelay instance '" + missing.name() + "' is running (" + missing.path() +
                          " does not exist)\n");
@@ -367,7 +267,7 @@ TEST(Vrelaystat, TruncatedSegmentExitsWithOne) {
   }
   for (const OwnInstance* bad : {&empty, &tiny, &header_only})
     for (const char* mode : {"-1", "-j"}) {
-      Result r = run_stat({"-n", bad->name(), mode});
+      ProgramResult r = run_stat({"-n", bad->name(), mode});
       EXPECT_TRUE(exited_with(r.status, 1)) << bad->name() << " " << mode;
       EXPECT_NE(r.err.find("truncated"), std::string::npos) << r.err;
       EXPECT_EQ(r.err.rfind("vrelaystat: instance '" + bad->name() + "': ", 0), 0u) << r.err;
@@ -385,7 +285,7 @@ TEST(Vrelaystat, OtherLayoutVersionBadMagicAndStartingSegmentExitWithOne) {
   auto c = Segment::create(starting.name(), {4, 16, 1500});  // never published: version 0
 
   for (const char* mode : {"-1", "--subscribers"}) {
-    Result r = run_stat({"-n", other.name(), mode});
+    ProgramResult r = run_stat({"-n", other.name(), mode});
     EXPECT_TRUE(exited_with(r.status, 1)) << mode;
     std::string theirs = std::to_string(kLayoutMajor + 1) + ".3";
     std::string ours = std::to_string(kLayoutMajor) + "." + std::to_string(kLayoutMinor);
@@ -394,7 +294,7 @@ TEST(Vrelaystat, OtherLayoutVersionBadMagicAndStartingSegmentExitWithOne) {
         << r.err;
     EXPECT_NE(r.err.find("same vrelay release"), std::string::npos) << r.err;
   }
-  Result r = run_stat({"-n", magic.name(), "-1"});
+  ProgramResult r = run_stat({"-n", magic.name(), "-1"});
   EXPECT_TRUE(exited_with(r.status, 1));
   EXPECT_NE(r.err.find("bad magic"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("remove it"), std::string::npos) << r.err;
