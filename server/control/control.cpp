@@ -176,6 +176,9 @@ void Control::watch_source() {
   bool live = ingest.stalled.load(std::memory_order_relaxed) == 0;
   if (stalls != stalls_seen_) {
     stalls_seen_ = stalls;
+    // A fall into a stall means the source was live before it: a check that came too late
+    // to see that (a loaded host, a stall_timeout under the check interval) says it first.
+    if (!announced_live_) announce_source(true);
     announce_source(false);
   }
   if (live && !announced_live_) announce_source(true);
