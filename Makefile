@@ -57,5 +57,12 @@ soak: build
 install: build
 	cmake --install $(BUILD)
 
+# The Debian package, build-package/vrelay_<version>_<arch>.deb: a Release build for /usr
+# without the tests, then cpack -G DEB (packaging/build-deb.sh prints the path last).
+# Install it with `apt install ./build-package/vrelay_*.deb`.
+.PHONY: package
+package: deps
+	JOBS=$(JOBS) packaging/build-deb.sh build-package
+
 clean:
 	rm -rf build build-asan build-tsan

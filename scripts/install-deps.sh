@@ -11,6 +11,7 @@ PACKAGES=(
   ffmpeg vlc-bin vlc-plugin-base telnet expect chromium
   mandoc groff-base procps iproute2 util-linux faketime
   prometheus
+  dpkg-dev file lintian systemd  # make package (dpkg-shlibdeps, file), its tests (lintian, systemd-analyze)
 )
 # faketime: the clock-step test runs vrelayd under libfaketime.
 # prometheus: only its promtool, which checks the /metrics output in the tests. The server
