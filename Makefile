@@ -65,4 +65,4 @@ package: deps
 	JOBS=$(JOBS) packaging/build-deb.sh build-package
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz build-package
