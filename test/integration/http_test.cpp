@@ -497,7 +497,7 @@ struct Traffic {
 // and its naming rules (base units, _total on counters, snake_case).
 TEST(Metrics, PromtoolFindsNoProblem) {
   ASSERT_EQ(run_program({"/bin/sh", "-c", "command -v promtool"}).status, 0)
-      << "promtool is missing (Debian package prometheus; scripts/install-deps.sh installs it)";
+      << "promtool is missing (scripts/install-deps.sh takes it out of the Debian package prometheus)";
   Relay relay(kHttpYaml);
   Traffic traffic(relay, 5);
   HttpReply r = get(relay.http_port(), "/metrics");
