@@ -79,6 +79,7 @@ struct Supervisor {
   void on_child_exit(Child& child, int status);
   void check_ready();
   void check_hung();
+  void tell_status() const;
   bool all_alive();
   void begin_stop(int status);
   void finish_if_stopped();
@@ -446,6 +447,20 @@ void Supervisor::check_hung() {
   }
 }
 
+// The live figures `systemctl status vrelayd` shows (STATUS=), refreshed with the hang check.
+void Supervisor::tell_status() const {
+  if (!announced || stopping) return;
+  const Stats& stats = segment->stats();
+  bool waiting = stats.ingest.last_datagram_ns.load(std::memory_order_relaxed) == 0;
+  bool stalled = stats.ingest.stalled.load(std::memory_order_relaxed) != 0;
+  sd_notifyf(0, "STATUS=source %s, %.2f Mbit/s in; %lu viewers playing, %lu subscriptions; %lu sessions",
+             waiting ? "waiting" : stalled ? "stalled" : "live",
+             double(stats.ingest.rate_bytes.load(std::memory_order_relaxed)) * 8 / 1e6,
+             (unsigned long)stats.fanout.playing.load(std::memory_order_relaxed),
+             (unsigned long)stats.control.subscribers.load(std::memory_order_relaxed),
+             (unsigned long)stats.control.sessions_open.load(std::memory_order_relaxed));
+}
+
 void Supervisor::begin_stop(int status) {
   if (stopping) return;
   stopping = true;
@@ -587,10 +602,14 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
     ev_timer_init(&sup.watchdog_timer, [](struct ev_loop*, ev_timer* w, int) {
       Supervisor* s = owner(w->data);
       s->check_hung();
+      s->tell_status();
       if (s->announced && s->all_alive()) sd_notify(0, "WATCHDOG=1");
     }, 0., double(watchdog_usec) / 2e6);
   } else {
-    ev_timer_init(&sup.watchdog_timer, [](struct ev_loop*, ev_timer* w, int) { owner(w->data)->check_hung(); }, 1., 1.);
+    ev_timer_init(&sup.watchdog_timer, [](struct ev_loop*, ev_timer* w, int) {
+      owner(w->data)->check_hung();
+      owner(w->data)->tell_status();
+    }, 1., 1.);
   }
   sup.watchdog_timer.data = &sup;
   ev_timer_start(sup.loop, &sup.watchdog_timer);

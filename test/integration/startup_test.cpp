@@ -343,6 +343,10 @@ TEST(Startup, SystemdReadyAndWatchdog) {
   Relay relay("", {}, {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=200000"});
   EXPECT_TRUE(notify.wait_for("READY=1", 5000ms));
   EXPECT_TRUE(notify.wait_for("WATCHDOG=1", 5000ms));
+  // Live figures for `systemctl status`.
+  UdpSource source(relay.ingest_port());
+  source.send(test_payload(0));
+  EXPECT_TRUE(notify.wait_for("STATUS=source live, ", 5000ms));
   // A reload (Type=notify-reload): RELOADING=1 with the monotonic time, then READY=1.
   ASSERT_EQ(kill(relay.pid(), SIGHUP), 0);
   EXPECT_TRUE(notify.wait_for("RELOADING=1\nMONOTONIC_USEC=", 5000ms));
