@@ -123,7 +123,7 @@ class Soak {
  public:
   explicit Soak(const Options& o) : o_(o), rng_(uint32_t(monotonic_ns())) {}
 
-  bool setup(std::string* error);
+  Status setup();
   void run();
   void report();
 
@@ -158,9 +158,9 @@ class Soak {
   char buffers_[kBatch][kBuffer]{};
 };
 
-bool Soak::setup(std::string* error) {
-  auto ep = parse_endpoint(o_.control_host + ":" + o_.control_port, error);
-  if (!ep) return false;
+Status Soak::setup() {
+  auto ep = parse_endpoint(o_.control_host + ":" + o_.control_port);
+  if (!ep) return Failure{ep.error()};
   control_ = *ep;
   // Two descriptors a viewer (UDP + TCP) and then some: take the hard limit.
   rlimit r{};
@@ -184,10 +184,7 @@ bool Soak::setup(std::string* error) {
   for (size_t v = 0; v < viewers_.size(); ++v) {
     Viewer& w = viewers_[v];
     w.fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (w.fd < 0) {
-      *error = std::string("socket: ") + strerror(errno);
-      return false;
-    }
+    if (w.fd < 0) return Failure{std::string("socket: ") + strerror(errno)};
     // FORCE as root passes net.core.rmem_max; otherwise the capped size is what we get.
     if (setsockopt(w.fd, SOL_SOCKET, SO_RCVBUFFORCE, &kViewerBuffer, sizeof kViewerBuffer) != 0)
       setsockopt(w.fd, SOL_SOCKET, SO_RCVBUF, &kViewerBuffer, sizeof kViewerBuffer);
@@ -196,10 +193,8 @@ bool Soak::setup(std::string* error) {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  // the relay sends to the session's address
     socklen_t length = sizeof a;
     if (bind(w.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        getsockname(w.fd, reinterpret_cast<sockaddr*>(&a), &length) != 0) {
-      *error = std::string("bind a viewer socket: ") + strerror(errno);
-      return false;
-    }
+        getsockname(w.fd, reinterpret_cast<sockaddr*>(&a), &length) != 0)
+      return Failure{std::string("bind a viewer socket: ") + strerror(errno)};
     w.port = ntohs(a.sin_port);
     e.events = EPOLLIN;
     e.data.u64 = tag(kUdp, uint32_t(v));
@@ -228,7 +223,7 @@ bool Soak::setup(std::string* error) {
   }
   marks_.reserve(4096);
   start_ns_ = monotonic_ns();
-  return true;
+  return {};
 }
 
 void Soak::open_session(size_t i) {
@@ -306,9 +301,9 @@ void Soak::on_line(size_t i, const std::string& line) {
   uint64_t now = monotonic_ns();
   if (s.state == Session::State::kHello) {
     --in_flight_;
-    std::string why;
-    if (!control::parse_hello(line, &why)) {
-      if (line.rfind("ERR busy", 0) == 0) ++counts_.refused;
+    if (!control::parse_hello(line)) {
+      control::Line refusal = control::classify(line);
+      if (refusal.kind == control::Line::Kind::kErr && refusal.type == "busy") ++counts_.refused;
       fail_note("session " + std::to_string(i) + ": instead of HELLO: " + line);
       s.state = Session::State::kSubscribing;  // not in flight any more
       close_session(i, false);
@@ -702,13 +697,16 @@ int main(int argc, char** argv) {
       {nullptr, 0, nullptr, 0},
   };
   Options o;
-  std::string error;
   int opt;
   while ((opt = getopt_long(argc, argv, "", long_options, nullptr)) != -1) {
     switch (opt) {
-      case 'c':
-        if (!split_host_port(optarg, &o.control_host, &o.control_port, &error)) return usage(error.c_str());
+      case 'c': {
+        auto server = split_host_port(optarg);
+        if (!server) return usage(server.error().c_str());
+        o.control_host = server->host;
+        o.control_port = server->port;
         break;
+      }
       case 'n': o.viewers = strtoul(optarg, nullptr, 10); break;
       case 'p': {
         auto port = parse_port(optarg, 1, 65535);
@@ -729,8 +727,8 @@ int main(int argc, char** argv) {
   if (o.chatters == 1) return usage("--chatters: 0, or at least 2 (they write to each other)");
   if (!(o.chat_every_s >= 0.01)) return usage("--chat-every expects seconds, at least 0.01");
   auto soak = std::make_unique<Soak>(o);  // large (a sequence window per viewer): on the heap
-  if (!soak->setup(&error)) {
-    fprintf(stderr, "soak_viewers: %s\n", error.c_str());
+  if (Status ready = soak->setup(); !ready) {
+    fprintf(stderr, "soak_viewers: %s\n", ready.error().c_str());
     return 1;
   }
   soak->run();

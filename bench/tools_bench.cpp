@@ -73,10 +73,9 @@ void bench_scrape(uint32_t subscribers, int rounds) {
   std::string instance = "bench-" + std::to_string(getpid());
   auto segment = Segment::create(instance, {subscribers, 16, 1500});
   segment->publish();
-  std::string error;
   for (uint32_t i = 0; i < subscribers; ++i) {
     SubscriberSlot& slot = segment->subscribers()[i];
-    auto ep = parse_endpoint("127.0.0." + std::to_string(1 + i / 60000) + ":" + std::to_string(1025 + i % 60000), &error);
+    auto ep = parse_endpoint("127.0.0." + std::to_string(1 + i / 60000) + ":" + std::to_string(1025 + i % 60000));
     {
       SubscriberWrite write(slot, segment->table());
       write.set_destination(*ep);

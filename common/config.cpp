@@ -22,28 +22,25 @@ std::string key_path(const char* section, const char* key) {
 }
 
 Endpoint endpoint_or_die(const std::string& text) {
-  std::string error;
-  auto ep = parse_endpoint(text, &error);
-  if (!ep) throw ConfigError(error);
+  auto ep = parse_endpoint(text);
+  if (!ep) throw ConfigError(ep.error());
   return *ep;
 }
 
 // A moderator token: the file's first line, surrounding whitespace removed. The token itself
 // never appears in an error message.
-std::string read_token_file(const std::string& path, std::string* error) {
+Result<std::string> read_token_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) {
-    *error = "cannot read the token file " + path;
-    return "";
-  }
+  if (!in) return Failure{"cannot read the token file " + path};
   std::string token;
   std::getline(in, token);
   auto first = token.find_first_not_of(" \t\r");
   auto last = token.find_last_not_of(" \t\r");
   token = first == std::string::npos ? "" : token.substr(first, last - first + 1);
-  if (token.size() < 8) *error = "the token in " + path + " is shorter than 8 characters";
   for (char ch : token)
-    if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) *error = "the token in " + path + " contains spaces or control bytes";
+    if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f)
+      return Failure{"the token in " + path + " contains spaces or control bytes"};
+  if (token.size() < 8) return Failure{"the token in " + path + " is shorter than 8 characters"};
   return token;
 }
 
@@ -83,9 +80,8 @@ struct Loader {
   }
 
   Endpoint address(const YAML::Node& node, const std::string& key) {
-    std::string error;
-    auto ep = parse_endpoint(scalar(node, key), &error);
-    if (!ep) fail(node, key, error);
+    auto ep = parse_endpoint(scalar(node, key));
+    if (!ep) fail(node, key, ep.error());
     return *ep;
   }
 
@@ -102,9 +98,8 @@ struct Loader {
   // ---- the keys that are not plain numbers or switches (VRELAY_OTHER in config_keys.def)
 
   void read__instance(const YAML::Node& n, const std::string& k, Config& c) {
-    std::string error;
     c.instance = scalar(n, k);
-    if (!Segment::valid_instance_name(c.instance, &error)) fail(n, k, error);
+    if (Status valid = Segment::valid_instance_name(c.instance); !valid) fail(n, k, valid.error());
   }
   void read__user(const YAML::Node& n, const std::string& k, Config& c) { c.user = account_name(n, k); }
   void read__group(const YAML::Node& n, const std::string& k, Config& c) { c.group = account_name(n, k); }
@@ -129,9 +124,8 @@ struct Loader {
     if (n.size() == 0) fail(n, k, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
     c.ingest.allow.clear();
     for (const auto& item : n) {
-      std::string error;
-      auto cidr = parse_cidr(scalar(item, k), &error);
-      if (!cidr) fail(item, k, error);
+      auto cidr = parse_cidr(scalar(item, k));
+      if (!cidr) fail(item, k, cidr.error());
       c.ingest.allow.push_back(*cidr);
     }
   }
@@ -150,11 +144,10 @@ struct Loader {
     c.moderators.tokens.clear();
     for (const auto& item : n) {
       std::string path = scalar(item, k);
-      std::string error;
-      std::string token = read_token_file(path, &error);
-      if (!error.empty()) fail(item, k, error);
+      auto token = read_token_file(path);
+      if (!token) fail(item, k, token.error());
       c.moderators.token_files.push_back(path);
-      c.moderators.tokens.push_back(token);
+      c.moderators.tokens.push_back(std::move(*token));
     }
   }
   void read_http_listen(const YAML::Node& n, const std::string& k, Config& c) {

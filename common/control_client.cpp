@@ -96,24 +96,23 @@ Line classify(std::string_view line) {
   return classify_text(line);
 }
 
-std::optional<Hello> parse_hello(std::string_view line, std::string* error) {
+Result<Hello> parse_hello(std::string_view line) {
   std::vector<std::string> words;
   std::string rest;
   if (take_words(line, 5, &words, &rest) && rest.empty() && words[0] == "EVENT" && upper(words[1]) == "HELLO" &&
       words[2] == "vrelay")
     return Hello{words[3], words[4]};
-  if (error)
-    *error = "not a vrelay relay (its first line is '" + std::string(line.substr(0, 80)) + "', not EVENT HELLO)";
-  return std::nullopt;
+  return Failure{"not a vrelay relay (its first line is '" + std::string(line.substr(0, 80)) + "', not EVENT HELLO)"};
 }
 
 // ---- a blocking session ----
 
-bool Client::connect(const std::string& host, const std::string& port, double timeout_s, std::string* error) {
+Status Client::connect(const std::string& host, const std::string& port, double timeout_s) {
   close();
-  fd_ = connect_tcp(host, port, timeout_s, error, interrupt_fd_);
-  interrupted_ = fd_ < 0 && *error == "interrupted";
-  return fd_ >= 0;
+  auto fd = connect_tcp(host, port, timeout_s, interrupt_fd_, &interrupted_);
+  if (!fd) return Failure{fd.error()};
+  fd_ = *fd;
+  return {};
 }
 
 void Client::adopt(int fd) {
@@ -204,8 +203,11 @@ Client::Read Client::read_line(Clock::time_point deadline, std::string* line, st
 Client::Read Client::read_hello(Clock::time_point deadline, Hello* hello, std::string* line, std::string* error) {
   Read r = read_line(deadline, line, error);
   if (r != Read::kLine) return r;
-  auto parsed = parse_hello(*line, error);
-  if (!parsed) return Read::kError;
+  auto parsed = parse_hello(*line);
+  if (!parsed) {
+    *error = parsed.error();
+    return Read::kError;
+  }
   *hello = std::move(*parsed);
   return r;
 }
@@ -221,11 +223,14 @@ Client::Read Client::read_reply(Clock::time_point deadline, std::string* reply, 
 
 Client::Read Client::command(const std::string& command, Clock::time_point deadline, std::string* reply,
                              const EventFn& on_event, std::string* error) {
-  if (!send_line(command, error)) return Read::kError;
+  if (Status sent = send_line(command); !sent) {
+    *error = sent.error();
+    return Read::kError;
+  }
   return read_reply(deadline, reply, on_event, error);
 }
 
-bool Client::send_bytes(std::string_view bytes, std::string* error) {
+Status Client::send_bytes(std::string_view bytes) {
   auto deadline = deadline_after(5);
   size_t sent = 0;
   while (sent < bytes.size()) {
@@ -237,16 +242,12 @@ bool Client::send_bytes(std::string_view bytes, std::string* error) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       pollfd p{fd_, POLLOUT, 0};
-      if (poll(&p, 1, ms_left(deadline)) == 0) {
-        *error = "cannot send to the relay: its connection does not drain";
-        return false;
-      }
+      if (poll(&p, 1, ms_left(deadline)) == 0) return Failure{"cannot send to the relay: its connection does not drain"};
       continue;
     }
-    *error = std::string("cannot send to the relay: ") + strerror(errno);
-    return false;
+    return Failure{std::string("cannot send to the relay: ") + strerror(errno)};
   }
-  return true;
+  return {};
 }
 
 }  // namespace vrelay::control

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "result.hpp"
+
 namespace vrelay::control {
 
 using Clock = std::chrono::steady_clock;
@@ -38,11 +40,11 @@ Line classify(std::string_view line);
 bool take_words(std::string_view text, size_t n, std::vector<std::string>* words, std::string* rest);
 
 // The greeting, "EVENT HELLO vrelay <version> <name>": the relay's version and the name of
-// this session. Anything else is not a vrelay relay: nullopt, and *error says so.
+// this session. Anything else is not a vrelay relay, and the failure says so.
 struct Hello {
   std::string version, name;
 };
-std::optional<Hello> parse_hello(std::string_view line, std::string* error = nullptr);
+Result<Hello> parse_hello(std::string_view line);
 
 // ---- a blocking session ----
 
@@ -60,9 +62,9 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Connects to host:port (a name or a numeric address, see connect_tcp) within timeout_s;
-  // false with the reason in *error ("interrupted" when the interrupt fd woke first).
-  bool connect(const std::string& host, const std::string& port, double timeout_s, std::string* error);
+  // Connects to host:port (a name or a numeric address, see connect_tcp) within timeout_s.
+  // When the interrupt fd wakes first it fails with "interrupted" and interrupted() is set.
+  Status connect(const std::string& host, const std::string& port, double timeout_s);
   void adopt(int fd);  // a socket connected by the caller (blocking or not)
   void close();
 
@@ -77,8 +79,8 @@ class Client {
 
   // Sends bytes as they are (send_line adds CR LF); a full socket buffer is waited for, 5 s
   // at most: a few bytes into an idle connection never take long.
-  bool send_bytes(std::string_view bytes, std::string* error);
-  bool send_line(std::string_view line, std::string* error) { return send_bytes(std::string(line) + "\r\n", error); }
+  Status send_bytes(std::string_view bytes);
+  Status send_line(std::string_view line) { return send_bytes(std::string(line) + "\r\n"); }
 
   // One recv() into the buffer once the socket is readable: kLine when bytes came. On
   // kError, errno is recv's.

@@ -32,36 +32,37 @@ const char* level_name(int level) {
   }
 }
 
-std::string open_on_stderr(const std::string& path) {
+Status open_on_stderr(const std::string& path) {
   int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (fd < 0) return "cannot open the log file " + path + ": " + strerror(errno);
+  if (fd < 0) return Failure{"cannot open the log file " + path + ": " + strerror(errno)};
   if (fd != STDERR_FILENO) {
     dup2(fd, STDERR_FILENO);  // atomically replaces fd 2: no line is lost or misdirected
     close(fd);
   }
-  return "";
+  return {};
 }
 }  // namespace
 
-std::string use_file(const std::string& path) {
+Status use_file(const std::string& path) {
   std::lock_guard lock(g_file_mutex);
-  std::string error = open_on_stderr(path);
-  if (error.empty()) {
+  Status opened = open_on_stderr(path);
+  if (opened) {
     g_file_path = path;
     g_to_file.store(true);
   }
-  return error;
+  return opened;
 }
 
-std::string give_to(uid_t uid, gid_t gid) {
+Status give_to(uid_t uid, gid_t gid) {
   std::lock_guard lock(g_file_mutex);
-  if (g_file_path.empty() || fchown(STDERR_FILENO, uid, gid) == 0) return "";
-  return "cannot give the log file " + g_file_path + " to uid " + std::to_string(uid) + ": " + strerror(errno);
+  if (g_file_path.empty() || fchown(STDERR_FILENO, uid, gid) == 0) return {};
+  return Failure{"cannot give the log file " + g_file_path + " to uid " + std::to_string(uid) + ": " + strerror(errno)};
 }
 
-std::string reopen() {
+Status reopen() {
   std::lock_guard lock(g_file_mutex);
-  return g_file_path.empty() ? "" : open_on_stderr(g_file_path);
+  if (g_file_path.empty()) return {};
+  return open_on_stderr(g_file_path);
 }
 
 void set_level(int level) { g_level.store(level, std::memory_order_relaxed); }

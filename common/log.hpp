@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "result.hpp"
+
 namespace vrelay::log {
 
 enum Level { kError = 3, kWarning = 4, kNotice = 5, kInfo = 6, kDebug = 7 };
@@ -17,13 +19,13 @@ void set_level(int level);
 void set_role(const char* role);  // "supervisor", "ingest", ...; shown on every line
 bool enabled(int level);
 // Appends stderr (and so the log of every process forked later) to `path`: the file is
-// opened and put in place of descriptor 2. Returns "" or the reason it failed.
-std::string use_file(const std::string& path);
+// opened and put in place of descriptor 2.
+Status use_file(const std::string& path);
 // Makes the log file the service account's (vrelayd dropping root), so that it can write
-// and reopen it; "" or the reason.
-std::string give_to(uid_t uid, gid_t gid);
-// Opens the log file again (after logrotate moved it away); "" or the reason.
-std::string reopen();
+// and reopen it.
+Status give_to(uid_t uid, gid_t gid);
+// Opens the log file again (after logrotate moved it away).
+Status reopen();
 void write(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // A message that can come in floods (connections, refusals, skipped datagrams) is counted

@@ -72,11 +72,8 @@ std::optional<uint16_t> parse_port(std::string_view text, uint16_t lo, uint16_t 
   return uint16_t(value);
 }
 
-std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error) {
-  auto fail = [&](const std::string& why) -> std::optional<Endpoint> {
-    if (error) *error = "bad address '" + std::string(text) + "': " + why;
-    return std::nullopt;
-  };
+Result<Endpoint> parse_endpoint(std::string_view text) {
+  auto fail = [&](const std::string& why) { return Failure{"bad address '" + std::string(text) + "': " + why}; };
   // inet_pton reads up to a NUL: "1.2.3.4\0junk:80" must not pass as 1.2.3.4:80.
   if (text.find('\0') != std::string_view::npos) return fail("it contains a NUL byte");
   std::string host;
@@ -116,11 +113,8 @@ std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error
   return ep;
 }
 
-std::optional<Cidr> parse_cidr(std::string_view text, std::string* error) {
-  if (text.find('\0') != std::string_view::npos) {
-    if (error) *error = "bad network: it contains a NUL byte";
-    return std::nullopt;
-  }
+Result<Cidr> parse_cidr(std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) return Failure{"bad network: it contains a NUL byte"};
   Cidr c;
   std::string addr(text);
   int max_prefix = 32;
@@ -135,16 +129,12 @@ std::optional<Cidr> parse_cidr(std::string_view text, std::string* error) {
     c.family = AF_INET6;
     max_prefix = 128;
   } else {
-    if (error) *error = "bad network '" + std::string(text) + "': expected ADDRESS[/PREFIX]";
-    return std::nullopt;
+    return Failure{"bad network '" + std::string(text) + "': expected ADDRESS[/PREFIX]"};
   }
   c.prefix = max_prefix;
   if (!prefix_text.empty() || text.find('/') != std::string_view::npos) {
     auto p = parse_port(prefix_text, 0, uint16_t(max_prefix));
-    if (!p) {
-      if (error) *error = "bad prefix length in '" + std::string(text) + "'";
-      return std::nullopt;
-    }
+    if (!p) return Failure{"bad prefix length in '" + std::string(text) + "'"};
     c.prefix = *p;
   }
   return c;
@@ -216,12 +206,8 @@ Endpoint local_endpoint(int fd) {
   return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
-bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error,
-                     const char* default_port) {
-  auto fail = [&](const std::string& why) {
-    *error = "'" + std::string(spec) + "': " + why;
-    return false;
-  };
+Result<HostPort> split_host_port(std::string_view spec, const char* default_port) {
+  auto fail = [&](const std::string& why) { return Failure{"'" + std::string(spec) + "': " + why}; };
   std::string_view h, p;
   bool has_port = true;
   if (!spec.empty() && spec.front() == '[') {  // [V6]:PORT or [V6]
@@ -245,23 +231,19 @@ bool split_host_port(std::string_view spec, std::string* host, std::string* port
   if (!has_port && !default_port) return fail("expected HOST:PORT (an IPv6 address in brackets)");
   if (h.empty()) return fail("missing host");
   if (has_port && !parse_port(p, 1, 65535)) return fail("the port must be a number from 1 to 65535");
-  *host = std::string(h);
-  *port = has_port ? std::string(p) : default_port;
-  return true;
+  return HostPort{std::string(h), has_port ? std::string(p) : default_port};
 }
 
-int connect_tcp(const std::string& host, const std::string& port, double timeout_s, std::string* error,
-                int interrupt_fd) {
+Result<int> connect_tcp(const std::string& host, const std::string& port, double timeout_s, int interrupt_fd,
+                        bool* interrupted) {
+  if (interrupted) *interrupted = false;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   addrinfo* list = nullptr;
   int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
-  if (rc != 0) {
-    *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
-    return -1;
-  }
+  if (rc != 0) return Failure{"cannot resolve '" + host + "': " + gai_strerror(rc)};
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   std::string last = "no address";
   int fd = -1;
@@ -288,6 +270,7 @@ int connect_tcp(const std::string& host, const std::string& port, double timeout
     } while (n < 0 && errno == EINTR);
     if (n > 0 && interrupt_fd >= 0 && (waits[1].revents & POLLIN)) {
       last = "interrupted";
+      if (interrupted) *interrupted = true;
       ::close(s);
       break;
     }
@@ -309,7 +292,7 @@ int connect_tcp(const std::string& host, const std::string& port, double timeout
     fd = s;
   }
   freeaddrinfo(list);
-  if (fd < 0) *error = last;
+  if (fd < 0) return Failure{last};
   return fd;
 }
 

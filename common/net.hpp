@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "result.hpp"
+
 namespace vrelay {
 
 // An IPv4 or IPv6 socket address. IPv4-mapped IPv6 addresses are folded to IPv4.
@@ -28,8 +30,7 @@ struct Endpoint {
 };
 
 // Parses "HOST:PORT", "[V6]:PORT" with a numeric host; port 0..65535 ("0" = any free port).
-// Returns nullopt and sets *error on bad input.
-std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error);
+Result<Endpoint> parse_endpoint(std::string_view text);
 
 // A port as the protocol accepts it: 1..5 decimal digits, no sign, within [lo, hi].
 std::optional<uint16_t> parse_port(std::string_view text, uint16_t lo, uint16_t hi);
@@ -43,19 +44,22 @@ struct Cidr {
   std::string to_string() const;
   bool operator==(const Cidr&) const = default;
 };
-std::optional<Cidr> parse_cidr(std::string_view text, std::string* error);
+Result<Cidr> parse_cidr(std::string_view text);
 bool allowed(const std::vector<Cidr>& list, const Endpoint& ep);
 
 // "HOST:PORT" or "[V6]:PORT" (HOST a name or a numeric address, PORT 1..65535) -> host and
 // port. With a default_port, "HOST", "[V6]" and a bare IPv6 address are accepted too.
-bool split_host_port(std::string_view spec, std::string* host, std::string* port, std::string* error,
-                     const char* default_port = nullptr);
+struct HostPort {
+  std::string host, port;  // the host without brackets; the port as digits
+};
+Result<HostPort> split_host_port(std::string_view spec, const char* default_port = nullptr);
 
 // Connects a TCP socket (non-blocking, close-on-exec) to the first address of host:port
-// that answers, within timeout_s in all. Returns it, or -1 with *error set (the reason;
-// "interrupted" when `interrupt_fd`, if given, became readable first).
-int connect_tcp(const std::string& host, const std::string& port, double timeout_s, std::string* error,
-                int interrupt_fd = -1);
+// that answers, within timeout_s in all, and returns it (the caller closes it). When
+// `interrupt_fd`, if given, becomes readable first, it fails with "interrupted" and sets
+// *interrupted (if given; it is cleared otherwise).
+Result<int> connect_tcp(const std::string& host, const std::string& port, double timeout_s, int interrupt_fd = -1,
+                        bool* interrupted = nullptr);
 
 // A bound socket (SO_REUSEADDR for TCP). Throws std::runtime_error naming the address.
 int bind_socket(const Endpoint& ep, int type);

@@ -83,39 +83,40 @@ TableControl& Segment::table() const {
                                           sizeof(TableControl));
 }
 
-std::string check_header(const void* base, size_t mapped_size, bool* starting, bool* other_version) {
+Status check_header(const void* base, size_t mapped_size, bool* starting, bool* other_version) {
   if (starting) *starting = false;
   if (other_version) *other_version = false;
   if (mapped_size < sizeof(Header))
-    return "segment is truncated (" + std::to_string(mapped_size) + " bytes, the header alone needs " +
-           std::to_string(sizeof(Header)) + ")";
+    return Failure{"segment is truncated (" + std::to_string(mapped_size) + " bytes, the header alone needs " +
+                   std::to_string(sizeof(Header)) + ")"};
   auto* h = static_cast<const Header*>(base);
-  if (h->magic != kShmMagic) return "not a vrelay segment (bad magic number)";
+  if (h->magic != kShmMagic) return Failure{"not a vrelay segment (bad magic number)"};
   uint32_t version = h->version.load(std::memory_order_acquire);
   if (version == 0) {
     if (starting) *starting = true;
-    return "segment is being created (vrelayd is starting)";
+    return Failure{"segment is being created (vrelayd is starting)"};
   }
   if (version >> 16 != kLayoutMajor) {
     if (other_version) *other_version = true;
-    return "segment layout version " + std::to_string(version >> 16) + "." + std::to_string(version & 0xFFFF) +
-           " is not the version this program reads (" + std::to_string(kLayoutMajor) + "." +
-           std::to_string(kLayoutMinor) + "): use the tools of the same vrelay release as the running vrelayd";
+    return Failure{"segment layout version " + std::to_string(version >> 16) + "." + std::to_string(version & 0xFFFF) +
+                   " is not the version this program reads (" + std::to_string(kLayoutMajor) + "." +
+                   std::to_string(kLayoutMinor) + "): use the tools of the same vrelay release as the running vrelayd"};
   }
   if (h->header_size != sizeof(Header))
-    return "its header has " + std::to_string(h->header_size) + " bytes, not the " + std::to_string(sizeof(Header)) +
-           " of this release's (corrupt segment, or vrelayd and this tool come from different builds)";
+    return Failure{"its header has " + std::to_string(h->header_size) + " bytes, not the " +
+                   std::to_string(sizeof(Header)) +
+                   " of this release's (corrupt segment, or vrelayd and this tool come from different builds)"};
   if (h->total_size > mapped_size)
-    return "segment is truncated (header says " + std::to_string(h->total_size) + " bytes, " +
-           std::to_string(mapped_size) + " are mapped)";
+    return Failure{"segment is truncated (header says " + std::to_string(h->total_size) + " bytes, " +
+                   std::to_string(mapped_size) + " are mapped)"};
   if (h->max_datagram == 0 || h->max_datagram > 65535)  // a UDP payload; also keeps the stride in 32 bits
-    return "segment says datagrams of " + std::to_string(h->max_datagram) + " bytes (corrupt segment)";
+    return Failure{"segment says datagrams of " + std::to_string(h->max_datagram) + " bytes (corrupt segment)"};
   Layout l = Layout::compute({h->max_subscribers, h->ring_slots, h->max_datagram});
   if (h->ring_slots == 0 || (h->ring_slots & (h->ring_slots - 1)) || l.total != h->total_size ||
       l.processes != h->processes_offset || l.stats != h->stats_offset || l.subscribers != h->subscribers_offset ||
       l.ring != h->ring_offset || l.slot_stride != h->ring_slot_stride)
-    return "segment offsets do not match its sizes (corrupt segment)";
-  return "";
+    return Failure{"segment offsets do not match its sizes (corrupt segment)"};
+  return {};
 }
 
 struct Segment::Impl {
@@ -271,7 +272,7 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
     seg->impl_->object = bip::shared_memory_object(bip::open_only, name.c_str(), mode);
     bip::offset_t size = 0;
     if (!seg->impl_->object.get_size(size) || size == 0)
-      throw SegmentError(SegmentProblem::kDamaged, "/" + name + ": segment is empty (truncated segment)");
+      throw SegmentError(SegmentProblem::kDamaged, "/" + name, "segment is empty (truncated segment)");
     seg->impl_->region = bip::mapped_region(seg->impl_->object, mode);
   } catch (const bip::interprocess_exception& e) {
     SegmentProblem problem = e.get_error_code() == bip::not_found_error  ? SegmentProblem::kMissing
@@ -283,11 +284,10 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
   seg->base_ = static_cast<char*>(seg->impl_->region.get_address());
   seg->size_ = seg->impl_->region.get_size();
   bool starting = false, other_version = false;
-  std::string problem = check_header(seg->base_, seg->size_, &starting, &other_version);
-  if (!problem.empty())
+  if (Status usable = check_header(seg->base_, seg->size_, &starting, &other_version); !usable)
     throw SegmentError(starting ? SegmentProblem::kStarting : other_version ? SegmentProblem::kOtherVersion
                                                                             : SegmentProblem::kDamaged,
-                       "/" + name + ": " + problem);
+                       "/" + name, usable.error());
   return seg;
 }
 
@@ -301,11 +301,11 @@ bool Segment::shrunk() const {
   return !impl_->object.get_size(size) || size_t(size) < size_;
 }
 
-bool Segment::valid_instance_name(const std::string& instance, std::string* error) {
+Status Segment::valid_instance_name(const std::string& instance) {
   bool ok = !instance.empty() && instance.size() <= 32;
   for (char c : instance) ok = ok && (isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');
-  if (!ok) *error = "expected 1 to 32 letters, digits, '-' or '_'";
-  return ok;
+  if (!ok) return Failure{"expected 1 to 32 letters, digits, '-' or '_'"};
+  return {};
 }
 
 bool Segment::remove(const std::string& instance) {

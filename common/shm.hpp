@@ -13,12 +13,14 @@
 #include <type_traits>
 
 #include "clock.hpp"
+#include "result.hpp"
 
 namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 7;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error
+constexpr uint32_t kLayoutMajor = 8;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error;
+                                      // 8: SubscriberSlot.owner_name, StreamInfo.bitrate_history
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -99,6 +101,7 @@ inline uint64_t read_counter(const Stats& stats, const CounterInfo& info) {
   return p->load(std::memory_order_relaxed);
 }
 
+constexpr size_t kOwnerNameWords = 5;  // SubscriberSlot.owner_name: 40 bytes
 enum class SubscriberState : uint32_t { kFree = 0, kPlaying = 1, kPaused = 2 };
 const char* subscriber_state_name(SubscriberState state);
 
@@ -118,6 +121,9 @@ struct alignas(kCacheLine) SubscriberSlot {
   std::atomic<uint64_t> since_ns;     // when the current state began (wall clock, for people)
   std::atomic<uint64_t> owner;        // control session id; 0 = orphan of a dead control
   std::atomic<uint64_t> orphan_deadline_ns;  // CLOCK_MONOTONIC
+  // The owner session's name ("ana", "guest-3"), NUL-padded, kOwnerNameWords * 8 bytes at
+  // most; all zero for an orphan. Words, not chars, so the seqlock's readers race with nothing.
+  std::atomic<uint64_t> owner_name[kOwnerNameWords];
 
   alignas(kCacheLine) std::atomic<uint64_t> counted_incarnation;  // fan-out: counters belong to it
   std::atomic<uint64_t> datagrams;
@@ -140,6 +146,7 @@ struct alignas(kCacheLine) TableControl {
 // start and for readers: written by ingest alone, rebuilt from the ring when it restarts.
 constexpr uint64_t kNoPosition = ~0ull;
 constexpr size_t kTablePacketWords = 24;  // a 188-byte TS packet in 64-bit words
+constexpr size_t kBitrateHistory = 600;    // StreamInfo.bitrate_history: ten minutes
 struct alignas(kCacheLine) StreamInfo {
   std::atomic<uint64_t> key_frame_position;  // ring position where the last key frame's access
                                              // unit begins; kNoPosition: none yet
@@ -150,6 +157,12 @@ struct alignas(kCacheLine) StreamInfo {
                                              // frame before it belongs to this stream
   std::atomic<uint64_t> pat[kTablePacketWords];  // the latest PAT and PMT packets
   std::atomic<uint64_t> pmt[kTablePacketWords];
+  // The source's rate, once a second (ingest.rate_bytes), for the last kBitrateHistory
+  // seconds: sample n lies in bitrate_history[n % kBitrateHistory]; bitrate_samples counts
+  // the samples ever written (stored with release after the sample). Kept across restarts
+  // of ingest and of readers.
+  alignas(kCacheLine) std::atomic<uint64_t> bitrate_samples;
+  std::atomic<uint64_t> bitrate_history[kBitrateHistory];  // bytes per second
 };
 
 // Ring of datagrams: positions only grow; slot = position & (slots - 1).
@@ -189,21 +202,28 @@ struct Layout {
 };
 
 // Checks a mapped segment before anything else is read: magic, version, sizes, offsets.
-// Returns "" when usable, else a message a person can act on. `starting` is set when the
-// supervisor has not published the header yet (version 0).
-std::string check_header(const void* base, size_t mapped_size, bool* starting = nullptr,
-                         bool* other_version = nullptr);
+// Fails with a message a person can act on. `starting` is set when the supervisor has not
+// published the header yet (version 0), `other_version` when another release's layout is
+// there.
+Status check_header(const void* base, size_t mapped_size, bool* starting = nullptr, bool* other_version = nullptr);
 
 // Why a segment could not be opened or created, for callers that act on it (vrelaystat's
 // advice, the supervisor's cleanup) without reading the message.
 enum class SegmentProblem { kMissing, kDenied, kStarting, kOtherVersion, kDamaged, kRunning, kOther };
 class SegmentError : public std::runtime_error {
  public:
-  SegmentError(SegmentProblem problem, const std::string& message) : std::runtime_error(message), problem_(problem) {}
+  SegmentError(SegmentProblem problem, const std::string& message)
+      : std::runtime_error(message), problem_(problem), reason_(message) {}
+  // About one segment's contents: the message is "<segment>: <reason>".
+  SegmentError(SegmentProblem problem, const std::string& segment, const std::string& reason)
+      : std::runtime_error(segment + ": " + reason), problem_(problem), reason_(reason) {}
   SegmentProblem problem() const { return problem_; }
+  // The message without the segment's name in front (for a caller that names it its own way).
+  const std::string& reason() const { return reason_; }
 
  private:
   SegmentProblem problem_;
+  std::string reason_;
 };
 
 // Two relays of one instance exclude each other by this lock (flock), taken by the
@@ -241,9 +261,9 @@ class Segment {
   // Maps an existing segment and checks it; throws std::runtime_error with the reason.
   static std::unique_ptr<Segment> open(const std::string& instance, bool read_only);
   static std::string shm_name(const std::string& instance) { return "vrelay." + instance; }
-  // An instance name becomes part of a file name: 1 to 32 of [A-Za-z0-9_-]. False with the
-  // rule in *error otherwise.
-  static bool valid_instance_name(const std::string& instance, std::string* error);
+  // An instance name becomes part of a file name: 1 to 32 of [A-Za-z0-9_-]. Fails with the
+  // rule otherwise.
+  static Status valid_instance_name(const std::string& instance);
   static bool remove(const std::string& instance);
 
   void publish();  // writes the version word last, with release

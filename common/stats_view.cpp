@@ -1,6 +1,7 @@
 // Snapshot of a segment and its JSON and Prometheus renderings (stats_view.hpp).
 #include "stats_view.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -94,6 +95,23 @@ const char* Snapshot::source_state() const {
   return counter("ingest", "stalled") ? "stalled" : "live";
 }
 
+// The last kBitrateHistory samples of StreamInfo, oldest first; those ingest overwrote while
+// they were read are left out.
+static std::vector<uint64_t> read_bitrate_history(const StreamInfo& stream) {
+  uint64_t end = stream.bitrate_samples.load(std::memory_order_acquire);
+  uint64_t begin = end > kBitrateHistory ? end - kBitrateHistory : 0;
+  std::vector<uint64_t> samples;
+  samples.reserve(end - begin);
+  for (uint64_t n = begin; n < end; ++n)
+    samples.push_back(stream.bitrate_history[n % kBitrateHistory].load(std::memory_order_acquire));
+  uint64_t now = stream.bitrate_samples.load(std::memory_order_acquire);
+  if (now > begin + kBitrateHistory) {
+    uint64_t overwritten = std::min<uint64_t>(now - kBitrateHistory - begin, samples.size());
+    samples.erase(samples.begin(), samples.begin() + ptrdiff_t(overwritten));
+  }
+  return samples;
+}
+
 std::string counter_name(const CounterInfo& info) { return std::string(info.group) + "." + info.name; }
 
 Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
@@ -122,6 +140,8 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
                            p.heartbeat_ns.load(std::memory_order_relaxed)});
   }
 
+  s.bitrate_history = read_bitrate_history(segment.stream());
+
   s.counters.reserve(kCounterCount);
   for (size_t i = 0; i < kCounterCount; ++i) s.counters.push_back(read_counter(segment.stats(), kCounters[i]));
 
@@ -141,6 +161,10 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
       v.state = sub.state;
       v.since_ns = sub.since_ns;
       v.orphan = sub.owner == 0;
+      // Names are printable by the protocol's rules; a damaged segment's control bytes show as '?'.
+      v.owner_name = v.orphan ? std::string() : std::move(sub.owner_name);
+      for (char& c : v.owner_name)
+        if ((c >= 0 && c < 0x20) || c == 0x7f) c = '?';
       // The counters belong to this subscription once fan-out has taken it in.
       if (slot.counted_incarnation.load(std::memory_order_acquire) == sub.incarnation) {
         v.datagrams = slot.datagrams.load(std::memory_order_relaxed);
@@ -195,11 +219,13 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
                            {"state", subscriber_state_name(v.state)},
                            {"since_ns", v.since_ns},
                            {"orphan", v.orphan},
+                           {"owner_name", v.owner_name},
                            {"datagrams", v.datagrams},
                            {"bytes", v.bytes},
                            {"errors", v.errors},
                            {"refusals", v.refusals}});
   j["subscribers"] = std::move(subscribers);
+  j["history"] = {{"interval_s", 1}, {"bytes_per_s", s.bitrate_history}};
   return j;
 }
 

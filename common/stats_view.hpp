@@ -27,6 +27,7 @@ struct SubscriberView {
   SubscriberState state = SubscriberState::kFree;
   uint64_t since_ns = 0;
   bool orphan = false;  // its control session is gone; kept until control.orphan_grace
+  std::string owner_name;  // the name of the control session that owns it; "" for an orphan
   uint64_t datagrams = 0, bytes = 0, errors = 0, refusals = 0;
 };
 
@@ -42,6 +43,8 @@ struct Snapshot {
   std::vector<ProcessView> processes;      // one per Role the relay runs (http only when on)
   std::vector<uint64_t> counters;          // kCounters order
   std::vector<SubscriberView> subscribers; // slots in use, by slot number
+  std::vector<uint64_t> bitrate_history;   // the source's bytes per second, one a second,
+                                           // oldest first: up to kBitrateHistory (ingest's)
 
   // The value of group.name ("ingest", "datagrams"); 0 if there is no such counter.
   uint64_t counter(const char* group, const char* name) const;
@@ -58,7 +61,7 @@ std::string counter_name(const CounterInfo& info);
 const char* process_state_name(ProcessState state);
 
 // {"instance":..,"taken_ns":..,"processes":[..],"counters":{"ingest.datagrams":..},
-//  "subscribers":[..]}: the reply of /status.json and of `vrelaystat -j`.
+//  "subscribers":[..],"history":{"interval_s":1,"bytes_per_s":[..]}}: the reply of /status.json and of `vrelaystat -j`.
 nlohmann::ordered_json snapshot_json(const Snapshot& snapshot);
 
 // The metric of a counter: "vrelay_ingest_datagrams_total", "vrelay_ingest_last_datagram_seconds".

@@ -1,6 +1,7 @@
 // Seqlock reads and writes of subscriber slots (see subscribers.hpp).
 #include "subscribers.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace vrelay {
@@ -29,6 +30,8 @@ bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int ma
     uint16_t port = uint16_t(slot.port.load(kAcquire));
     uint32_t ip[4];
     for (int i = 0; i < 4; ++i) ip[i] = slot.ip[i].load(kAcquire);
+    uint64_t name[kOwnerNameWords];
+    for (size_t i = 0; i < kOwnerNameWords; ++i) name[i] = slot.owner_name[i].load(kAcquire);
     if (slot.seq.load(kRelaxed) != before) continue;
 
     if (family == AF_INET) {
@@ -46,7 +49,9 @@ bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int ma
       std::memcpy(&s.destination.storage, &in6, sizeof in6);
       s.destination.length = sizeof in6;
     }
-    *out = s;
+    const char* name_bytes = reinterpret_cast<const char*>(name);
+    s.owner_name.assign(name_bytes, strnlen(name_bytes, sizeof name));
+    *out = std::move(s);
     return true;
   }
   return false;
@@ -72,6 +77,12 @@ void SubscriberWrite::set_destination(const Endpoint& ep) {
   slot.family.store(uint32_t(ep.family()), kRelease);
   slot.port.store(ep.port(), kRelease);
   for (int i = 0; i < 4; ++i) slot.ip[i].store(ip[i], kRelease);
+}
+
+void SubscriberWrite::set_owner_name(std::string_view name) {
+  uint64_t words[kOwnerNameWords] = {};
+  std::memcpy(words, name.data(), std::min(name.size(), sizeof words));
+  for (size_t i = 0; i < kOwnerNameWords; ++i) slot.owner_name[i].store(words[i], kRelease);
 }
 
 }  // namespace vrelay

@@ -2,6 +2,8 @@
 // tests, vrelaystat) and the writer's bracket for the control process (its only writer).
 #pragma once
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "net.hpp"
 #include "shm.hpp"
@@ -16,6 +18,7 @@ struct SubscriberSnapshot {
   uint64_t since_ns = 0;
   uint64_t owner = 0;
   uint64_t orphan_deadline_ns = 0;
+  std::string owner_name;  // "" for an orphan; as stored, up to kOwnerNameWords * 8 bytes
 };
 
 // Reads one slot consistently. Returns false if the slot stayed mid-write for `max_tries`
@@ -31,6 +34,8 @@ class SubscriberWrite {
   SubscriberWrite(const SubscriberWrite&) = delete;
   SubscriberWrite& operator=(const SubscriberWrite&) = delete;
   void set_destination(const Endpoint& ep);
+  // The owner session's name, cut to kOwnerNameWords * 8 bytes; "" for none.
+  void set_owner_name(std::string_view name);
   SubscriberSlot& slot;
 
  private:

@@ -27,8 +27,7 @@ void reopen_log_if_asked(ChildContext& ctx, uint64_t* seen) {
   uint64_t asked = ctx.segment.stats().supervisor.log_reopens.load(std::memory_order_relaxed);
   if (asked == *seen) return;
   *seen = asked;
-  std::string error = log::reopen();
-  if (!error.empty()) LOG_ERROR("%s", error.c_str());
+  if (Status reopened = log::reopen(); !reopened) LOG_ERROR("%s", reopened.error().c_str());
 }
 }  // namespace
 

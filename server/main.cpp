@@ -117,28 +117,27 @@ int main(int argc, char** argv) {
   // start, and again at every reload (the command line still counts then).
   auto load = [=]() {
     vrelay::Config config = config_file.empty() ? vrelay::default_config() : vrelay::load_config_file(config_file);
-    std::string error;
     if (!control.empty()) {
-      auto ep = vrelay::parse_endpoint(control, &error);
-      if (!ep) throw vrelay::ConfigError("control address: " + error);
+      auto ep = vrelay::parse_endpoint(control);
+      if (!ep) throw vrelay::ConfigError("control address: " + ep.error());
       config.control.listen = *ep;
     }
     if (!ingest.empty()) {
-      auto ep = vrelay::parse_endpoint(ingest, &error);
-      if (!ep) throw vrelay::ConfigError("ingest address: " + error);
+      auto ep = vrelay::parse_endpoint(ingest);
+      if (!ep) throw vrelay::ConfigError("ingest address: " + ep.error());
       config.ingest.listen = *ep;
     }
     if (http == "off") {
       config.http.enabled = false;
     } else if (!http.empty()) {
-      auto ep = vrelay::parse_endpoint(http, &error);
-      if (!ep) throw vrelay::ConfigError("http address: " + error);
+      auto ep = vrelay::parse_endpoint(http);
+      if (!ep) throw vrelay::ConfigError("http address: " + ep.error());
       config.http.enabled = true;
       config.http.listen = *ep;
     }
     if (instance_given) {
-      std::string error;
-      if (!vrelay::Segment::valid_instance_name(instance, &error)) throw vrelay::ConfigError("--instance: " + error);
+      vrelay::Status valid = vrelay::Segment::valid_instance_name(instance);
+      if (!valid) throw vrelay::ConfigError("--instance: " + valid.error());
       config.instance = instance;
     }
     vrelay::validate(config);
@@ -157,9 +156,8 @@ int main(int argc, char** argv) {
   }
   vrelay::log::set_level(config.log.level);
   if (!config.log.file.empty()) {
-    std::string error = vrelay::log::use_file(config.log.file);
-    if (!error.empty()) {
-      fprintf(stderr, "vrelayd: configuration error: log.file: %s\n", error.c_str());
+    if (vrelay::Status opened = vrelay::log::use_file(config.log.file); !opened) {
+      fprintf(stderr, "vrelayd: configuration error: log.file: %s\n", opened.error().c_str());
       return 2;
     }
   }

@@ -15,18 +15,18 @@ class ControlSession {
   ControlSession(const ControlSession&) = delete;
   ControlSession& operator=(const ControlSession&) = delete;
 
-  // Each returns false with a message in *error; timeout_s bounds the whole call.
+  // Each fails with a message a person can act on; timeout_s bounds the whole call.
   // Connects and reads the greeting (EVENT HELLO vrelay ...).
-  bool open(const std::string& host, const std::string& port, double timeout_s, std::string* error);
-  // Sends CONECTAR <udp_port>; true on OK, false on ERR (quoted in *error) or no reply.
-  bool subscribe(uint16_t udp_port, double timeout_s, std::string* error);
-  // When fd() is readable: reads what came (events, replies to PING) and drops it; false
+  Status open(const std::string& host, const std::string& port, double timeout_s);
+  // Sends CONECTAR <udp_port>; succeeds on OK, fails on ERR (quoted) or no reply.
+  Status subscribe(uint16_t udp_port, double timeout_s);
+  // When fd() is readable: reads what came (events, replies to PING) and drops it; fails
   // when the relay closed the connection or it failed.
-  bool service(std::string* error);
+  Status service();
   // Sends PING (the relay's idle timeout counts lines sent); its reply is dropped.
-  bool ping(std::string* error);
+  Status ping();
   // Sends DESCONECTAR and waits for its OK (after the replies still due).
-  bool unsubscribe(double timeout_s, std::string* error);
+  Status unsubscribe(double timeout_s);
 
   // A file descriptor (vrelay-probe's signalfd) whose readability interrupts every wait
   // of open(), subscribe() and unsubscribe(): they then fail with interrupted() set.
@@ -37,9 +37,9 @@ class ControlSession {
   bool connected() const { return client_.connected(); }
 
  private:
-  // Sends `command` and reads its reply line, skipping events and the replies of PINGs
-  // still due; false (with *error) on timeout, close or failure.
-  bool command(const std::string& command, double timeout_s, std::string* reply, std::string* error);
+  // Sends `command` and returns its reply line, skipping events and the replies of PINGs
+  // still due; fails on timeout, close or failure.
+  Result<std::string> command(const std::string& command, double timeout_s);
 
   control::Client client_;
   std::string last_event_;  // the last event service() read, for the message when the relay closes

@@ -127,12 +127,11 @@ int run(const Options& options) {
   }
 
   // Bind before subscribing, so that the first datagram the relay sends finds the port.
-  std::string error;
   bool v6 = options.bind.find(':') != std::string::npos;
   std::string spec = (v6 ? "[" + options.bind + "]" : options.bind) + ":" + std::to_string(options.port);
-  auto endpoint = parse_endpoint(spec, &error);
+  auto endpoint = parse_endpoint(spec);
   if (!endpoint) {  // checked as a usage error already; kept for safety
-    fprintf(stderr, "vrelay-probe: --bind: %s\n", error.c_str());
+    fprintf(stderr, "vrelay-probe: --bind: %s\n", endpoint.error().c_str());
     return kExitUsage;
   }
   int udp_fd;
@@ -162,14 +161,15 @@ int run(const Options& options) {
   ControlSession control;
   control.set_interrupt_fd(signal_fd);  // Ctrl-C while waiting for the relay
   if (!options.control_host.empty()) {
-    if (!control.open(options.control_host, options.control_port, options.timeout_s, &error) ||
-        !control.subscribe(options.port, options.timeout_s, &error)) {
+    Status subscribed = control.open(options.control_host, options.control_port, options.timeout_s);
+    if (subscribed) subscribed = control.subscribe(options.port, options.timeout_s);
+    if (!subscribed) {
       if (control.interrupted()) {  // a clean end, before anything arrived
         run.end = "signal";
         report();
         return kExitOk;
       }
-      fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
+      fprintf(stderr, "vrelay-probe: %s\n", subscribed.error().c_str());
       return kExitFailure;
     }
     if (!options.quiet)
@@ -235,8 +235,8 @@ int run(const Options& options) {
       done = true;
     }
     if (!done && n > 0 && control.connected() && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
-      if (!control.service(&error)) {
-        fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
+      if (Status serviced = control.service(); !serviced) {
+        fprintf(stderr, "vrelay-probe: %s\n", serviced.error().c_str());
         run.end = "error";
         status = kExitFailure;
         done = true;
@@ -253,8 +253,8 @@ int run(const Options& options) {
     }
     if (!done && control.connected() && now >= last_sent + seconds_to_ns(kKeepaliveS)) {
       last_sent = now;
-      if (!control.ping(&error)) {
-        fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
+      if (Status pinged = control.ping(); !pinged) {
+        fprintf(stderr, "vrelay-probe: %s\n", pinged.error().c_str());
         run.end = "error";
         status = kExitFailure;
         done = true;
@@ -273,12 +273,14 @@ int run(const Options& options) {
   run.duration_s = to_seconds(monotonic_ns() - start);
   close(udp_fd);
 
-  if (control.connected() && !control.unsubscribe(options.timeout_s, &error)) {
-    if (control.interrupted()) {  // a second Ctrl-C: closing the session ends it too
-      fprintf(stderr, "vrelay-probe: interrupted: not waiting for the reply to DESCONECTAR\n");
-    } else {
-      fprintf(stderr, "vrelay-probe: %s\n", error.c_str());
-      status = kExitFailure;
+  if (control.connected()) {
+    if (Status left = control.unsubscribe(options.timeout_s); !left) {
+      if (control.interrupted()) {  // a second Ctrl-C: closing the session ends it too
+        fprintf(stderr, "vrelay-probe: interrupted: not waiting for the reply to DESCONECTAR\n");
+      } else {
+        fprintf(stderr, "vrelay-probe: %s\n", left.error().c_str());
+        status = kExitFailure;
+      }
     }
   }
   report();
@@ -304,15 +306,17 @@ int main(int argc, char** argv) {
       {nullptr, 0, nullptr, 0},
   };
   Options options;
-  std::string error;
   opterr = 0;
   int opt;
   while ((opt = getopt_long(argc, argv, ":s:b:c:d:i:jqt:Vh", long_options, nullptr)) != -1) {
     switch (opt) {
-      case 's':
-        if (!split_host_port(optarg, &options.control_host, &options.control_port, &error))
-          return usage_error("--subscribe: " + error);
+      case 's': {
+        auto server = split_host_port(optarg);
+        if (!server) return usage_error("--subscribe: " + server.error());
+        options.control_host = server->host;
+        options.control_port = server->port;
         break;
+      }
       case 'b': options.bind = optarg; break;
       case 'c':
         if (!parse_count(optarg, &options.count))
@@ -344,7 +348,7 @@ int main(int argc, char** argv) {
   if (!port) return usage_error(std::string("PORT must be a number from 1 to 65535, not '") + argv[optind] + "'");
   options.port = *port;
   bool v6 = options.bind.find(':') != std::string::npos;
-  if (!parse_endpoint((v6 ? "[" + options.bind + "]" : options.bind) + ":0", &error))
+  if (!parse_endpoint((v6 ? "[" + options.bind + "]" : options.bind) + ":0"))
     return usage_error("--bind expects a numeric IPv4 or IPv6 address, not '" + options.bind + "'");
   return run(options);
 }

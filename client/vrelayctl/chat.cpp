@@ -56,9 +56,8 @@ class Chat : public ConsoleSession {
   }
 
   void send_command(const ChatInput& in) {
-    std::string why;
-    if (!sendable(in.line, &why)) {
-      console_->print("! not sent: " + why);
+    if (Status can_send = sendable(in.line); !can_send) {
+      console_->print("! not sent: " + can_send.error());
       return;
     }
     send(in.line, [this, in](const std::string& raw, const ServerLine& reply) { show_reply(in, raw, reply); });
@@ -127,9 +126,8 @@ class Chat : public ConsoleSession {
       case ChatInput::Kind::kSend:
         break;
     }
-    std::string why;
-    if (!sendable(in.line, &why)) {
-      console_->print("! not sent: " + why);
+    if (Status can_send = sendable(in.line); !can_send) {
+      console_->print("! not sent: " + can_send.error());
       return;
     }
     if (in.what == ChatInput::What::kRaw) {  // /raw DESCONECTAR (or an alias) is a way to leave

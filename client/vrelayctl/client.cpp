@@ -46,13 +46,12 @@ Session::~Session() {
 }
 
 int Session::run() {
-  std::string error;
-  int fd = connect_tcp(options_.host, options_.port, options_.timeout_s, &error);
-  if (fd < 0) {
-    report("cannot connect to the relay at " + options_.server + ": " + error);
+  auto fd = connect_tcp(options_.host, options_.port, options_.timeout_s);
+  if (!fd) {
+    report("cannot connect to the relay at " + options_.server + ": " + fd.error());
     return kExitUsage;
   }
-  conn_ = std::make_unique<Connection>(loop_, fd, *this);
+  conn_ = std::make_unique<Connection>(loop_, *fd, *this);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     auto w = std::make_unique<ev_signal>();
     ev_signal_init(w.get(), [](struct ev_loop*, ev_signal* s, int) {
@@ -287,9 +286,8 @@ class OneShot : public Session {
 
 int run_oneshot(const Options& options) {
   std::string command = join_words(options.command);
-  std::string why;
-  if (!sendable(command, &why)) {
-    complain("cannot send that command: " + why);
+  if (Status can_send = sendable(command); !can_send) {
+    complain("cannot send that command: " + can_send.error());
     return kExitUsage;
   }
   struct ev_loop* loop = ev_default_loop(0);

@@ -29,9 +29,8 @@ class Interactive : public ConsoleSession {
   void on_input_line(const std::string& line) override {
     if (leaving()) return;
     if (line.find_first_not_of(" \t") == std::string::npos) return;  // the relay would not answer
-    std::string why;
-    if (!sendable(line, &why)) {
-      console_->note("vrelayctl: not sent: " + why);
+    if (Status can_send = sendable(line); !can_send) {
+      console_->note("vrelayctl: not sent: " + can_send.error());
       return;
     }
     std::vector<std::string> words;

@@ -69,11 +69,14 @@ bool all_digits(const std::string& s) {
   return true;
 }
 
-bool set_server(Options& options, const std::string& spec, std::string* error) {
-  if (!split_server(spec, &options.host, &options.port, error)) return false;
+vrelay::Status set_server(Options& options, const std::string& spec) {
+  auto server = split_server(spec);
+  if (!server) return vrelay::Failure{server.error()};
+  options.host = server->host;
+  options.port = server->port;
   bool v6 = options.host.find(':') != std::string::npos;
   options.server = (v6 ? "[" + options.host + "]" : options.host) + ":" + options.port;
-  return true;
+  return {};
 }
 
 }  // namespace
@@ -128,7 +131,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + optind, argv + argc);
   if (args.empty()) return usage_error("expected a command, 'watch PORT', 'chat' or <ServerIP> <ServerPort> <PuertoVLC>");
 
-  std::string error;
   const char* env = getenv("VRELAY_SERVER");
   std::string spec = server_given ? server_option : (env && *env ? env : kDefaultServer);
   auto server_source = server_given ? std::string("--server") : (env && *env ? "VRELAY_SERVER" : "default");
@@ -148,7 +150,7 @@ int main(int argc, char** argv) {
     return run_positional(options);
   }
 
-  if (!set_server(options, spec, &error)) return usage_error(server_source + ": " + error);
+  if (vrelay::Status set = set_server(options, spec); !set) return usage_error(server_source + ": " + set.error());
 
   if (args[0] == "watch") {
     bool have_port = false;
@@ -177,8 +179,7 @@ int main(int argc, char** argv) {
         return usage_error("usage: vrelayctl chat [--name NAME]");
       }
     }
-    std::string why;
-    if (!options.name.empty() && (!sendable(options.name, &why) || options.name.find_first_of(" \t") != std::string::npos))
+    if (!options.name.empty() && (!sendable(options.name) || options.name.find_first_of(" \t") != std::string::npos))
       return usage_error("--name: a name is one word: letters, digits, '_', '.', '-'");
     return run_chat(options);
   }

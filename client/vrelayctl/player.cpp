@@ -24,7 +24,7 @@ constexpr const char* kPlayer = "cvlc";
 
 Player::~Player() { stop(); }
 
-bool Player::start(unsigned port, std::string* error) {
+Status Player::start(unsigned port) {
   std::string url = "udp://@:" + std::to_string(port);
   bool as_root = geteuid() == 0;
   uid_t uid = 0;
@@ -38,19 +38,16 @@ bool Player::start(unsigned port, std::string* error) {
       user_ = "nobody";
       pw = getpwnam("nobody");
     }
-    if (!pw) {
-      *error = "VLC does not run as root, and there is no user 'nobody' to run it as";
-      return false;
-    }
+    if (!pw) return Failure{"VLC does not run as root, and there is no user 'nobody' to run it as"};
     uid = pw->pw_uid;
     gid = pw->pw_gid;
     if (user_ == "nobody") {
       // nobody's home does not exist; VLC wants a writable one for its configuration.
       char dir[] = "/tmp/vrelayctl-vlc.XXXXXX";
       if (!mkdtemp(dir) || chown(dir, uid, gid) != 0) {
-        *error = std::string("cannot make a home folder for the player: ") + strerror(errno);
+        Failure failure{std::string("cannot make a home folder for the player: ") + strerror(errno)};
         if (dir[0]) rmdir(dir);
-        return false;
+        return failure;
       }
       temp_home_ = home = dir;
     } else {
@@ -61,18 +58,18 @@ bool Player::start(unsigned port, std::string* error) {
   // The child reports a failed exec through this pipe (closed on a successful exec).
   int report[2];
   if (pipe2(report, O_CLOEXEC) != 0) {
-    *error = std::string("pipe: ") + strerror(errno);
+    Failure failure{std::string("pipe: ") + strerror(errno)};
     cleanup_home();
-    return false;
+    return failure;
   }
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
-    *error = std::string("fork: ") + strerror(errno);
+    Failure failure{std::string("fork: ") + strerror(errno)};
     close(report[0]);
     close(report[1]);
     cleanup_home();
-    return false;
+    return failure;
   }
   if (pid == 0) {
     auto fail = [&](const char* what) {
@@ -125,14 +122,13 @@ bool Player::start(unsigned port, std::string* error) {
   close(report[0]);
   if (n > 0) {
     msg[n] = '\0';
-    *error = std::string("cannot start the player: ") + msg;
     waitpid(pid, nullptr, 0);
     cleanup_home();
-    return false;
+    return Failure{std::string("cannot start the player: ") + msg};
   }
   pid_ = pid;
   if (!as_root) user_.clear();
-  return true;
+  return {};
 }
 
 void Player::exited(int) {

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "result.hpp"
+
 namespace vrelay::ctl {
 
 class Player {
@@ -17,8 +19,8 @@ class Player {
   Player& operator=(const Player&) = delete;
 
   // Starts the player on UDP port `port` in a process group of its own (the terminal's
-  // Ctrl-C is vrelayctl's, which then stops the player itself). Returns false with *error.
-  bool start(unsigned port, std::string* error);
+  // Ctrl-C is vrelayctl's, which then stops the player itself).
+  Status start(unsigned port);
   pid_t pid() const { return pid_; }
   const std::string& user() const { return user_; }  // empty when it runs as ourselves
   // The player exited by itself (status as from waitpid).

@@ -79,17 +79,12 @@ std::string printable(std::string_view line) {
   return out;
 }
 
-bool sendable(std::string_view line, std::string* why) {
-  if (line.size() > kMaxSendLine) {
-    *why = "the line is " + std::to_string(line.size()) + " bytes long; the relay takes " +
-           std::to_string(kMaxSendLine) + " at most";
-    return false;
-  }
-  if (!protocol::is_clean_text(line)) {
-    *why = "the line holds control characters or invalid UTF-8";
-    return false;
-  }
-  return true;
+Status sendable(std::string_view line) {
+  if (line.size() > kMaxSendLine)
+    return Failure{"the line is " + std::to_string(line.size()) + " bytes long; the relay takes " +
+                   std::to_string(kMaxSendLine) + " at most"};
+  if (!protocol::is_clean_text(line)) return Failure{"the line holds control characters or invalid UTF-8"};
+  return {};
 }
 
 std::string join_words(const std::vector<std::string>& words) {
@@ -115,9 +110,7 @@ bool is_disconnect_word(std::string_view word) {
   return false;
 }
 
-bool split_server(std::string_view spec, std::string* host, std::string* port, std::string* error) {
-  return split_host_port(spec, host, port, error, kDefaultPort);
-}
+Result<HostPort> split_server(std::string_view spec) { return split_host_port(spec, kDefaultPort); }
 
 bool parse_udp_port(std::string_view text, unsigned* port) {
   if (!all_digits(text) || text.size() > 5) return false;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "control_client.hpp"
+#include "net.hpp"  // HostPort
 
 namespace vrelay::ctl {
 
@@ -23,8 +24,8 @@ constexpr const char* kDefaultPort = "7700";
 std::string printable(std::string_view line);
 
 // Whether a line may be sent: valid UTF-8, no control byte other than tab (so never a telnet
-// IAC byte), at most kMaxSendLine bytes. On false, *why says what is wrong.
-bool sendable(std::string_view line, std::string* why);
+// IAC byte), at most kMaxSendLine bytes. Fails saying what is wrong.
+Status sendable(std::string_view line);
 
 // The words of argv joined with single spaces (one-shot mode).
 std::string join_words(const std::vector<std::string>& words);
@@ -43,7 +44,7 @@ bool parse_hello(std::string_view line, std::string* version, std::string* name)
 bool is_disconnect_word(std::string_view word);
 
 // "HOST:PORT", "[V6]:PORT", "HOST" (port 7700) or a bare IPv6 address (port 7700).
-bool split_server(std::string_view spec, std::string* host, std::string* port, std::string* error);
+Result<HostPort> split_server(std::string_view spec);
 
 // A UDP port as vrelayctl accepts it on its command line: 1-5 digits, 1 to 65535.
 bool parse_udp_port(std::string_view text, unsigned* port);

@@ -44,9 +44,8 @@ class Watch : public Session {
         return;
       }
       if (options_.play) {
-        std::string error;
-        if (!player_.start(options_.udp_port, &error)) {
-          complain(error);
+        if (Status started = player_.start(options_.udp_port); !started) {
+          complain(started.error());
           leave(kExitErr);
           return;
         }

@@ -76,8 +76,9 @@ int usage_error(const std::string& message) {
 
 std::string shm_path(const std::string& instance) { return "/dev/shm/" + Segment::shm_name(instance); }
 
-// Segment::open's reason, with the path people know and what to do about it.
-std::string describe_open_error(const std::string& instance, SegmentProblem problem, const std::string& what) {
+// Segment::open's reason (without the segment's name), with the path people know and what
+// to do about it.
+std::string describe_open_error(const std::string& instance, SegmentProblem problem, const std::string& reason) {
   const std::string path = shm_path(instance);
   switch (problem) {
     case SegmentProblem::kMissing:
@@ -88,29 +89,22 @@ std::string describe_open_error(const std::string& instance, SegmentProblem prob
              "group, or root)";
     default: break;
   }
-  std::string reason = what;
-  std::string prefix = "/" + Segment::shm_name(instance) + ": ";
-  if (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
   std::string text = "instance '" + instance + "': " + path + ": " + reason;
   if (problem == SegmentProblem::kOtherVersion) return text;  // names both versions and the remedy
   if (problem == SegmentProblem::kStarting) return text + "; try again in a moment";
   return text + "; if no vrelayd runs with --instance " + instance + ", the file is stale or not vrelay's: remove it";
 }
 
-std::unique_ptr<Segment> open_segment(const std::string& instance, std::string* error) {
+Result<std::unique_ptr<Segment>> open_segment(const std::string& instance) {
   struct stat st;
-  if (stat(shm_path(instance).c_str(), &st) != 0 && errno == ENOENT) {
-    *error = describe_open_error(instance, SegmentProblem::kMissing, "");
-    return nullptr;
-  }
+  if (stat(shm_path(instance).c_str(), &st) != 0 && errno == ENOENT)
+    return Failure{describe_open_error(instance, SegmentProblem::kMissing, "")};
   try {
     return Segment::open(instance, true);
   } catch (const SegmentError& e) {
-    *error = describe_open_error(instance, e.problem(), e.what());
-    return nullptr;
+    return Failure{describe_open_error(instance, e.problem(), e.reason())};
   } catch (const std::exception& e) {
-    *error = describe_open_error(instance, SegmentProblem::kOther, e.what());
-    return nullptr;
+    return Failure{describe_open_error(instance, SegmentProblem::kOther, e.what())};
   }
 }
 
@@ -161,28 +155,18 @@ Owner current_owner(const std::string& instance) {
   return owner;
 }
 
-// False, with the reason, once the mapped segment is no longer the running relay's.
-bool still_current(const Segment& segment, const std::string& instance, std::string* why) {
-  if (segment.shrunk()) {  // checked first: reading the header of a shrunk file could fault
-    *why = "the segment file shrank under its mapping (truncated)";
-    return false;
-  }
+// Fails, with the reason, once the mapped segment is no longer the running relay's.
+Status still_current(const Segment& segment, const std::string& instance) {
+  if (segment.shrunk())  // checked first: reading the header of a shrunk file could fault
+    return Failure{"the segment file shrank under its mapping (truncated)"};
   const Header& h = segment.header();
   std::string who = "vrelayd (pid " + std::to_string(h.supervisor_pid) + ")";
-  if (h.supervisor_pid > 0 && kill(h.supervisor_pid, 0) != 0 && errno == ESRCH) {
-    *why = who + " has exited";
-    return false;
-  }
+  if (h.supervisor_pid > 0 && kill(h.supervisor_pid, 0) != 0 && errno == ESRCH) return Failure{who + " has exited"};
   Owner owner = current_owner(instance);
-  if (!owner.exists) {
-    *why = who + " has removed its segment (it stopped)";
-    return false;
-  }
-  if (!owner.has_header || owner.pid != h.supervisor_pid || owner.created_ns != h.created_ns) {
-    *why = "another vrelayd has replaced " + who;
-    return false;
-  }
-  return true;
+  if (!owner.exists) return Failure{who + " has removed its segment (it stopped)"};
+  if (!owner.has_header || owner.pid != h.supervisor_pid || owner.created_ns != h.created_ns)
+    return Failure{"another vrelayd has replaced " + who};
+  return {};
 }
 
 // ---- The terminal ----------------------------------------------------------------------
@@ -328,15 +312,21 @@ int run_live(const Options& options, std::unique_ptr<Segment> segment) {
   uint64_t previous_ns = 0;
   std::string reason;
   while (true) {
-    if (segment && !still_current(*segment, options.instance, &reason)) {
-      segment.reset();
-      previous.reset();
+    if (segment) {
+      if (Status current = still_current(*segment, options.instance); !current) {
+        reason = current.error();
+        segment.reset();
+        previous.reset();
+      }
     }
     if (!segment) {
-      std::string error;
-      segment = open_segment(options.instance, &error);
-      if (segment) reason.clear();
-      else reason = reason.empty() ? error : reason + "; " + error;
+      auto opened = open_segment(options.instance);
+      if (opened) {
+        segment = std::move(*opened);
+        reason.clear();
+      } else {
+        reason = reason.empty() ? opened.error() : reason + "; " + opened.error();
+      }
     }
     std::vector<std::string> frame;
     if (segment) {
@@ -406,19 +396,19 @@ int main(int argc, char** argv) {
     const char* env = getenv("VRELAY_INSTANCE");
     if (env && *env) {
       options.instance = env;
-      std::string error;
-      if (!Segment::valid_instance_name(options.instance, &error)) return usage_error("VRELAY_INSTANCE: " + error);
+      if (Status valid = Segment::valid_instance_name(options.instance); !valid)
+        return usage_error("VRELAY_INSTANCE: " + valid.error());
     }
   }
-  if (std::string error; !Segment::valid_instance_name(options.instance, &error))
-    return usage_error("--instance: " + error);
+  if (Status valid = Segment::valid_instance_name(options.instance); !valid)
+    return usage_error("--instance: " + valid.error());
 
-  std::string error;
-  std::unique_ptr<Segment> segment = open_segment(options.instance, &error);
-  if (!segment) {
-    fprintf(stderr, "vrelaystat: %s\n", error.c_str());
+  auto opened = open_segment(options.instance);
+  if (!opened) {
+    fprintf(stderr, "vrelaystat: %s\n", opened.error().c_str());
     return kExitSegment;
   }
+  std::unique_ptr<Segment> segment = std::move(*opened);
 
   if (options.subscribers) {
     Snapshot s = take_snapshot(*segment);

@@ -93,12 +93,13 @@ nlohmann::ordered_json json_output(const Snapshot& s, const std::vector<std::str
 }
 
 namespace {
-const char* kSubscriberHeader = "SLOT  ADDRESS                 PORT  STATE    SINCE                 DATAGRAMS             BYTES  ERRORS  REFUSED  ORPHAN";
+const char* kSubscriberHeader = "SLOT  ADDRESS                 PORT  STATE    SINCE                 DATAGRAMS             BYTES  ERRORS  REFUSED  ORPHAN  SESSION";
 
 std::string subscriber_line(const SubscriberView& v, const std::string& since) {
-  return printf_string("%4" PRIu32 "  %-22s %5u  %-7s  %-19s %11" PRIu64 " %17" PRIu64 " %7" PRIu64 " %8" PRIu64 "  %s", v.slot,
+  return printf_string("%4" PRIu32 "  %-22s %5u  %-7s  %-19s %11" PRIu64 " %17" PRIu64 " %7" PRIu64 " %8" PRIu64 "  %-6s  %s", v.slot,
                        v.address.c_str(), unsigned(v.port), subscriber_state_name(v.state), since.c_str(),
-                       v.datagrams, v.bytes, v.errors, v.refusals, v.orphan ? "yes" : "no");
+                       v.datagrams, v.bytes, v.errors, v.refusals, v.orphan ? "yes" : "no",
+                       v.owner_name.empty() ? "-" : v.owner_name.c_str());
 }
 }  // namespace
 

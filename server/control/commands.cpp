@@ -105,7 +105,7 @@ Reply Conversation::command_Connect(const protocol::Parsed& command) {
   Endpoint destination = session_.peer();  // always the peer's own address: never another host
   destination.set_port(*port);
   bool adopted = false;
-  int slot = control_.table.subscribe(destination, session_.id(), &adopted);
+  int slot = control_.table.subscribe(destination, session_.id(), &adopted, session_.name());
   if (slot == SubscriberTable::kTaken)
     return protocol::err(ErrorCode::kBusy, destination.to_string() + " already receives the stream for another session");
   if (slot < 0) return protocol::err(ErrorCode::kBusy, "the subscriber table is full");
@@ -145,6 +145,7 @@ Reply Conversation::command_Name(const protocol::Parsed& command) {
     case Registry::Renaming::kRenamed: break;
   }
   LOG_INFO("%s (%s) is now %s", old.c_str(), session_.peer().to_string().c_str(), wanted.c_str());
+  if (int slot = subscription(); slot >= 0) control_.table.rename_owner(slot, session_.id(), wanted);
   session_.after_reply([this, old, wanted] {
     control_.send_to_others(session_, Event{"RENAME", old + " " + wanted, Fields{{"old", old}, {"new", wanted}}}, true);
   });

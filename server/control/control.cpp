@@ -225,7 +225,7 @@ void Control::reload_settings() {
   }
   log::set_level(next->log.level);
   if (next->log.file != settings()->log.file && !next->log.file.empty())
-    if (std::string error = log::use_file(next->log.file); !error.empty()) LOG_ERROR("reload: log.file: %s", error.c_str());
+    if (Status opened = log::use_file(next->log.file); !opened) LOG_ERROR("reload: log.file: %s", opened.error().c_str());
   registry.set_limits(sessions_that_fit(next->control.max_sessions), next->control.max_sessions_per_ip);
   pthread_attr_setstacksize(&thread_attr_, size_t(next->control.thread_stack_kib) * 1024);
   {

@@ -63,13 +63,15 @@ void SubscriberTable::orphan_all() {
       continue;
     }
     slot.owner.store(0, kPublish);
+    write.set_owner_name({});
     slot.orphan_deadline_ns.store(deadline, kPublish);
     ++used_;
   }
   update_gauge();
 }
 
-int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool* adopted) {
+int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool* adopted,
+                               const std::string& owner_name) {
   std::lock_guard lock(mutex_);
   *adopted = false;
   int free_slot = -1;
@@ -89,6 +91,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     {
       SubscriberWrite write(slot, segment_.table());
       slot.owner.store(owner, kPublish);
+      write.set_owner_name(owner_name);
       slot.orphan_deadline_ns.store(0, kPublish);
       if (s.state == SubscriberState::kPaused) start_playing(slot);  // CONECTAR means play, from now on
     }
@@ -104,6 +107,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     write.set_destination(destination);
     slot.incarnation.store(++next_incarnation_, kPublish);
     slot.owner.store(owner, kPublish);
+    write.set_owner_name(owner_name);
     slot.orphan_deadline_ns.store(0, kPublish);
     start_playing(slot);
   }
@@ -111,6 +115,14 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
   update_gauge();
   wake_fanout();
   return free_slot;
+}
+
+void SubscriberTable::rename_owner(int index, uint64_t owner, const std::string& owner_name) {
+  std::lock_guard lock(mutex_);
+  SubscriberSlot& slot = slots_[index];
+  if (slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree) || slot.owner.load(kRelaxed) != owner) return;
+  SubscriberWrite write(slot, segment_.table());
+  write.set_owner_name(owner_name);
 }
 
 void SubscriberTable::pause(int index) {
@@ -139,6 +151,7 @@ void SubscriberTable::release(int index) {
     slot.state.store(uint32_t(SubscriberState::kFree), kPublish);
     slot.until_ns.store(0, kPublish);
     slot.owner.store(0, kPublish);
+    write.set_owner_name({});
   }
   --used_;
   update_gauge();

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "net.hpp"
@@ -23,7 +24,10 @@ class SubscriberTable {
   // Returns the slot, kFull, or kTaken when another session's subscription already sends
   // to that destination.
   static constexpr int kFull = -1, kTaken = -2;
-  int subscribe(const Endpoint& destination, uint64_t owner, bool* adopted);
+  // owner_name: the session's name, shown to readers of the table (status page, vrelaystat).
+  int subscribe(const Endpoint& destination, uint64_t owner, bool* adopted, const std::string& owner_name = {});
+  // The owner of `slot` took a new name (NAME); nothing if the slot is no longer its own.
+  void rename_owner(int slot, uint64_t owner, const std::string& owner_name);
   void pause(int slot);
   void resume(int slot);
   void release(int slot);

@@ -110,8 +110,7 @@ bool gso_available(const Config& config) {
 
 // The wildcard address of `family` at `port`: where a subscriber's socket is bound.
 Endpoint wildcard(int family, uint16_t port) {
-  std::string error;
-  Endpoint any = *parse_endpoint(family == AF_INET6 ? "[::]:0" : "0.0.0.0:0", &error);
+  Endpoint any = *parse_endpoint(family == AF_INET6 ? "[::]:0" : "0.0.0.0:0");
   any.set_port(port);
   return any;
 }

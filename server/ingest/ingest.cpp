@@ -56,7 +56,12 @@ class Ingest {
     double elapsed = to_seconds(now - rate_from_ns_);
     if (elapsed > 0) {
       stats_.rate_datagrams.store(uint64_t(double(datagrams - rate_from_datagrams_) / elapsed + 0.5), std::memory_order_relaxed);
-      stats_.rate_bytes.store(uint64_t(double(bytes - rate_from_bytes_) / elapsed + 0.5), std::memory_order_relaxed);
+      uint64_t rate = uint64_t(double(bytes - rate_from_bytes_) / elapsed + 0.5);
+      stats_.rate_bytes.store(rate, std::memory_order_relaxed);
+      // The history the status page opens with: the sample first, then the count (release).
+      uint64_t n = stream_.bitrate_samples.load(std::memory_order_relaxed);
+      stream_.bitrate_history[n % kBitrateHistory].store(rate, std::memory_order_relaxed);
+      stream_.bitrate_samples.store(n + 1, std::memory_order_release);
     }
     rate_from_ns_ = now;
     rate_from_datagrams_ = datagrams;

@@ -175,7 +175,7 @@ void Supervisor::reload() {
     keep_restart_only_keys(next);
     fresh = bind_changed(next);
     if (next.log.file != config.log.file)
-      if (std::string error = log::use_file(next.log.file); !error.empty()) throw std::runtime_error("log.file: " + error);
+      if (Status opened = log::use_file(next.log.file); !opened) throw std::runtime_error("log.file: " + opened.error());
     put_in_force(std::move(next), fresh);
     segment->stats().supervisor.reloads.fetch_add(1, std::memory_order_release);
     LOG_NOTICE("configuration reloaded");
@@ -554,7 +554,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
     // What needs root is done: from here every process is the service account's.
     if (account) {
       sup.segment->give_to(account->uid, account->gid);
-      if (std::string error = log::give_to(account->uid, account->gid); !error.empty()) throw std::runtime_error(error);
+      if (Status given = log::give_to(account->uid, account->gid); !given) throw std::runtime_error(given.error());
       drop_privileges(*account);
       LOG_NOTICE("running as user %s, group %s, without capabilities", account->user.c_str(), account->group.c_str());
     } else if (geteuid() == 0) {
@@ -584,10 +584,10 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   // see log_reopens change at their next heartbeat (no signal needed: control uses SIGUSR1
   // to wake its session threads).
   ev_signal_init(&sup.sigusr1, [](struct ev_loop*, ev_signal* w, int) {
-    std::string error = log::reopen();
+    Status reopened = log::reopen();
     owner(w->data)->segment->stats().supervisor.log_reopens.fetch_add(1, std::memory_order_relaxed);
-    if (error.empty()) LOG_NOTICE("SIGUSR1: log file reopened");
-    else LOG_ERROR("SIGUSR1: %s", error.c_str());
+    if (reopened) LOG_NOTICE("SIGUSR1: log file reopened");
+    else LOG_ERROR("SIGUSR1: %s", reopened.error().c_str());
   }, SIGUSR1);
   for (ev_signal* s : {&sup.sigterm, &sup.sigint, &sup.sighup, &sup.sigusr1}) {
     s->data = &sup;

@@ -146,12 +146,22 @@ std::vector<std::string> subscriber_row(const std::string& dom, uint16_t port) {
   return cells;
 }
 
-// A relay with HTTP on port 0, one subscriber, and a stream of 50 datagrams a second that
+// An attribute of the opening tag with this id: data-points="12" -> "12"; "" if absent.
+std::string attribute(const std::string& dom, const std::string& id, const std::string& name) {
+  std::string tag = opening_tag(dom, id);
+  auto at = tag.find(" " + name + "=\"");
+  if (at == std::string::npos) return "";
+  at += name.size() + 3;
+  return tag.substr(at, tag.find('"', at) - at);
+}
+
+// A relay with HTTP on port 0, one subscriber (session "ana"), and a stream of 50 datagrams a second that
 // keeps flowing (and being drained from the sink) while the browser looks.
 class LiveRelay {
  public:
   LiveRelay() : relay_("http:\n  listen: 127.0.0.1:0\n") {
     session_ = std::make_unique<Session>(relay_.control_port());
+    EXPECT_EQ(session_->command("NAME ana"), "OK");  // the subscriber row shows it
     EXPECT_EQ(session_->command("CONECTAR " + std::to_string(sink_.port())), "OK");
     UdpSource first(relay_.ingest_port());
     first.send(test_payload(0));
@@ -209,13 +219,14 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   EXPECT_EQ(dom.find("class=\"unreachable"), std::string::npos) << "the page says the relay is unreachable";
 
   auto cells = subscriber_row(dom, live.sink_port());
-  ASSERT_EQ(cells.size(), 7u) << "no subscriber row with data-port=\"" << live.sink_port() << "\" in\n"
+  ASSERT_EQ(cells.size(), 8u) << "no subscriber row with data-port=\"" << live.sink_port() << "\" in\n"
                               << element_text(dom, "subscribers").value_or("(no table)");
-  EXPECT_EQ(cells[0], "127.0.0.1");
-  EXPECT_EQ(cells[1], std::to_string(live.sink_port()));
-  EXPECT_EQ(cells[2], "playing");
-  EXPECT_TRUE(positive_count(cells[4])) << "datagrams cell '" << cells[4] << "'";
-  EXPECT_EQ(cells[6], "0") << "errors";
+  EXPECT_EQ(cells[0], "ana") << "the name of the session that subscribed";
+  EXPECT_EQ(cells[1], "127.0.0.1");
+  EXPECT_EQ(cells[2], std::to_string(live.sink_port()));
+  EXPECT_EQ(cells[3], "playing");
+  EXPECT_TRUE(positive_count(cells[5])) << "datagrams cell '" << cells[5] << "'";
+  EXPECT_EQ(cells[7], "0") << "errors";
 
   // Every process row, http included, shows "ready".
   for (const char* role : {"ingest", "fanout", "control", "http"}) {
@@ -227,6 +238,26 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   // The data came from the relay: datagrams in is a number above 0.
   std::string in = element_text(dom, "ingest-datagrams").value_or("");
   EXPECT_TRUE(positive_count(in)) << "ingest-datagrams '" << in << "'";
+}
+
+// The chart opens with the relay's history (kept by ingest in shared memory), not only
+// with what the page polled itself: its first rendering already has those points.
+TEST(StatusPage, ChartOpensWithTheRelaysHistory) {
+  LiveRelay live;
+  constexpr uint64_t kSamples = 3;
+  const StreamInfo& stream = live.relay().shm().stream();
+  ASSERT_TRUE(wait_until([&] { return stream.bitrate_samples.load() >= kSamples; }, 10000ms));
+  // A short budget: the page's first poll, hardly more.
+  Output o = chromium({"--virtual-time-budget=500", "--dump-dom", live.url()}, "history");
+  ASSERT_EQ(o.status, 0) << chromium_log(o);
+  const std::string& dom = o.out;
+  ASSERT_NE(dom.find("</html>"), std::string::npos) << "no DOM on stdout:\n" << chromium_log(o);
+  std::string tag = opening_tag(dom, "bitrate-chart");
+  std::string seeded = attribute(dom, "bitrate-chart", "data-seeded"), points = attribute(dom, "bitrate-chart", "data-points");
+  ASSERT_FALSE(seeded.empty()) << "the page did not render: " << tag;
+  EXPECT_GE(std::stoul(seeded), kSamples) << tag;      // from the relay's history...
+  EXPECT_GE(std::stoul(points), std::stoul(seeded)) << tag;  // ...all drawn
+  EXPECT_NE(dom.find("data-owner=\"ana\""), std::string::npos) << element_text(dom, "subscribers").value_or("");
 }
 
 TEST(StatusPage, ShowsAStalledSourceAsAnAlert) {

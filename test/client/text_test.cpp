@@ -25,14 +25,14 @@ TEST(Printable, EscapesControlBytesAndInvalidUtf8) {
 }
 
 TEST(Sendable, RefusesControlBytesIacAndLongLines) {
-  std::string why;
-  EXPECT_TRUE(sendable("MSG ana hola\tque tal \xc3\xb1", &why));
-  EXPECT_FALSE(sendable("PING\r\nSHUTDOWN", &why));
-  EXPECT_FALSE(sendable("ECHO \xff\xf4", &why));
-  EXPECT_FALSE(sendable("ECHO \x03", &why));
-  EXPECT_TRUE(sendable(std::string(kMaxSendLine, 'a'), &why));
-  EXPECT_FALSE(sendable(std::string(kMaxSendLine + 1, 'a'), &why));
-  EXPECT_NE(why.find("1022"), std::string::npos);
+  EXPECT_TRUE(sendable("MSG ana hola\tque tal \xc3\xb1"));
+  EXPECT_FALSE(sendable("PING\r\nSHUTDOWN"));
+  EXPECT_EQ(sendable("ECHO \xff\xf4").error(), "the line holds control characters or invalid UTF-8");
+  EXPECT_FALSE(sendable("ECHO \x03"));
+  EXPECT_TRUE(sendable(std::string(kMaxSendLine, 'a')));
+  Status too_long = sendable(std::string(kMaxSendLine + 1, 'a'));
+  ASSERT_FALSE(too_long);
+  EXPECT_EQ(too_long.error(), "the line is 1023 bytes long; the relay takes 1022 at most");
 }
 
 TEST(JoinWords, SingleSpaces) {
@@ -84,22 +84,25 @@ TEST(Hello, ParsesVersionAndName) {
 }
 
 TEST(Server, SplitsHostAndPort) {
-  std::string host, port, error;
-  ASSERT_TRUE(split_server("127.0.0.1:7701", &host, &port, &error));
-  EXPECT_EQ(host, "127.0.0.1");
-  EXPECT_EQ(port, "7701");
-  ASSERT_TRUE(split_server("[::1]:7702", &host, &port, &error));
-  EXPECT_EQ(host, "::1");
-  EXPECT_EQ(port, "7702");
-  ASSERT_TRUE(split_server("::1", &host, &port, &error));
-  EXPECT_EQ(host, "::1");
-  EXPECT_EQ(port, "7700");
-  ASSERT_TRUE(split_server("relay.example", &host, &port, &error));
-  EXPECT_EQ(port, "7700");
-  EXPECT_FALSE(split_server("127.0.0.1:0", &host, &port, &error));
-  EXPECT_FALSE(split_server("127.0.0.1:70000", &host, &port, &error));
-  EXPECT_FALSE(split_server(":7700", &host, &port, &error));
-  EXPECT_FALSE(split_server("[::1", &host, &port, &error));
+  auto server = split_server("127.0.0.1:7701");
+  ASSERT_TRUE(server) << server.error();
+  EXPECT_EQ(server->host, "127.0.0.1");
+  EXPECT_EQ(server->port, "7701");
+  server = split_server("[::1]:7702");
+  ASSERT_TRUE(server) << server.error();
+  EXPECT_EQ(server->host, "::1");
+  EXPECT_EQ(server->port, "7702");
+  server = split_server("::1");
+  ASSERT_TRUE(server) << server.error();
+  EXPECT_EQ(server->host, "::1");
+  EXPECT_EQ(server->port, "7700");
+  server = split_server("relay.example");
+  ASSERT_TRUE(server) << server.error();
+  EXPECT_EQ(server->port, "7700");
+  EXPECT_FALSE(split_server("127.0.0.1:0"));
+  EXPECT_FALSE(split_server("127.0.0.1:70000"));
+  EXPECT_EQ(split_server(":7700").error(), "':7700': missing host");
+  EXPECT_EQ(split_server("[::1").error(), "'[::1': missing ']'");
 }
 
 TEST(ChatInput, MessagesAndCommands) {

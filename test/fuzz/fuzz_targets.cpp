@@ -125,8 +125,7 @@ int config(const uint8_t* data, size_t size) {
     return 0;
   }
   // What vrelay.yaml(5) promises of a configuration that loads.
-  std::string error;
-  expect(Segment::valid_instance_name(c.instance, &error), "instance is a valid name");
+  expect(Segment::valid_instance_name(c.instance).ok(), "instance is a valid name");
   expect(!c.ingest.allow.empty(), "ingest.allow is not empty");
   expect(c.control.port_min >= 1 && c.control.port_min <= c.control.port_max, "control.ports is a range");
   expect(c.control.max_line >= 64 && c.control.max_line <= 65536, "control.max_line is in range");
@@ -158,26 +157,28 @@ bool contains_bitwise(const Cidr& net, const Endpoint& ep) {
 
 int address(const uint8_t* data, size_t size) {
   std::string_view text = as_text(data, size);
-  std::string error;
   // Addresses print as they read back: the ready line, logs and vrelaystat show them so.
-  if (auto ep = parse_endpoint(text, &error)) {
-    auto again = parse_endpoint(ep->to_string(), &error);
+  if (auto ep = parse_endpoint(text)) {
+    auto again = parse_endpoint(ep->to_string());
     expect(again && again->to_string() == ep->to_string(), "an endpoint reads back as it prints");
+  } else {
+    expect(!ep.error().empty(), "a refused endpoint says why");
   }
-  if (auto net = parse_cidr(text, &error)) {
+  if (auto net = parse_cidr(text)) {
     expect(net->prefix >= 0 && net->prefix <= (net->family == AF_INET ? 32 : 128), "a prefix fits its family");
-    auto again = parse_cidr(net->to_string(), &error);
+    auto again = parse_cidr(net->to_string());
     expect(again && again->to_string() == net->to_string(), "a network reads back as it prints");
+  } else {
+    expect(!net.error().empty(), "a refused network says why");
   }
   (void)parse_port(text, 0, 65535);
   (void)parse_port(text, 1025, 65535);
-  std::string host, port;
-  if (split_host_port(text, &host, &port, &error)) expect(parse_port(port, 1, 65535).has_value(), "a split port is a port");
-  if (split_host_port(text, &host, &port, &error, "7700")) expect(!host.empty(), "a split host is not empty");
+  if (auto split = split_host_port(text)) expect(parse_port(split->port, 1, 65535).has_value(), "a split port is a port");
+  if (auto split = split_host_port(text, "7700")) expect(!split->host.empty(), "a split host is not empty");
   // "NETWORK\nHOST:PORT": would ingest.allow let this sender stream?
   if (auto nl = text.find('\n'); nl != std::string_view::npos) {
-    auto net = parse_cidr(text.substr(0, nl), &error);
-    auto sender = parse_endpoint(text.substr(nl + 1), &error);
+    auto net = parse_cidr(text.substr(0, nl));
+    auto sender = parse_endpoint(text.substr(nl + 1));
     if (net && sender) expect(net->contains(*sender) == contains_bitwise(*net, *sender), "Cidr::contains matches bit by bit");
   }
   return 0;
@@ -234,9 +235,13 @@ int shm(const uint8_t* data, size_t size) {
   std::memcpy(base.get(), data + 4, std::min(mapped, size - 4));
 
   bool starting = false, other_version = false;
-  std::string problem = check_header(base.get(), mapped, &starting, &other_version);
+  Status usable = check_header(base.get(), mapped, &starting, &other_version);
   expect(!(starting && other_version), "starting and other_version exclude each other");
-  if (!problem.empty()) return 0;
+  expect(!(usable && (starting || other_version)), "only a refused segment is starting or of another version");
+  if (!usable) {
+    expect(!usable.error().empty(), "a refused segment says why");
+    return 0;
+  }
   // Accepted: the parts that readers reach lie inside the mapping.
   const Header& h = *reinterpret_cast<const Header*>(base.get());
   expect(h.total_size <= mapped, "the segment fits the mapping");
@@ -295,8 +300,7 @@ int replies(const uint8_t* data, size_t size) {
              "an event type is upper case");
     (void)control::classify_text(line);
     (void)control::classify_json(line);
-    std::string error;
-    (void)control::parse_hello(line, &error);
+    if (auto hello = control::parse_hello(line); !hello) expect(!hello.error().empty(), "a refused greeting says why");
     std::vector<std::string> words;
     std::string rest;
     for (size_t n = 0; n <= 3; ++n)

@@ -124,7 +124,7 @@ def live_segment(bindir, control, subscribe_from, http):
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             for _ in range(3):
                 udp.sendto(null_packet(), (ihost, int(iport)))
-            time.sleep(0.5)
+            time.sleep(1.2)  # past ingest's first tick: a bitrate sample in StreamInfo
             segment = open(f"/dev/shm/vrelay.{instance}", "rb").read()
             session.close()
         finally:

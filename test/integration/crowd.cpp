@@ -163,8 +163,8 @@ bool Crowd::on_ready(size_t index, uint32_t what) {
   std::string line;
   while (take_line(c, line)) {
     if (!c.open) {
-      std::string error;
-      if (!control::parse_hello(line, &error)) return fail("session " + std::to_string(index) + ": " + error);
+      if (auto hello = control::parse_hello(line); !hello)
+        return fail("session " + std::to_string(index) + ": " + hello.error());
       c.open = true;
       ++open_;
       hello_us_.push_back(us_since(c.started));

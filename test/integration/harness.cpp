@@ -401,8 +401,7 @@ Session::~Session() { close(); }
 void Session::close() { client_.close(); }
 
 void Session::send_raw(const std::string& bytes) {
-  std::string error;
-  if (!client_.send_bytes(bytes, &error)) throw std::runtime_error("send: " + error);
+  if (Status sent = client_.send_bytes(bytes); !sent) throw std::runtime_error("send: " + sent.error());
 }
 
 std::optional<std::string> Session::read_line(std::chrono::milliseconds limit) {

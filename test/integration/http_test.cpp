@@ -588,6 +588,66 @@ TEST(StatusJson, TheSameFiguresAsJson) {
   EXPECT_EQ(sub["errors"], 0u);
 }
 
+nlohmann::json status_json(uint16_t http_port) {
+  HttpReply r = get(http_port, "/status.json");
+  EXPECT_EQ(r.status, 200) << r;
+  return nlohmann::json::parse(r.body, nullptr, false);
+}
+
+// A subscription shows the name of the control session that owns it, and follows a NAME.
+TEST(StatusJson, SubscriberShowsTheNameOfItsSession) {
+  Relay relay(kHttpYaml);
+  Session ana(relay.control_port());
+  ASSERT_EQ(ana.command("NAME ana"), "OK");
+  UdpSink sink;
+  ASSERT_EQ(ana.command("CONECTAR " + std::to_string(sink.port())), "OK");
+  nlohmann::json j = status_json(relay.http_port());
+  ASSERT_EQ(j["subscribers"].size(), 1u) << j;
+  EXPECT_EQ(j["subscribers"][0]["owner_name"], "ana");
+  EXPECT_EQ(j["subscribers"][0]["orphan"], false);
+
+  ASSERT_EQ(ana.command("NAME bob"), "OK");  // the slot is rewritten before the OK
+  j = status_json(relay.http_port());
+  ASSERT_EQ(j["subscribers"].size(), 1u) << j;
+  EXPECT_EQ(j["subscribers"][0]["owner_name"], "bob");
+
+  Viewer guest(relay);  // no NAME: the guest name given at connect
+  j = status_json(relay.http_port());
+  ASSERT_EQ(j["subscribers"].size(), 2u) << j;
+  for (const auto& sub : j["subscribers"]) {
+    if (sub["port"] == guest.sink.port()) EXPECT_EQ(sub["owner_name"].get<std::string>().rfind("guest-", 0), 0u) << sub;
+    else EXPECT_EQ(sub["owner_name"], "bob") << sub;
+  }
+  Counters c = relay.counters();  // vrelaystat's and the tests' reading of the segment too
+  ASSERT_EQ(c.subscribers().size(), 2u);
+}
+
+// The daemon keeps the source's rate of the last ten minutes, one sample a second, and a
+// restarted http process serves it whole.
+TEST(StatusJson, HistoryOfTheSourceRate) {
+  Relay relay("http:\n  listen: 127.0.0.1:0\ningest:\n  source: generator\n  interval_ms: 10\n");
+  auto started = Clock::now();
+  constexpr size_t kSeconds = 3;
+  nlohmann::json history;
+  EXPECT_TRUE(wait_until([&] {
+    history = status_json(relay.http_port())["history"];
+    return history["bytes_per_s"].size() >= kSeconds;
+  }, 15000ms)) << history;
+  double ran_s = std::chrono::duration<double>(Clock::now() - started).count();
+  EXPECT_EQ(history["interval_s"], 1);
+  const auto& samples = history["bytes_per_s"];
+  ASSERT_GE(samples.size(), kSeconds) << history;
+  EXPECT_LE(double(samples.size()), ran_s + 2) << "one sample a second, not more";
+  // 100 datagrams a second: the newest full second carries the generator's rate.
+  EXPECT_GT(samples[samples.size() - 1].get<uint64_t>(), 0u) << history;
+
+  pid_t old_pid = relay.child_pid(kHttp);
+  ASSERT_EQ(kill(old_pid, SIGKILL), 0);
+  ASSERT_TRUE(relay.wait_restarted(kHttp, old_pid)) << relay.log();
+  nlohmann::json after = status_json(relay.http_port())["history"];
+  EXPECT_GE(after["bytes_per_s"].size(), samples.size()) << after;
+}
+
 TEST(Routes, StatusPageNotFoundAndMethodNotAllowed) {
   Relay relay(kHttpYaml);
   uint16_t port = relay.http_port();

@@ -180,6 +180,8 @@ TEST_F(Reload, RELOADIsAModeratorsCommandAndAnswersWithTheOutcome) {
   std::ofstream(token) << "reload-Token-77\n";
   rewrite(std::string(kBase) + "moderators:\n  token_files: [" + token + "]\n");
   ASSERT_TRUE(hangup());
+  // Control applies its keys once the supervisor has put the file in force: wait for it.
+  ASSERT_TRUE(wait_until([&] { return relay.log().find("reload: the control settings are in force") != std::string::npos; }));
   Session s(relay.control_port());
   EXPECT_TRUE(starts_with(s.command("RELOAD"), "ERR forbidden"));
   ASSERT_EQ(s.command("AUTH reload-Token-77"), "OK");

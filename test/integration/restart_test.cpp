@@ -110,20 +110,26 @@ TEST(Restart, ControlKilledLeavesTheStreamFlowingAndAReconnectTakesItOver) {
   UdpSource source(relay.ingest_port());
   {
     Session s(relay.control_port());
+    ASSERT_EQ(s.command("NAME ana"), "OK");
     ASSERT_EQ(s.command("CONECTAR " + std::to_string(sink.port())), "OK");
+    ASSERT_EQ(relay.counters().subscribers().at(0).owner_name, "ana");
     pid_t old_pid = relay.child_pid(kControl);
     ASSERT_EQ(kill(old_pid, SIGKILL), 0);
     EXPECT_TRUE(s.closed_by_peer());
     ASSERT_TRUE(relay.wait_restarted(kControl, old_pid));
   }
-  // The orphaned subscription keeps receiving.
+  // The orphaned subscription keeps receiving, and has no owner's name any more.
   EXPECT_GT(deliver_eventually(source, sink, 1), 0);
+  EXPECT_EQ(relay.counters().subscribers().at(0).owner_name, "");
   // The same client reconnects and subscribes the same port: it takes the subscription over.
   Session again(relay.control_port());
+  ASSERT_EQ(again.command("NAME bob"), "OK");
   ASSERT_EQ(again.command("CONECTAR " + std::to_string(sink.port())), "OK");
   Counters c = relay.counters();  // adopted, not added: both figures of one moment
   EXPECT_EQ(c["control.orphans_adopted"], 1u);
   EXPECT_EQ(c["control.subscribers"], 1u);
+  ASSERT_EQ(c.subscribers().size(), 1u);
+  EXPECT_EQ(c.subscribers()[0].owner_name, "bob");  // the adopter's name
   source.send(test_payload(2));
   EXPECT_TRUE(is_payload(sink.receive(), 2));
   EXPECT_EQ(sink.drain(), 0u);  // one subscription, not two

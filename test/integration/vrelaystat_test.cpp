@@ -200,8 +200,8 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   EXPECT_EQ(table.out.rfind("SLOT  ADDRESS", 0), 0u) << table.out;
   auto rows = lines_starting(table.out, " ");
   ASSERT_EQ(rows.size(), 1u) << table.out;
-  auto w = words(rows[0]);  // slot address port state since datagrams bytes errors refused orphan
-  ASSERT_EQ(w.size(), 10u) << rows[0];
+  auto w = words(rows[0]);  // slot address port state since datagrams bytes errors refused orphan session
+  ASSERT_EQ(w.size(), 11u) << rows[0];
   EXPECT_EQ(w[1], "127.0.0.1");
   EXPECT_EQ(w[2], std::to_string(sink.port()));
   EXPECT_EQ(w[3], "playing");
@@ -209,6 +209,7 @@ TEST(Vrelaystat, OnceJsonAndSubscribersShowWhatTheRelayCounted) {
   EXPECT_EQ(w[7], "0");
   EXPECT_EQ(w[8], "0");
   EXPECT_EQ(w[9], "no");
+  EXPECT_EQ(w[10].rfind("guest-", 0), 0u) << rows[0];  // the session that subscribed took no NAME
 
   ProgramResult table_json = run_stat({"-n", relay.instance(), "--subscribers", "-j"});
   ASSERT_TRUE(exited_with(table_json.status, 0)) << table_json.err;

@@ -49,15 +49,15 @@ TEST(ControlLine, JsonRepliesAndEvents) {
 }
 
 TEST(ControlHello, VersionAndName) {
-  std::string error;
-  auto hello = parse_hello("EVENT HELLO vrelay 0.1.0 guest-3", &error);
-  ASSERT_TRUE(hello);
+  auto hello = parse_hello("EVENT HELLO vrelay 0.1.0 guest-3");
+  ASSERT_TRUE(hello) << hello.error();
   EXPECT_EQ(hello->version, "0.1.0");
   EXPECT_EQ(hello->name, "guest-3");
   for (auto bad : {"SSH-2.0-OpenSSH_9.2", "EVENT HELLO other 0.1.0 x", "EVENT HELLO vrelay 0.1.0", "ERR busy full",
                    "EVENT HELLO vrelay 0.1.0 x y"}) {
-    EXPECT_FALSE(parse_hello(bad, &error)) << bad;
-    EXPECT_EQ(error, "not a vrelay relay (its first line is '" + std::string(bad) + "', not EVENT HELLO)");
+    auto not_hello = parse_hello(bad);
+    ASSERT_FALSE(not_hello) << bad;
+    EXPECT_EQ(not_hello.error(), "not a vrelay relay (its first line is '" + std::string(bad) + "', not EVENT HELLO)");
   }
 }
 
@@ -66,8 +66,7 @@ TEST(ControlHello, VersionAndName) {
 class TinyServer {
  public:
   explicit TinyServer(std::function<void(int)> serve) {
-    std::string error;
-    listener_ = vrelay::bind_socket(*vrelay::parse_endpoint("127.0.0.1:0", &error), SOCK_STREAM);
+    listener_ = vrelay::bind_socket(*vrelay::parse_endpoint("127.0.0.1:0"), SOCK_STREAM);
     listen(listener_, 1);
     port_ = std::to_string(vrelay::local_endpoint(listener_).port());
     thread_ = std::thread([this, serve] {
@@ -115,7 +114,8 @@ TEST(ControlClient, RepliesAfterEvents) {
   });
   Client client;
   std::string error, line, reply;
-  ASSERT_TRUE(client.connect("127.0.0.1", server.port(), 5, &error)) << error;
+  vrelay::Status connected = client.connect("127.0.0.1", server.port(), 5);
+  ASSERT_TRUE(connected) << connected.error();
   Hello hello;
   ASSERT_EQ(client.read_hello(deadline_after(5), &hello, &line, &error), Client::Read::kLine) << error;
   EXPECT_EQ(line, "EVENT HELLO vrelay 0.1.0 guest-1");
@@ -137,7 +137,8 @@ TEST(ControlClient, TimesOutWithoutAReply) {
   });
   Client client;
   std::string error, reply;
-  ASSERT_TRUE(client.connect("127.0.0.1", server.port(), 5, &error)) << error;
+  vrelay::Status connected = client.connect("127.0.0.1", server.port(), 5);
+  ASSERT_TRUE(connected) << connected.error();
   auto start = Clock::now();
   EXPECT_EQ(client.command("PING", Clock::now() + 200ms, &reply, nullptr, &error), Client::Read::kTimeout);
   EXPECT_GE(Clock::now() - start, 200ms);
@@ -155,7 +156,8 @@ TEST(ControlClient, PeerThatCloses) {
   });
   Client client;
   std::string error, line;
-  ASSERT_TRUE(client.connect("127.0.0.1", server.port(), 5, &error)) << error;
+  vrelay::Status connected = client.connect("127.0.0.1", server.port(), 5);
+  ASSERT_TRUE(connected) << connected.error();
   Hello hello;
   ASSERT_EQ(client.read_hello(deadline_after(5), &hello, &line, &error), Client::Read::kLine) << error;
   EXPECT_EQ(client.command("DESCONECTAR", deadline_after(5), &line, nullptr, &error), Client::Read::kClosed);
@@ -165,11 +167,48 @@ TEST(ControlClient, NotARelay) {
   TinyServer server([](int fd) { TinyServer::write(fd, "SSH-2.0-OpenSSH_9.2\r\n"); });
   Client client;
   std::string error, line;
-  ASSERT_TRUE(client.connect("127.0.0.1", server.port(), 5, &error)) << error;
+  vrelay::Status connected = client.connect("127.0.0.1", server.port(), 5);
+  ASSERT_TRUE(connected) << connected.error();
   Hello hello;
   EXPECT_EQ(client.read_hello(deadline_after(5), &hello, &line, &error), Client::Read::kError);
   EXPECT_EQ(line, "SSH-2.0-OpenSSH_9.2");
   EXPECT_EQ(error.rfind("not a vrelay relay (its first line is 'SSH-2.0-OpenSSH_9.2'", 0), 0u) << error;
+}
+
+// Connect waits cut short by the interrupt fd are told apart from other failures without
+// reading the message.
+TEST(ControlClient, InterruptedConnect) {
+  // A listener whose accept queue is full (backlog 0, one connection waiting) drops SYNs:
+  // a second connection stays in progress.
+  int listener = vrelay::bind_socket(*vrelay::parse_endpoint("127.0.0.1:0"), SOCK_STREAM);
+  ASSERT_EQ(listen(listener, 0), 0);
+  std::string port = std::to_string(vrelay::local_endpoint(listener).port());
+  auto filler = vrelay::connect_tcp("127.0.0.1", port, 5);
+  ASSERT_TRUE(filler) << filler.error();
+  int wake[2];
+  ASSERT_EQ(pipe(wake), 0);
+  Client client;
+  client.set_interrupt_fd(wake[0]);
+  ASSERT_EQ(write(wake[1], "x", 1), 1);
+  auto start = Clock::now();
+  vrelay::Status connected = client.connect("127.0.0.1", port, 5);
+  EXPECT_LT(Clock::now() - start, 3s);
+  ASSERT_FALSE(connected);
+  EXPECT_EQ(connected.error(), "interrupted");
+  EXPECT_TRUE(client.interrupted());
+  EXPECT_FALSE(client.connected());
+
+  // Refused, with an interrupt fd that is not readable: a failure, not an interruption.
+  char byte;
+  ASSERT_EQ(read(wake[0], &byte, 1), 1);
+  close(*filler);
+  close(listener);
+  connected = client.connect("127.0.0.1", port, 5);
+  ASSERT_FALSE(connected);
+  EXPECT_NE(connected.error(), "interrupted");
+  EXPECT_FALSE(client.interrupted());
+  close(wake[0]);
+  close(wake[1]);
 }
 
 }  // namespace

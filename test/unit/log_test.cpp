@@ -1,7 +1,9 @@
 // log::Throttle: a flood is logged a few lines per interval, each saying what it left out.
+// log.file: what goes wrong with it is said.
 #include "log.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "clock.hpp"
 
@@ -23,6 +25,18 @@ TEST(LogThrottle, TheFirstOccurrenceIsAlwaysLogged) {
   log::Throttle throttle(kNsPerSecond);
   EXPECT_TRUE(throttle.due(0, "x"));
   EXPECT_FALSE(throttle.due(1, "x"));
+}
+
+// Only the failures: a log file that opens would take this process's stderr.
+TEST(LogFile, AFileThatCannotBeOpenedSaysWhy) {
+  Status opened = log::use_file("/nonexistent-vrelay-dir/vrelayd.log");
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error(), "cannot open the log file /nonexistent-vrelay-dir/vrelayd.log: No such file or directory");
+  // Still no log file: nothing to reopen or give away.
+  Status reopened = log::reopen();
+  EXPECT_TRUE(reopened) << reopened.error();
+  Status given = log::give_to(getuid(), getgid());
+  EXPECT_TRUE(given) << given.error();
 }
 
 }  // namespace

@@ -1,6 +1,10 @@
 // Unit tests of address parsing and allow-lists.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "net.hpp"
 
@@ -9,23 +13,26 @@ using namespace vrelay;
 namespace {
 
 TEST(Endpoint, ParsesV4AndV6) {
-  std::string error;
-  EXPECT_EQ(parse_endpoint("127.0.0.1:7700", &error)->to_string(), "127.0.0.1:7700");
-  EXPECT_EQ(parse_endpoint("[::1]:0", &error)->to_string(), "[::1]:0");
-  EXPECT_EQ(parse_endpoint("localhost:1", &error)->to_string(), "127.0.0.1:1");
+  EXPECT_EQ(parse_endpoint("127.0.0.1:7700")->to_string(), "127.0.0.1:7700");
+  EXPECT_EQ(parse_endpoint("[::1]:0")->to_string(), "[::1]:0");
+  EXPECT_EQ(parse_endpoint("localhost:1")->to_string(), "127.0.0.1:1");
   for (auto bad : {"127.0.0.1", ":7700", "127.0.0.1:", "::1:7700", "[::1]7700", "host.example:80", "1.2.3.4:-1",
                    "1.2.3.4:65536", "1.2.3.4:0x10"}) {
-    EXPECT_FALSE(parse_endpoint(bad, &error)) << bad;
-    EXPECT_NE(error.find(bad), std::string::npos) << error;
+    auto ep = parse_endpoint(bad);
+    ASSERT_FALSE(ep) << bad;
+    EXPECT_NE(ep.error().find(bad), std::string::npos) << ep.error();
   }
+  EXPECT_EQ(parse_endpoint("1.2.3.4").error(), "bad address '1.2.3.4': expected HOST:PORT");
 }
 
 // Found by the address fuzz target: inet_pton stopped at the NUL.
 TEST(Endpoint, AnEmbeddedNulIsRefused) {
-  std::string error;
-  EXPECT_FALSE(parse_endpoint(std::string_view("1.2.3.4\0junk:80", 15), &error));
-  EXPECT_NE(error.find("NUL"), std::string::npos) << error;
-  EXPECT_FALSE(parse_cidr(std::string_view("10.0.0.0\0/8", 11), &error));
+  auto ep = parse_endpoint(std::string_view("1.2.3.4\0junk:80", 15));
+  ASSERT_FALSE(ep);
+  EXPECT_NE(ep.error().find("NUL"), std::string::npos) << ep.error();
+  auto net = parse_cidr(std::string_view("10.0.0.0\0/8", 11));
+  ASSERT_FALSE(net);
+  EXPECT_EQ(net.error(), "bad network: it contains a NUL byte");
 }
 
 TEST(Endpoint, FoldsV4MappedV6ToV4) {
@@ -39,20 +46,48 @@ TEST(Endpoint, FoldsV4MappedV6ToV4) {
 }
 
 TEST(Cidr, Matches) {
-  std::string error;
-  std::vector<Cidr> list = {*parse_cidr("127.0.0.0/8", &error), *parse_cidr("192.168.1.0/25", &error),
-                            *parse_cidr("::1", &error)};
-  auto ep = [&](const char* s) { return *parse_endpoint(s, &error); };
+  std::vector<Cidr> list = {*parse_cidr("127.0.0.0/8"), *parse_cidr("192.168.1.0/25"), *parse_cidr("::1")};
+  auto ep = [&](const char* s) { return *parse_endpoint(s); };
   EXPECT_TRUE(allowed(list, ep("127.5.6.7:1")));
   EXPECT_TRUE(allowed(list, ep("192.168.1.127:1")));
   EXPECT_FALSE(allowed(list, ep("192.168.1.128:1")));
   EXPECT_FALSE(allowed(list, ep("10.0.0.1:1")));
   EXPECT_TRUE(allowed(list, ep("[::1]:1")));
   EXPECT_FALSE(allowed(list, ep("[::2]:1")));
-  EXPECT_TRUE(parse_cidr("0.0.0.0/0", &error)->contains(ep("8.8.8.8:53")));
-  EXPECT_FALSE(parse_cidr("1.2.3.4/", &error));
-  EXPECT_FALSE(parse_cidr("1.2.3.4/40", &error));
-  EXPECT_FALSE(parse_cidr("nonsense", &error));
+  EXPECT_TRUE(parse_cidr("0.0.0.0/0")->contains(ep("8.8.8.8:53")));
+  EXPECT_FALSE(parse_cidr("1.2.3.4/"));
+  EXPECT_EQ(parse_cidr("1.2.3.4/40").error(), "bad prefix length in '1.2.3.4/40'");
+  EXPECT_EQ(parse_cidr("nonsense").error(), "bad network 'nonsense': expected ADDRESS[/PREFIX]");
+}
+
+TEST(HostPort, SplitsNamesAndAddresses) {
+  auto hp = split_host_port("relay.example:7701");
+  ASSERT_TRUE(hp) << hp.error();
+  EXPECT_EQ(hp->host, "relay.example");
+  EXPECT_EQ(hp->port, "7701");
+  hp = split_host_port("[::1]:7702");
+  ASSERT_TRUE(hp) << hp.error();
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, "7702");
+  hp = split_host_port("::1", "7700");
+  ASSERT_TRUE(hp) << hp.error();
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, "7700");
+  EXPECT_EQ(split_host_port("::1").error(), "'::1': expected HOST:PORT (an IPv6 address in brackets)");
+  EXPECT_EQ(split_host_port("h:0").error(), "'h:0': the port must be a number from 1 to 65535");
+  EXPECT_EQ(split_host_port("[::1").error(), "'[::1': missing ']'");
+}
+
+TEST(ConnectTcp, ARefusedConnectionSaysWhy) {
+  // A port bound but not listening refuses.
+  int fd = bind_socket(*parse_endpoint("127.0.0.1:0"), SOCK_STREAM);
+  std::string port = std::to_string(local_endpoint(fd).port());
+  bool interrupted = true;
+  auto connected = connect_tcp("127.0.0.1", port, 5, -1, &interrupted);
+  close(fd);
+  ASSERT_FALSE(connected);
+  EXPECT_EQ(connected.error(), strerror(ECONNREFUSED));
+  EXPECT_FALSE(interrupted);
 }
 
 }  // namespace

@@ -47,25 +47,31 @@ TEST(Layout, PartsAreAlignedAndDoNotOverlap) {
 
 TEST(CheckHeader, AcceptsAValidSegment) {
   auto mem = valid_segment();
-  EXPECT_EQ(check_header(mem.data(), mem.size()), "");
+  Status usable = check_header(mem.data(), mem.size());
+  EXPECT_TRUE(usable) << usable.error();
 }
 
 TEST(CheckHeader, Truncated) {
   auto mem = valid_segment();
-  EXPECT_NE(check_header(mem.data(), 10).find("truncated"), std::string::npos);
-  EXPECT_NE(check_header(mem.data(), sizeof(Header) + 100).find("truncated"), std::string::npos);
+  EXPECT_NE(check_header(mem.data(), 10).error().find("truncated"), std::string::npos);
+  EXPECT_NE(check_header(mem.data(), sizeof(Header) + 100).error().find("truncated"), std::string::npos);
 }
 
 TEST(CheckHeader, WrongMagic) {
   auto mem = valid_segment();
   reinterpret_cast<Header*>(mem.data())->magic = 42;
-  EXPECT_NE(check_header(mem.data(), mem.size()).find("not a vrelay segment"), std::string::npos);
+  EXPECT_EQ(check_header(mem.data(), mem.size()).error(), "not a vrelay segment (bad magic number)");
 }
 
 TEST(CheckHeader, OtherMajorVersionNamesBoth) {
   auto mem = valid_segment();
   reinterpret_cast<Header*>(mem.data())->version.store(layout_version(kLayoutMajor + 1, 3));
-  std::string msg = check_header(mem.data(), mem.size());
+  bool starting = true, other_version = false;
+  Status usable = check_header(mem.data(), mem.size(), &starting, &other_version);
+  ASSERT_FALSE(usable);
+  EXPECT_FALSE(starting);
+  EXPECT_TRUE(other_version);
+  const std::string& msg = usable.error();
   EXPECT_NE(msg.find(std::to_string(kLayoutMajor + 1) + ".3"), std::string::npos) << msg;
   EXPECT_NE(msg.find(std::to_string(kLayoutMajor) + "."), std::string::npos) << msg;
 }
@@ -74,21 +80,23 @@ TEST(CheckHeader, VersionZeroMeansStarting) {
   auto mem = valid_segment();
   reinterpret_cast<Header*>(mem.data())->version.store(0);
   bool starting = false;
-  EXPECT_NE(check_header(mem.data(), mem.size(), &starting), "");
+  Status usable = check_header(mem.data(), mem.size(), &starting);
+  ASSERT_FALSE(usable);
+  EXPECT_EQ(usable.error(), "segment is being created (vrelayd is starting)");
   EXPECT_TRUE(starting);
 }
 
 TEST(CheckHeader, InconsistentOffsets) {
   auto mem = valid_segment();
   reinterpret_cast<Header*>(mem.data())->ring_offset += 64;
-  EXPECT_NE(check_header(mem.data(), mem.size()).find("corrupt"), std::string::npos);
+  EXPECT_NE(check_header(mem.data(), mem.size()).error().find("corrupt"), std::string::npos);
 }
 
 // Found by the shm fuzz target: a huge max_datagram wrapped the slot stride to 0.
 TEST(CheckHeader, ADatagramSizeNoUdpPayloadHasIsCorrupt) {
   auto mem = valid_segment();
   reinterpret_cast<Header*>(mem.data())->max_datagram = 0xFFFFFFC1;
-  EXPECT_NE(check_header(mem.data(), mem.size()).find("corrupt"), std::string::npos);
+  EXPECT_NE(check_header(mem.data(), mem.size()).error().find("corrupt"), std::string::npos);
 }
 
 TEST(Counters, TableIsGeneratedFromTheDefinitions) {
@@ -115,8 +123,7 @@ TEST(Counters, TableIsGeneratedFromTheDefinitions) {
 TEST(Subscribers, SeqlockRoundTrip) {
   SubscriberSlot slot{};
   TableControl table{};
-  std::string error;
-  Endpoint ep = *parse_endpoint("127.0.0.1:5004", &error);
+  Endpoint ep = *parse_endpoint("127.0.0.1:5004");
   {
     SubscriberWrite w(slot, table);
     w.set_destination(ep);
@@ -146,13 +153,32 @@ TEST(Subscribers, ASlotLeftMidWriteIsNotRead) {
 TEST(Segment, CreateOpenAndRemove) {
   std::string instance = "unit-" + std::to_string(getpid());
   auto seg = Segment::create(instance, {4, 16, 1500});
-  EXPECT_THROW(Segment::open(instance, true), std::runtime_error);  // not published yet
+  try {
+    Segment::open(instance, true);
+    ADD_FAILURE() << "a segment not published yet opened";
+  } catch (const SegmentError& e) {
+    EXPECT_EQ(e.problem(), SegmentProblem::kStarting);
+    EXPECT_EQ(e.reason(), "segment is being created (vrelayd is starting)");
+    EXPECT_EQ(std::string(e.what()), "/vrelay." + instance + ": " + e.reason());
+  }
   seg->publish();
   auto reader = Segment::open(instance, true);
   EXPECT_EQ(reader->header().max_subscribers, 4u);
   EXPECT_EQ(std::string(reader->header().instance), instance);
   EXPECT_TRUE(Segment::remove(instance));
   EXPECT_THROW(Segment::open(instance, true), std::runtime_error);
+}
+
+TEST(Segment, InstanceNames) {
+  for (const char* good : {"default", "a", "relay_2-east", "abcdefghijklmnopqrstuvwxyz012345"}) {
+    Status valid = Segment::valid_instance_name(good);
+    EXPECT_TRUE(valid) << good << ": " << valid.error();
+  }
+  for (const char* bad : {"", "../x", "a b", "abcdefghijklmnopqrstuvwxyz0123456", "dot.ted"}) {
+    Status valid = Segment::valid_instance_name(bad);
+    ASSERT_FALSE(valid) << bad;
+    EXPECT_EQ(valid.error(), "expected 1 to 32 letters, digits, '-' or '_'");
+  }
 }
 
 }  // namespace

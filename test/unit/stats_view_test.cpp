@@ -94,15 +94,15 @@ class StatsView : public ::testing::Test {
   void add_subscriber(uint32_t index, const char* address, SubscriberState state, uint64_t datagrams, uint64_t bytes,
                       uint64_t owner, bool counted) {
     SubscriberSlot& slot = segment_->subscribers()[index];
-    std::string error;
-    auto ep = parse_endpoint(address, &error);
-    ASSERT_TRUE(ep) << error;
+    auto ep = parse_endpoint(address);
+    ASSERT_TRUE(ep) << ep.error();
     {
       SubscriberWrite write(slot, segment_->table());
       write.set_destination(*ep);
       slot.incarnation.store(100 + index);
       slot.since_ns.store(wall_ns());
       slot.owner.store(owner);
+      write.set_owner_name(owner ? "ana" : "");
       slot.state.store(uint32_t(state));
     }
     slot.counted_incarnation.store(counted ? 100 + index : 0);
@@ -152,6 +152,46 @@ TEST_F(StatsView, HeaderTextThatIsNotPrintableAsciiIsShownAsQuestionMarks) {
   EXPECT_NO_THROW(snapshot_json(s).dump());
 }
 
+// The owner's name is stored bounded (40 bytes) and read back as stored; control bytes a
+// damaged segment might hold show as '?', so the JSON stays valid.
+TEST_F(StatsView, OwnerNameIsBoundedAndPrintable) {
+  SubscriberSlot& slot = segment_->subscribers()[1];
+  {
+    SubscriberWrite write(slot, segment_->table());
+    write.set_owner_name(std::string(50, 'x'));
+  }
+  EXPECT_EQ(take_snapshot(*segment_).subscribers[0].owner_name, std::string(8 * kOwnerNameWords, 'x'));
+  {
+    SubscriberWrite write(slot, segment_->table());
+    write.set_owner_name("a\x01\x7f\xc3\xa9");  // UTF-8 is kept as is
+  }
+  Snapshot s = take_snapshot(*segment_);
+  EXPECT_EQ(s.subscribers[0].owner_name, "a??\xc3\xa9");
+  EXPECT_NO_THROW(snapshot_json(s).dump());
+  EXPECT_EQ(s.subscribers[1].owner_name, "") << "an orphan has no owner";
+}
+
+// The bitrate history: oldest first, the last kBitrateHistory samples once the ring wrapped.
+TEST_F(StatsView, BitrateHistoryIsOldestFirstAndBounded) {
+  StreamInfo& stream = segment_->stream();
+  EXPECT_TRUE(take_snapshot(*segment_).bitrate_history.empty());
+  auto add = [&](uint64_t value) {  // as ingest's tick writes it
+    uint64_t n = stream.bitrate_samples.load();
+    stream.bitrate_history[n % kBitrateHistory].store(value);
+    stream.bitrate_samples.store(n + 1);
+  };
+  for (uint64_t i = 1; i <= 3; ++i) add(i * 1000);
+  EXPECT_EQ(take_snapshot(*segment_).bitrate_history, (std::vector<uint64_t>{1000, 2000, 3000}));
+  for (uint64_t i = 4; i <= kBitrateHistory + 10; ++i) add(i * 1000);
+  std::vector<uint64_t> h = take_snapshot(*segment_).bitrate_history;
+  ASSERT_EQ(h.size(), kBitrateHistory);
+  EXPECT_EQ(h.front(), 11000u);
+  EXPECT_EQ(h.back(), (kBitrateHistory + 10) * 1000);
+  auto j = snapshot_json(take_snapshot(*segment_));
+  EXPECT_EQ(j["history"]["bytes_per_s"].size(), kBitrateHistory);
+  EXPECT_EQ(j["history"]["bytes_per_s"].back(), (kBitrateHistory + 10) * 1000);
+}
+
 TEST_F(StatsView, SnapshotSkipsASlotLeftMidWriteWithoutWaiting) {
   segment_->subscribers()[1].seq.fetch_add(1);  // odd: a writer died mid-update
   Snapshot s = take_snapshot(*segment_);
@@ -165,7 +205,7 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
   for (auto& [key, value] : j.items()) keys.push_back(key);
   EXPECT_EQ(keys, (std::vector<std::string>{"instance", "version", "supervisor_pid", "created_ns", "taken_ns", "uptime_s",
                                             "control_address", "ingest_address", "http_address", "fanout_address", "source", "ring",
-                                            "max_subscribers", "processes", "counters", "subscribers"}));
+                                            "max_subscribers", "processes", "counters", "subscribers", "history"}));
   EXPECT_EQ(j["instance"], instance_);
   EXPECT_EQ(j["max_subscribers"], 4);
   EXPECT_EQ(j["ring"]["slots"], 16);
@@ -181,8 +221,13 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
 
   ASSERT_EQ(j["subscribers"].size(), 2u);
   const auto& sub = j["subscribers"][0];
-  for (const char* key : {"slot", "address", "port", "state", "since_ns", "orphan", "datagrams", "bytes", "errors", "refusals"})
+  for (const char* key : {"slot", "address", "port", "state", "since_ns", "orphan", "owner_name", "datagrams", "bytes",
+                          "errors", "refusals"})
     EXPECT_TRUE(sub.contains(key)) << key;
+  EXPECT_EQ(sub["owner_name"], "ana");
+  EXPECT_EQ(j["subscribers"][1]["owner_name"], "");
+  EXPECT_EQ(j["history"]["interval_s"], 1);
+  EXPECT_TRUE(j["history"]["bytes_per_s"].is_array());
   EXPECT_EQ(sub["port"], 5004);
   EXPECT_EQ(sub["state"], "playing");
   EXPECT_EQ(sub["datagrams"], 7);
@@ -279,12 +324,12 @@ TEST_F(StatsView, VrelaystatSubscriberTableShowsEverySubscription) {
   EXPECT_FALSE(std::getline(in, extra)) << text;
   EXPECT_EQ(header.rfind("SLOT  ADDRESS", 0), 0u) << header;
   auto w = words(first);
-  ASSERT_EQ(w.size(), 10u) << first;
-  EXPECT_EQ(w, (std::vector<std::string>{"1", "127.0.0.1", "5004", "playing", w[4], "7", "9212", "0", "0", "no"})) << first;
+  ASSERT_EQ(w.size(), 11u) << first;
+  EXPECT_EQ(w, (std::vector<std::string>{"1", "127.0.0.1", "5004", "playing", w[4], "7", "9212", "0", "0", "no", "ana"})) << first;
   EXPECT_EQ(w[4].size(), 19u) << "SINCE is YYYY-MM-DDThh:mm:ss: " << first;
   w = words(second);
-  ASSERT_EQ(w.size(), 10u) << second;
-  EXPECT_EQ(w, (std::vector<std::string>{"3", "::1", "5006", "paused", w[4], "0", "0", "0", "0", "yes"})) << second;
+  ASSERT_EQ(w.size(), 11u) << second;
+  EXPECT_EQ(w, (std::vector<std::string>{"3", "::1", "5006", "paused", w[4], "0", "0", "0", "0", "yes", "-"})) << second;
 }
 
 TEST_F(StatsView, VrelaystatLiveFrameShowsRatesOnlyForCountersAfterTheFirstFrame) {
