@@ -49,7 +49,7 @@ int Session::run() {
   auto fd = connect_tcp(options_.host, options_.port, options_.timeout_s);
   if (!fd) {
     report("cannot connect to the relay at " + options_.server + ": " + fd.error());
-    return kExitUsage;
+    return kExitUnreachable;
   }
   conn_ = std::make_unique<Connection>(loop_, *fd, *this);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
@@ -64,7 +64,7 @@ int Session::run() {
   }
   start_timer(options_.timeout_s, [this] {
     report("the relay at " + options_.server + " sent no greeting within " + seconds(options_.timeout_s));
-    finish(kExitUsage);
+    finish(kExitNoAnswer);
   });
   ev_run(loop_, 0);
   return status_;
@@ -97,7 +97,7 @@ void Session::expect_reply_within(double limit, const std::string& what) {
   reply_timer_ = true;
   start_timer(limit, [this, limit, what] {
     report("no reply from the relay at " + options_.server + " within " + seconds(limit) + " (" + what + ")");
-    finish(kExitUsage);
+    finish(kExitNoAnswer);
   });
 }
 
@@ -115,7 +115,7 @@ void Session::json_then(std::function<void()> next) {
   send("FORMAT JSON", [this, next](const std::string& raw, const ServerLine& reply) {
     if (reply.kind != ServerLine::Kind::kOk) {
       report("the relay at " + options_.server + " cannot reply in JSON (FORMAT JSON: " + printable(raw) + ")");
-      finish(kExitUsage);
+      finish(kExitNoAnswer);
       return;
     }
     next();
@@ -145,7 +145,7 @@ void Session::on_server_line(std::string_view line) {
       report("the relay at " + options_.server + " refused the session: " + printable(raw));
     else
       report(options_.server + " does not answer as a vrelay relay (it sent '" + printable(raw) + "')");
-    finish(kExitUsage);
+    finish(kExitNoAnswer);
     return;
   }
   ServerLine parsed = classify(raw);  // text or JSON (--json)
@@ -235,7 +235,7 @@ class OneShot : public Session {
         status = kExitErr;
       } else {
         report("the reply is neither OK nor ERR");
-        status = kExitUsage;
+        status = kExitNoAnswer;
       }
       if (status == kExitOk && !words_.empty() &&
           (strcasecmp(words_[0].c_str(), "CONECTAR") == 0 || strcasecmp(words_[0].c_str(), "CONNECT") == 0))
@@ -267,7 +267,7 @@ class OneShot : public Session {
       return;
     }
     report("the relay at " + options_.server + " closed the connection before replying" + (why.empty() ? "" : ": " + why));
-    finish(kExitUsage);
+    finish(kExitNoAnswer);
   }
 
   void on_signal(int) override { finish(130); }

@@ -16,7 +16,9 @@
 namespace vrelay::ctl {
 
 // Exit status of vrelayctl.
-enum Exit : int { kExitOk = 0, kExitErr = 1, kExitUsage = 2 };
+// The exit statuses, as vrelayctl(1) documents them: a script can tell a relay that is not
+// there (3) or does not answer (4) from a mistake of its own (2).
+enum Exit : int { kExitOk = 0, kExitErr = 1, kExitUsage = 2, kExitUnreachable = 3, kExitNoAnswer = 4 };
 
 struct Options {
   std::string host = "127.0.0.1";

@@ -55,7 +55,9 @@ const char* kUsage =
     "Interactive modes: Ctrl-C clears the line being typed, or leaves on an empty line;\n"
     "Ctrl-D leaves. Leaving sends DESCONECTAR.\n"
     "Exit status: 0 OK (or a clean exit), 1 an ERR reply or the relay ended the session,\n"
-    "2 a usage error, no connection, or no reply in time; 130 interrupted before a reply.\n";
+    "2 a usage error, 3 no connection to the relay (refused, unreachable, unknown host),\n"
+    "4 no greeting or reply in time, a refused session, or not a vrelay relay;\n"
+    "130 interrupted before a reply.\n";
 
 int usage_error(const std::string& message) {
   fprintf(stderr, "vrelayctl: %s\nTry 'vrelayctl --help'.\n", message.c_str());

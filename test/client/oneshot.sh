@@ -75,9 +75,9 @@ run 0 --help
 grep -q '^Usage: vrelayctl' "$OUT" || die "--help printed '$(head -n 2 "$OUT")'"
 run 0 --version
 grep -qE '^vrelayctl [0-9]+\.[0-9]+\.[0-9]+$' "$OUT" || die "--version printed '$(cat "$OUT")'"
-# A relay that is not there: exit 2 and a clear message.
+# A relay that is not there: exit 3 (not 2, a usage error) and a clear message.
 free_port DEAD_PORT
-run 2 -s "127.0.0.1:$DEAD_PORT" PING
+run 3 -s "127.0.0.1:$DEAD_PORT" PING
 stderr_has "cannot connect to the relay at 127.0.0.1:$DEAD_PORT"
 [ ! -s "$OUT" ] || die "an unreachable relay printed '$(cat "$OUT")' on stdout"
 # The session ended with the command: nothing left behind on the relay.
