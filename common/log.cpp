@@ -3,6 +3,7 @@
 #include "log.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,18 @@ const char* g_role = "vrelayd";
 std::mutex g_file_mutex;       // guards g_file_path
 std::string g_file_path;       // "" = stderr as given (journald)
 std::atomic<bool> g_to_file{false};
+
+// Whether standard error is the journal: systemd says which stream it gave in
+// JOURNAL_STREAM ("device:inode"). Only there does a line start with the <priority> prefix
+// journald reads; a terminal, a pipe or a file gets the time and the level in words.
+bool stderr_is_journal() {
+  const char* stream = getenv("JOURNAL_STREAM");
+  struct stat st;
+  unsigned long long device = 0, inode = 0;
+  if (!stream || sscanf(stream, "%llu:%llu", &device, &inode) != 2 || fstat(STDERR_FILENO, &st) != 0) return false;
+  return st.st_dev == dev_t(device) && st.st_ino == ino_t(inode);
+}
+std::atomic<bool> g_journal{stderr_is_journal()};
 
 const char* level_name(int level) {
   switch (level) {
@@ -80,7 +93,7 @@ void write(int level, const char* fmt, ...) {
 
   char line[1200];
   size_t out;
-  if (g_to_file.load(std::memory_order_relaxed)) {  // a file has no journald: time and level in words
+  if (g_to_file.load(std::memory_order_relaxed) || !g_journal.load(std::memory_order_relaxed)) {
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     tm utc;

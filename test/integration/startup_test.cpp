@@ -249,6 +249,31 @@ TEST(Privileges, OnlyAllowRootKeepsRoot) {
   for (const std::string& path : {config, missing, bad}) unlink(path.c_str());
 }
 
+// Log lines: the <priority> prefix only for the journal (JOURNAL_STREAM names stderr);
+// anywhere else, a terminal or a file, the time and the level in words.
+TEST(Startup, LogLinesCarryThePriorityPrefixOnlyForTheJournal) {
+  for (bool journal : {false, true}) {
+    std::string log = "/tmp/vrelay-test-" + std::to_string(getpid()) + "-journal.log";
+    std::ofstream(log).flush();
+    struct stat st;
+    ASSERT_EQ(stat(log.c_str(), &st), 0);
+    std::vector<std::string> environment{"JOURNAL_STREAM"};  // unset, as on a terminal
+    if (journal) environment = {"JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino)};
+    int out = -1;
+    pid_t pid = start_program({VRELAYD_PATH, "-F", "--allow-root", "--instance", "journal-" + std::to_string(getpid()),
+                               "--control", "127.0.0.1:0", "--ingest", "127.0.0.1:0"},
+                              log, &out, environment);
+    EXPECT_EQ(read_first_line(out, 10s).rfind("vrelayd ready", 0), 0u);
+    close(out);
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+    std::string first = read_file(log).substr(0, read_file(log).find('\n'));
+    if (journal) EXPECT_EQ(first.rfind("<4>supervisor: running as root", 0), 0u) << first;
+    else EXPECT_NE(first.find("Z warning supervisor["), std::string::npos) << first;
+    unlink(log.c_str());
+  }
+}
+
 TEST(Startup, BusyPortIsAClearError) {
   Relay a;
   ProgramResult r = run_vrelayd({"-F", "--control", "127.0.0.1:" + std::to_string(a.control_port()), "--ingest",
