@@ -43,9 +43,10 @@ namespace vrelay {
 namespace {
 
 constexpr unsigned kMaxBatch = 128;     // datagrams taken from the ring at once
-// Batches per drain before the loop runs again (signals, ICMP errors, heartbeats): a source
-// faster than the fan-out never keeps it from stopping or from answering.
-constexpr unsigned kMaxBatchesPerDrain = 64;
+// How long one drain may send before the loop runs again (signals, ICMP errors, the
+// heartbeat): a time, not a count of batches, since one batch costs as many copies as there
+// are subscribers. A backlog never keeps the fan-out from stopping or from answering.
+constexpr uint64_t kDrainSliceNs = 20 * kNsPerMs;
 // A fast start sends this many datagrams at once (the key frame, the player's first
 // picture), then paces the rest; far less than a receive buffer's default 208 KiB.
 constexpr unsigned kFirstBurst = 48;
@@ -160,8 +161,9 @@ class Fanout {
 
   void drain() {
     uint64_t tail = skip_stale(ring_.consumer_position());
-    for (unsigned batches = 1;; ++batches) {
-      if (batches > kMaxBatchesPerDrain) {
+    uint64_t slice_end = monotonic_ns() + kDrainSliceNs;
+    for (bool first = true;; first = false) {
+      if (!first && monotonic_ns() > slice_end) {
         wake_self();  // more waits: the loop comes back here once it has run
         return;
       }
