@@ -81,7 +81,7 @@ void SubscriberWrite::set_destination(const Endpoint& ep) {
 
 void SubscriberWrite::set_owner_name(std::string_view name) {
   uint64_t words[kOwnerNameWords] = {};
-  std::memcpy(words, name.data(), std::min(name.size(), sizeof words));
+  if (!name.empty()) std::memcpy(words, name.data(), std::min(name.size(), sizeof words));  // "" may have no data()
   for (size_t i = 0; i < kOwnerNameWords; ++i) slot.owner_name[i].store(words[i], kRelease);
 }
 
