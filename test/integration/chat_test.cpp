@@ -498,7 +498,7 @@ TEST(Fixes, AnyLineEvenAnOverLongOneKeepsASessionAwake) {
   while (Clock::now() - start < 2500ms) {  // over-long lines only, for 2.5 idle periods
     s.send_raw(std::string(1500, 'x') + "\r\n");
     ASSERT_TRUE(starts_with(s.reply(), "ERR line-too-long"));
-    std::this_thread::sleep_for(300ms);  // paced under the 1 s idle timeout, like a person typing
+    ASSERT_FALSE(s.read_line(300ms)) << "no EVENT BYE idle";  // and paced under the 1 s timeout, like a person typing
   }
   EXPECT_EQ(s.command("PING"), "OK PONG");
 }
