@@ -115,6 +115,12 @@ int ingest_socket(const Config& config) {
   return fd;
 }
 
+// The listening sockets a reload bound, when it is refused after all.
+void close_listening(const Sockets& bound) {
+  for (int fd : {bound.control, bound.ingest, bound.http})
+    if (fd >= 0) close(fd);
+}
+
 void set_address(char (&field)[64], int fd) {
   std::string text = fd >= 0 ? local_endpoint(fd).to_string() : "";
   std::memset(field, 0, sizeof field);
@@ -180,8 +186,7 @@ void Supervisor::reload() {
     segment->stats().supervisor.reloads.fetch_add(1, std::memory_order_release);
     LOG_NOTICE("configuration reloaded");
   } catch (const std::exception& e) {
-    for (int fd : {fresh.control, fresh.ingest, fresh.http})
-      if (fd >= 0) close(fd);
+    close_listening(fresh);
     LOG_ERROR("reload refused, the configuration in force stays: %s", e.what());
     Header& h = segment->header();
     std::memset(h.reload_error, 0, sizeof h.reload_error);
@@ -217,8 +222,7 @@ Sockets Supervisor::bind_changed(const Config& next) const {
     if (next.http.enabled && (!config.http.enabled || !(next.http.listen == config.http.listen)))
       fresh.http = http_socket(next);
   } catch (...) {
-    for (int fd : {fresh.control, fresh.ingest, fresh.http})
-      if (fd >= 0) close(fd);
+    close_listening(fresh);
     throw;
   }
   return fresh;
