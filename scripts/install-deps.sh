@@ -9,10 +9,11 @@ PACKAGES=(
   libev-dev libboost-dev libyaml-cpp-dev libsystemd-dev nlohmann-json3-dev libedit-dev libmicrohttpd-dev
   googletest libgtest-dev libgmock-dev
   ffmpeg vlc-bin vlc-plugin-base telnet expect chromium
-  mandoc groff-base procps iproute2 util-linux faketime
+  mandoc groff-base procps iproute2 util-linux faketime curl jq
   dpkg-dev file lintian systemd  # make package (dpkg-shlibdeps, file), its tests (lintian, systemd-analyze)
 )
 # faketime: the clock-step test runs vrelayd under libfaketime.
+# iproute2, curl, jq: test/netns/topology.sh (namespaces, HTTP /stream, vrelay-probe's JSON).
 # promtool checks the /metrics output in the tests. Debian ships it only in the package of
 # the Prometheus server, whose install would enable that server at boot: the tool alone is
 # taken out of the package into /usr/local/bin, and no server is installed.

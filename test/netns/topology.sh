@@ -1,0 +1,662 @@
+#!/usr/bin/env bash
+# The multi-host topology of issue 13, built from network namespaces on this machine:
+#
+#                 switch (its own namespace: bridge br0, no address)
+#      +--------+--------+--------+--------+--------+
+#     core    edge1    edge2    edge3    viewer        each: eth0 10.77.0.x/24, fd77::x/64
+#
+#   core   vrelayd, ingest.source: generator (the counter stream of vrelay-probe(1))
+#   edge1  vrelayd, ingest.upstream: core, and a multicast output to 239.77.0.1:5004 (ttl 2)
+#   edge2  vrelayd, ingest.upstream: core
+#   edge3  vrelayd, ingest.listen: 239.77.0.1:5004 on eth0 (what edge1 sends to the LAN)
+#   viewer vrelay-probe --subscribe EDGE:7700 instances (and curl, soak_viewers in --bench)
+#
+# Usage: topology.sh [--bench] [--keep] [BINDIR]
+#   BINDIR   the folder of vrelayd, vrelay-probe, vrelaystat, vrelayctl (default build/bin)
+#   --bench  measure edges x viewers instead of checking (make bench); see bench_main
+#   --keep   keep the work folder (configurations, logs, probe reports) even on success
+# Environment: TOPOLOGY_BENCH_RUNS="EDGES:VIEWERS ..." (bench runs, default "1:50 1:200 2:50
+# 2:200 4:50 4:200"), TOPOLOGY_BENCH_SECONDS (default 10), TOPOLOGY_BENCH_INTERVAL_MS (1).
+#
+# Checks (each bounded in time; a failure prints "FAIL: expected ..., seen ..." and exits 1):
+#   1. steady state: every viewer's probe counts exactly N datagrams, 0 lost, 0 duplicated;
+#   2. core restart: SIGTERM to the core's PID, the same configuration started again; every
+#      edge is subscribed again within 3 s of the new core's ready line, new viewers get N
+#      datagrams of the new stream, and a viewer that stayed through the restart sees it;
+#   3. HTTP: curl from the viewer namespace reads /stream of an edge: the counter stream's
+#      datagrams, whole and in order;
+#   4. cleanup: the EXIT trap ends every process it started, by PID, and deletes every
+#      namespace, on success, failure or Ctrl-C; then nothing of this run may be left.
+# A check whose feature is missing from this vrelayd (its configuration key is not in
+# `vrelayd --help-config`, its counter not in the segment) is not run: the rest runs, then
+# the script says which were pending and exits 77 (CTest shows the test as skipped).
+#
+# Exit status: 0 every check held; 1 a check failed; 2 usage; 77 skipped (not root, no
+# network namespaces, or a feature pending).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=test/e2e/lib.sh
+source "$HERE/../e2e/lib.sh"  # log, die, wait_until, wait_exit, kill_tree, require
+
+MODE=check KEEP=0 BIN=""
+for arg in "$@"; do
+  case $arg in
+    --bench) MODE=bench ;;
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "topology.sh: unknown option '$arg' (see --help)" >&2; exit 2 ;;
+    *) BIN=$arg ;;
+  esac
+done
+BIN=${BIN:-$HERE/../../build/bin}
+for tool in vrelayd vrelay-probe vrelaystat vrelayctl; do
+  [ -x "$BIN/$tool" ] || { echo "topology.sh: $BIN/$tool is not an executable (build first)" >&2; exit 2; }
+done
+
+skip() {
+  echo "SKIP: network namespaces unavailable: $*"
+  exit 77
+}
+
+# ---- Names: unique per run, so two runs never collide ---------------------------------
+RUN_ID=$(printf '%x' $$)
+PREFIX="vt$RUN_ID"             # namespaces $PREFIX-core, $PREFIX-switch...
+INSTANCE_PREFIX="topo$RUN_ID"  # vrelayd instances (shared-memory segments) topo<id>-core...
+SUBNET=10.77.0
+declare -A ADDRESS=([core]=$SUBNET.1 [edge1]=$SUBNET.11 [edge2]=$SUBNET.12 [edge3]=$SUBNET.13
+                    [edge4]=$SUBNET.14 [viewer]=$SUBNET.100)
+declare -A ADDRESS6=([core]=fd77::1 [edge1]=fd77::11 [edge2]=fd77::12 [edge3]=fd77::13
+                     [edge4]=fd77::14 [viewer]=fd77::100)
+CONTROL_PORT=7700 INGEST_PORT=5000 HTTP_PORT=8080
+GROUP=239.77.0.1 GROUP_PORT=5004
+
+NAMESPACES=()          # created by this run, deleted by cleanup
+declare -A RELAY_PID   # host -> vrelayd supervisor PID
+declare -A READY_AT    # host -> monotonic ms of its ready line
+OTHER_PIDS=()          # probes, curl, vrelayctl, soak_viewers: ended by cleanup
+WORK=""
+PENDING=()             # features not in this vrelayd: their checks did not run
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+ns() { echo "$PREFIX-$1"; }
+in_ns() {
+  local host=$1
+  shift
+  ip netns exec "$(ns "$host")" "$@"
+}
+instance() { echo "$INSTANCE_PREFIX-$1"; }
+
+# ---- Cleanup (check 4) ----------------------------------------------------------------
+all_pids() { echo "${RELAY_PID[@]}" "${OTHER_PIDS[@]}"; }
+
+end_processes() {
+  local pid i alive
+  for pid in "${OTHER_PIDS[@]}"; do kill_tree TERM "$pid"; done
+  for pid in "${RELAY_PID[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done  # its children follow
+  for ((i = 0; i < 50; i++)); do
+    alive=0
+    for pid in $(all_pids); do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for pid in $(all_pids); do kill_tree KILL "$pid"; done
+  wait 2>/dev/null || true
+}
+
+# What this run leaves behind, one line each ("" when nothing).
+leftovers() {
+  local pid n
+  for pid in $(all_pids); do kill -0 "$pid" 2>/dev/null && echo "process $pid"; done
+  ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-" | sed 's/^/namespace /' || true
+  for n in /dev/shm/vrelay."$INSTANCE_PREFIX"-*; do [ -e "$n" ] && echo "segment $n"; done
+  return 0
+}
+
+cleanup() {
+  local rc=$? n host
+  trap - EXIT INT TERM
+  set +e
+  end_processes
+  # A relay killed with SIGKILL leaves its segment; the names are this run's own.
+  for host in "${!RELAY_PID[@]}"; do rm -f "/dev/shm/vrelay.$(instance "$host")"; done
+  for n in "${NAMESPACES[@]}"; do ip netns del "$n" 2>/dev/null; done
+  local left
+  left=$(leftovers)
+  if [ -n "$left" ]; then
+    echo "FAIL: cleanup: expected nothing of run $RUN_ID left, seen:" >&2
+    echo "$left" >&2
+    ((rc == 0 || rc == 77)) && rc=1
+  fi
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if ((rc != 0 && rc != 77)); then
+      local f
+      for f in "$WORK"/*.log "$WORK"/*.err; do
+        [ -s "$f" ] || continue
+        echo "----- tail of $f" >&2
+        tail -n 20 "$f" >&2
+      done
+    fi
+    if ((rc != 0 && rc != 77 || KEEP)); then
+      echo "work folder kept: $WORK" >&2
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$rc"
+}
+
+# ---- The network ----------------------------------------------------------------------
+make_switch() {
+  [ "$(id -u)" -eq 0 ] || skip "not root (uid $(id -u))"
+  command -v ip >/dev/null || skip "ip (iproute2) is not installed"
+  local err
+  if ! err=$(ip netns add "$(ns switch)" 2>&1); then skip "ip netns add: $err"; fi
+  NAMESPACES+=("$(ns switch)")
+  if ! err=$(ip -n "$(ns switch)" link add br0 type bridge mcast_snooping 0 2>&1); then
+    skip "no bridge in a namespace: $err"
+  fi
+  # No IGMP snooping: the bridge floods multicast to every port, as a plain LAN switch does.
+  ip -n "$(ns switch)" link set br0 up
+  ip -n "$(ns switch)" link set lo up
+}
+
+# add_host NAME: a namespace with lo and eth0 (IPv4 /24, IPv6 ULA /64, multicast on),
+# eth0's peer a port of the switch's bridge.
+add_host() {
+  local host=$1 sw
+  sw=$(ns switch)
+  ip netns add "$(ns "$host")"
+  NAMESPACES+=("$(ns "$host")")
+  ip -n "$sw" link add "p-$host" type veth peer name eth0 netns "$(ns "$host")"
+  ip -n "$sw" link set "p-$host" master br0
+  ip -n "$sw" link set "p-$host" up
+  ip -n "$(ns "$host")" link set lo up
+  ip -n "$(ns "$host")" addr add "${ADDRESS[$host]}/24" dev eth0
+  ip -n "$(ns "$host")" -6 addr add "${ADDRESS6[$host]}/64" dev eth0 nodad
+  ip -n "$(ns "$host")" link set eth0 multicast on up
+  # Multicast leaves by eth0 even for a sender that does not name an interface.
+  ip -n "$(ns "$host")" route add 224.0.0.0/4 dev eth0
+}
+
+# ---- Features of this vrelayd ---------------------------------------------------------
+HELP_CONFIG=""
+# has_key SECTION.KEY: `vrelayd --help-config` lists it ("ingest.listen: ...").
+has_key() { grep -Eq "^${1//./\\.}[:.]" <<<"$HELP_CONFIG"; }
+has_upstream() { has_key ingest.upstream; }
+has_multicast() { has_key ingest.interface && has_key outputs; }
+pending() {
+  PENDING+=("$1")
+  log "PENDING: $1 (not in this vrelayd): $2 not run"
+}
+
+# ---- Relays ---------------------------------------------------------------------------
+# write_config HOST -> prints the configuration of HOST ($WORK/HOST.yaml holds it).
+config_core() {
+  cat <<EOF
+instance: $(instance core)
+control:
+  listen: 0.0.0.0:$CONTROL_PORT
+ingest:
+  listen: ${ADDRESS[core]}:$INGEST_PORT
+  source: generator
+  interval_ms: $INTERVAL_MS
+EOF
+}
+
+# An edge: its ingest on its eth0 address; fed by ingest.upstream, or, when this vrelayd has
+# no upstream yet, by a vrelayctl watch session held from the edge (the same CONECTAR).
+config_edge() {
+  local host=$1
+  cat <<EOF
+instance: $(instance "$host")
+control:
+  listen: 0.0.0.0:$CONTROL_PORT
+http:
+  listen: 0.0.0.0:$HTTP_PORT
+ingest:
+  listen: ${ADDRESS[$host]}:$INGEST_PORT
+EOF
+  if ((UPSTREAM)); then
+    echo "  upstream: ${ADDRESS[core]}:$CONTROL_PORT"  # allowed to send by the edge itself
+  else
+    printf '  allow:\n    - %s/32\n' "${ADDRESS[core]}"
+  fi
+  if [ "$host" = edge1 ] && ((MULTICAST)); then
+    cat <<EOF
+outputs:
+  - name: lan
+    to: "$GROUP:$GROUP_PORT"
+    interface: eth0
+    ttl: 2
+EOF
+  fi
+}
+
+config_edge3() {
+  cat <<EOF
+instance: $(instance edge3)
+control:
+  listen: 0.0.0.0:$CONTROL_PORT
+http:
+  listen: 0.0.0.0:$HTTP_PORT
+ingest:
+  listen: $GROUP:$GROUP_PORT
+  interface: eth0
+  allow:
+    - ${ADDRESS[edge1]}/32
+EOF
+}
+
+# start_relay HOST: starts vrelayd in HOST's namespace with $WORK/HOST.yaml; waits (10 s at
+# most) for its ready line and checks it names this instance and this PID.
+start_relay() {
+  local host=$1 fd line re
+  local fifo="$WORK/$host.stdout"
+  [ -p "$fifo" ] || mkfifo "$fifo"
+  exec {fd}<>"$fifo"
+  # ip netns exec execs vrelayd: $! is vrelayd's own PID.
+  ip netns exec "$(ns "$host")" "$BIN/vrelayd" -F -c "$WORK/$host.yaml" >"$fifo" 2>>"$WORK/$host.log" &
+  RELAY_PID[$host]=$!
+  if ! read -r -t 10 -u "$fd" line; then
+    kill -0 "${RELAY_PID[$host]}" 2>/dev/null || die "vrelayd of $host exited before it was ready (log $WORK/$host.log)"
+    die "vrelayd of $host: expected its ready line within 10 s, seen none"
+  fi
+  READY_AT[$host]=$(now_ms)
+  re="^vrelayd ready control=[^ ]+ ingest=[^ ]+ instance=$(instance "$host") pid=${RELAY_PID[$host]}( |$)"
+  [[ $line =~ $re ]] || die "vrelayd of $host: expected 'vrelayd ready ... instance=$(instance "$host") pid=${RELAY_PID[$host]}', seen '$line'"
+  exec {fd}>&-
+  log "$host: $line"
+}
+
+# stop_relay HOST: SIGTERM to its PID; it must exit with status 0 within 10 s.
+stop_relay() {
+  local host=$1 status
+  kill -TERM "${RELAY_PID[$host]}" || die "vrelayd of $host (pid ${RELAY_PID[$host]}) is not running"
+  wait_exit 10 "${RELAY_PID[$host]}" status
+  ((status == 0)) || die "vrelayd of $host: expected exit status 0 after SIGTERM, seen $status"
+}
+
+# counter HOST NAME: the value of one counter of HOST's relay (vrelaystat reads the segment,
+# which is not in the network namespace).
+counter() {
+  local value
+  value=$("$BIN/vrelaystat" -n "$(instance "$1")" -1 -f "$2" 2>/dev/null | awk -v n="$2" '$1 == n {print $2}')
+  echo "${value:-}"
+}
+counter_at_least() { local v; v=$(counter "$1" "$2"); [ -n "$v" ] && ((v >= $3)); }
+
+# stats HOST: the STATS reply of HOST's relay, asked over its control port from the viewer.
+stats() { in_ns viewer "$BIN/vrelayctl" -t 2 -s "${ADDRESS[$1]}:$CONTROL_PORT" STATS 2>/dev/null || true; }
+upstream_state() { stats "$1" | grep -o 'upstream=[a-z]*' | cut -d= -f2; }
+is_subscribed() { [ "$(upstream_state "$1")" = subscribed ]; }
+
+# feed_edge HOST: without ingest.upstream, the edge's CONECTAR to the core is held by a
+# vrelayctl watch session in the edge's namespace (what ingest.upstream automates).
+feed_edge() {
+  local host=$1
+  in_ns "$host" "$BIN/vrelayctl" -s "${ADDRESS[core]}:$CONTROL_PORT" watch "$INGEST_PORT" \
+    >"$WORK/feed-$host.log" 2>&1 &
+  OTHER_PIDS+=($!)
+}
+
+# wait_fed HOST: the edge's ingest accepts the stream (10 s at most).
+wait_fed() {
+  local host=$1 before
+  wait_until 10 "$host to accept datagrams from its source (ingest.datagrams > 0)" \
+    counter_at_least "$host" ingest.datagrams 1
+  before=$(counter "$host" ingest.datagrams)
+  wait_until 5 "$host's ingest.datagrams to grow past $before" counter_at_least "$host" ingest.datagrams $((before + 1))
+}
+
+# ---- Viewers --------------------------------------------------------------------------
+NEXT_VIEWER_PORT=6000
+declare -A PROBE_PID  # label -> PID
+
+# start_probe LABEL EDGE [COUNT]: a vrelay-probe in the viewer namespace subscribed to EDGE;
+# COUNT datagrams then it ends; without COUNT it runs until SIGTERM. Report: $WORK/LABEL.json.
+start_probe() {
+  local label=$1 host=$2 count=${3:-} port=$((NEXT_VIEWER_PORT++))
+  local args=(--subscribe "${ADDRESS[$host]}:$CONTROL_PORT" --json --quiet --timeout 5)
+  # A ceiling, so that a stream that stops cannot hang the check: 3x the time COUNT takes.
+  if [ -n "$count" ]; then args+=(--count "$count" --duration $((count * INTERVAL_MS * 3 / 1000 + 5))); fi
+  in_ns viewer "$BIN/vrelay-probe" "${args[@]}" "$port" >"$WORK/$label.json" 2>"$WORK/$label.err" &
+  PROBE_PID[$label]=$!
+  OTHER_PIDS+=($!)
+}
+
+# subscribers_at_least EDGE N: N subscriptions of EDGE are being sent to (vrelay-probe
+# --quiet does not print its SUBSCRIBED reply: the edge's gauge tells instead).
+subscribers_at_least() { counter_at_least "$1" fanout.playing "$2"; }
+
+# finish_probe LABEL [SECONDS]: waits for the probe's end (SIGTERM first without COUNT).
+finish_probe() {
+  local label=$1 limit=${2:-30} status
+  wait_exit "$limit" "${PROBE_PID[$label]}" status
+  ((status == 0)) || die "probe $label: expected exit status 0, seen $status: $(cat "$WORK/$label.err")"
+  [ -s "$WORK/$label.json" ] || die "probe $label: expected a JSON report, seen none"
+}
+
+field() { jq -r "$2" "$WORK/$1.json"; }
+
+# check_exact LABEL N: the probe received exactly N datagrams of the counter stream, each
+# once, none lost, in order, none corrupt.
+check_exact() {
+  local label=$1 n=$2 seen
+  seen=$(jq -c '{kind, received: .sequence.received, lost: .sequence.lost, duplicates: .sequence.duplicates,
+                 out_of_order: .sequence.out_of_order, corrupt: .counter.corrupt, end: .end}' "$WORK/$label.json")
+  local want="{\"kind\":\"counter\",\"received\":$n,\"lost\":0,\"duplicates\":0,\"out_of_order\":0,\"corrupt\":0,\"end\":\"count\"}"
+  [ "$seen" = "$want" ] || die "probe $label: expected $want, seen $seen"
+  log "probe $label: $n received, 0 lost, 0 duplicated (indexes $(field "$label" .counter.lowest_index)..$(field "$label" .counter.highest_index))"
+}
+
+# ---- Check 1: steady state ------------------------------------------------------------
+VIEWERS_PER_EDGE=2
+check_steady() {
+  local n=$1 host i
+  shift
+  for host in "$@"; do
+    for ((i = 1; i <= VIEWERS_PER_EDGE; i++)); do start_probe "steady-$host-$i" "$host" "$n"; done
+  done
+  for host in "$@"; do
+    for ((i = 1; i <= VIEWERS_PER_EDGE; i++)); do
+      finish_probe "steady-$host-$i" $((n * INTERVAL_MS * 3 / 1000 + 15))
+      check_exact "steady-$host-$i" "$n"
+    done
+  done
+  log "check 1 (steady state) passed: $# edges x $VIEWERS_PER_EDGE viewers, $n datagrams each, 0 lost, 0 duplicated"
+}
+
+# ---- Check 3: HTTP stream from another namespace --------------------------------------
+has_http_stream() { [ -n "$(counter "$1" http.streams)" ]; }
+
+# The body: whole 24-byte counter datagrams (a cut at the end of --max-time aside), indexes
+# growing by exactly 1; prints how many and the first and last index.
+check_counter_bytes() {
+  local file=$1 line count=0 first="" previous="" index
+  local magic="56 52 43 4f 55 4e 54 31"
+  while read -r line; do
+    local -a b
+    read -ra b <<<"$line"
+    ((${#b[@]} == 24)) || break  # the tail cut by --max-time
+    [ "${b[*]:0:8}" = "$magic" ] || die "HTTP stream: datagram $((count + 1)): expected the magic VRCOUNT1, seen '${b[*]:0:8}'"
+    index=$((16#${b[8]}${b[9]}${b[10]}${b[11]}${b[12]}${b[13]}${b[14]}${b[15]}))
+    [ "$((16#${b[16]}${b[17]}${b[18]}${b[19]}${b[20]}${b[21]}${b[22]}${b[23]}))" = $((2 * index)) ] ||
+      die "HTTP stream: datagram of index $index: expected the value $((2 * index))"
+    if [ -n "$previous" ] && ((index != previous + 1)); then
+      die "HTTP stream: expected index $((previous + 1)) after $previous, seen $index"
+    fi
+    [ -n "$first" ] || first=$index
+    previous=$index
+    count=$((count + 1))
+  done < <(od -An -v -tx1 -w24 "$file")
+  echo "$count $first $previous"
+}
+
+check_http() {
+  local host=$1 rc=0 before
+  before=$(counter "$host" http.streams)
+  # --max-time ends the endless body: exit 28 is the expected end, 0 a stream the edge ended.
+  in_ns viewer curl -sS --max-time 2 -D "$WORK/http-$host.headers" -o "$WORK/http-$host.body" \
+    "http://${ADDRESS[$host]}:$HTTP_PORT/stream" 2>"$WORK/http-$host.err" || rc=$?
+  ((rc == 0 || rc == 28)) || die "HTTP /stream of $host: expected curl to read until --max-time, seen exit $rc: $(cat "$WORK/http-$host.err")"
+  grep -qi '^HTTP/1.[01] 200' "$WORK/http-$host.headers" ||
+    die "HTTP /stream of $host: expected status 200, seen '$(head -n 1 "$WORK/http-$host.headers")'"
+  grep -qi '^content-type: *video/mp2t' "$WORK/http-$host.headers" ||
+    die "HTTP /stream of $host: expected Content-Type: video/mp2t, seen '$(grep -i '^content-type' "$WORK/http-$host.headers")'"
+  local bytes summary count
+  bytes=$(stat -c %s "$WORK/http-$host.body")
+  summary=$(check_counter_bytes "$WORK/http-$host.body")
+  count=${summary%% *}
+  # 2 s of a datagram every INTERVAL_MS: at least a quarter of them, whatever the start.
+  ((count >= 500 / INTERVAL_MS)) || die "HTTP /stream of $host: expected at least $((500 / INTERVAL_MS)) datagrams in 2 s, seen $count ($bytes bytes)"
+  counter_at_least "$host" http.streams $((before + 1)) ||
+    die "HTTP /stream of $host: expected http.streams > $before, seen $(counter "$host" http.streams)"
+  log "check 3 (HTTP) passed: $host /stream gave $bytes bytes: $count counter datagrams in order (indexes ${summary#* })"
+}
+
+# ---- Check 2: core restart ------------------------------------------------------------
+RESUBSCRIBE_MS=3000
+# start_through EDGE...: a viewer per edge that stays through the core's restart, started
+# early so that the new stream's indexes (from 1 again) reach the first index it had.
+THROUGH_FROM=0
+start_through() {
+  local host
+  for host in "$@"; do start_probe "through-$host" "$host"; done
+  wait_until 10 "the viewers that stay through the restart to be subscribed" all_subscribed "$@"
+  THROUGH_FROM=$(counter core ingest.generated)
+}
+
+check_restart() {
+  local n=$1 host
+  shift
+  local edges=("$@") fed=("$@")
+  ((MULTICAST)) && fed+=(edge3)
+  # The old stream must go past the indexes the new one will reach in this check: then the
+  # new stream's datagrams are ones the viewers that stay through it already had.
+  wait_until 30 "the core to generate $RESTART_MIN_INDEX datagrams" counter_at_least core ingest.generated "$RESTART_MIN_INDEX"
+  stop_relay core
+  log "core stopped (SIGTERM): the edges lose their upstream"
+  for host in "${edges[@]}"; do
+    wait_until 5 "$host to notice the core is gone (upstream != subscribed)" not_subscribed "$host"
+  done
+  start_relay core
+  local ready=${READY_AT[core]} deadline=$((READY_AT[core] + RESUBSCRIBE_MS)) waiting=("${edges[@]}") still
+  while ((${#waiting[@]})); do
+    still=()
+    for host in "${waiting[@]}"; do
+      if is_subscribed "$host"; then
+        log "$host subscribed again $(($(now_ms) - ready)) ms after the new core's ready line"
+      else
+        still+=("$host")
+      fi
+    done
+    waiting=(${still[@]+"${still[@]}"})
+    ((${#waiting[@]})) || break
+    (($(now_ms) <= deadline)) || die "core restart: expected ${waiting[*]} subscribed (STATS upstream=subscribed) within ${RESUBSCRIBE_MS} ms of the new core's ready line, seen upstream=$(upstream_state "${waiting[0]}") after $(($(now_ms) - ready)) ms"
+    sleep 0.05
+  done
+  for host in "${edges[@]}"; do
+    local state connects losses
+    state=$(counter "$host" ingest.upstream_state) connects=$(counter "$host" ingest.upstream_connects)
+    losses=$(counter "$host" ingest.upstream_losses)
+    if [ "$state" != 2 ] || ((connects < 2 || losses < 1)); then
+      die "core restart: $host: expected ingest.upstream_state 2, upstream_connects >= 2, upstream_losses >= 1; seen $state, $connects, $losses"
+    fi
+  done
+  # New viewers: exactly n datagrams of the new stream (its indexes start again at 1).
+  for host in "${fed[@]}"; do start_probe "after-$host" "$host" "$n"; done
+  for host in "${fed[@]}"; do
+    finish_probe "after-$host" $((n * INTERVAL_MS * 3 / 1000 + 15))
+    check_exact "after-$host" "$n"
+    local highest generated
+    highest=$(field "after-$host" .counter.highest_index) generated=$(counter core ingest.generated)
+    ((highest <= generated && highest < RESTART_MIN_INDEX)) ||
+      die "core restart: viewer of $host: expected indexes of the new core's stream (<= its $generated generated, < $RESTART_MIN_INDEX the old one reached), seen up to $highest"
+  done
+  # The new stream past the first index the viewers that stay had (no gap between the two),
+  # by 100 datagrams: the copies of the first 50 of them left the edges long before.
+  wait_until 15 "the new core to generate $((THROUGH_FROM + 100)) datagrams" counter_at_least core ingest.generated $((THROUGH_FROM + 100))
+  for host in "${fed[@]}"; do
+    kill -TERM "${PROBE_PID[through-$host]}"
+    finish_probe "through-$host" 10
+    check_through "through-$host"
+  done
+  log "check 2 (core restart) passed: ${edges[*]} subscribed again within ${RESUBSCRIBE_MS} ms; viewers on ${fed[*]} got the new stream"
+}
+
+not_subscribed() { ! is_subscribed "$1"; }
+
+all_subscribed() {
+  local host
+  for host in "$@"; do subscribers_at_least "$host" 1 || return 1; done
+}
+
+# check_through LABEL: a viewer that stayed through the core's restart. vrelay-probe reads the
+# counter stream's index only (it has no run id): the new core's datagrams carry indexes
+# this viewer already had, or lower ones. So: none lost over [lowest, highest], and every
+# datagram of the new stream counted as a duplicate or out of order (never as new ground
+# above the old highest index).
+check_through() {
+  local label=$1 seen received dup ooo lost lowest highest
+  seen=$(jq -r '[.sequence.received, .sequence.duplicates, .sequence.out_of_order, .sequence.lost,
+                 .counter.lowest_index, .counter.highest_index] | @tsv' "$WORK/$label.json")
+  read -r received dup ooo lost lowest highest <<<"$seen"
+  local again=$((dup + ooo))
+  ((lost == 0 && again > 0)) ||
+    die "viewer $label through the restart: expected 0 lost and the new stream's datagrams counted as duplicates or out of order (> 0), seen received $received, lost $lost, duplicates $dup, out of order $ooo"
+  ((received == highest - lowest + 1 + dup)) ||
+    die "viewer $label: expected received = distinct indexes $((highest - lowest + 1)) + duplicates $dup, seen $received"
+  log "viewer $label through the restart: $received received, $again of them from the new core (duplicates $dup, out of order $ooo), 0 lost"
+}
+
+# ---- The run: checks ------------------------------------------------------------------
+INTERVAL_MS=10
+RESTART_MIN_INDEX=1000
+check_main() {
+  local n=200
+  HELP_CONFIG=$("$BIN/vrelayd" --help-config)
+  UPSTREAM=0 MULTICAST=0
+  if has_upstream; then UPSTREAM=1; else pending "cascades (ingest.upstream)" "check 2 (core restart)"; fi
+  if has_multicast; then MULTICAST=1; else pending "multicast (outputs:, ingest.interface)" "edge3 and its viewers"; fi
+  make_switch
+  local host hosts=(core edge1 edge2 viewer)
+  ((MULTICAST)) && hosts+=(edge3)
+  for host in "${hosts[@]}"; do add_host "$host"; done
+  config_core >"$WORK/core.yaml"
+  config_edge edge1 >"$WORK/edge1.yaml"
+  config_edge edge2 >"$WORK/edge2.yaml"
+  ((MULTICAST)) && config_edge3 >"$WORK/edge3.yaml"
+  start_relay core
+  start_relay edge1
+  start_relay edge2
+  ((MULTICAST)) && start_relay edge3
+  if ((!UPSTREAM)); then feed_edge edge1; feed_edge edge2; fi
+  local fed=(edge1 edge2)
+  ((MULTICAST)) && fed+=(edge3)
+  for host in "${fed[@]}"; do wait_fed "$host"; done
+  ((UPSTREAM)) && start_through "${fed[@]}"
+
+  check_steady "$n" "${fed[@]}"
+  if has_http_stream edge1; then check_http edge1; else pending "HTTP stream (GET /stream)" "check 3 (HTTP)"; fi
+  ((UPSTREAM)) && check_restart "$n" edge1 edge2
+
+  end_processes
+  local n_ns
+  for n_ns in "${NAMESPACES[@]}"; do ip netns del "$n_ns"; done
+  local left
+  left=$(leftovers)
+  [ -z "$left" ] || die "cleanup: expected nothing of run $RUN_ID left, seen: $left"
+  log "check 4 (cleanup) passed: no process, namespace or segment of run $RUN_ID left"
+  if ((${#PENDING[@]})); then
+    echo "SKIP: every check that could run passed; pending features: ${PENDING[*]}"
+    exit 77
+  fi
+  log "all checks passed"
+}
+
+# ---- Bench mode (make bench) ----------------------------------------------------------
+# For each EDGES:VIEWERS run: a core (generator, a 24-byte datagram every
+# TOPOLOGY_BENCH_INTERVAL_MS), EDGES edges fed by it, and VIEWERS soak_viewers viewers per
+# edge in the viewer namespace. Measured over TOPOLOGY_BENCH_SECONDS once every viewer is
+# subscribed: loss (exact, per viewer, by soak_viewers), CPU of the core's and the edges'
+# processes (utime + stime from /proc/PID/stat of the supervisor and its children), and
+# datagrams sent per second (fanout.sent_datagrams).
+cpu_ticks() {  # cpu_ticks PID: utime + stime of PID and its children, in clock ticks
+  local pid total=0 f
+  for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    f=${f##*) }  # the fields after the command name, which may hold spaces
+    read -ra fields <<<"$f"
+    total=$((total + fields[11] + fields[12]))  # utime, stime: fields 14 and 15 of stat
+  done
+  echo "$total"
+}
+
+bench_run() {
+  local edge_count=$1 viewers=$2 seconds=$3 i host
+  local names=()
+  for ((i = 1; i <= edge_count; i++)); do names+=("edge$i"); done
+  for host in "${names[@]}"; do
+    config_edge "$host" >"$WORK/$host.yaml"
+    start_relay "$host"
+    ((UPSTREAM)) || feed_edge "$host"
+  done
+  for host in "${names[@]}"; do wait_fed "$host"; done
+  local crowd=()
+  for host in "${names[@]}"; do
+    in_ns viewer "$BIN/soak_viewers" --control "${ADDRESS[$host]}:$CONTROL_PORT" --viewers "$viewers" --chatters 0 \
+      >"$WORK/bench-$host.report" 2>"$WORK/bench-$host.err" &
+    crowd+=($!)
+    OTHER_PIDS+=($!)
+  done
+  for host in "${names[@]}"; do
+    wait_until 60 "the $viewers viewers of $host to be ready" grep -q 'soak_viewers: ready' "$WORK/bench-$host.err"
+  done
+  local hz t0 t1 core0 core1 edge0=0 edge1=0 sent0=0 sent1=0 core_sent0 core_sent1
+  hz=$(getconf CLK_TCK)
+  core0=$(cpu_ticks "${RELAY_PID[core]}") core_sent0=$(counter core fanout.sent_datagrams)
+  for host in "${names[@]}"; do
+    edge0=$((edge0 + $(cpu_ticks "${RELAY_PID[$host]}")))
+    sent0=$((sent0 + $(counter "$host" fanout.sent_datagrams)))
+  done
+  t0=$(now_ms)
+  sleep "$seconds"  # the measured period itself, not a wait for an event
+  t1=$(now_ms)
+  core1=$(cpu_ticks "${RELAY_PID[core]}") core_sent1=$(counter core fanout.sent_datagrams)
+  for host in "${names[@]}"; do
+    edge1=$((edge1 + $(cpu_ticks "${RELAY_PID[$host]}")))
+    sent1=$((sent1 + $(counter "$host" fanout.sent_datagrams)))
+  done
+  local pid received=0 lost=0 status
+  for pid in "${crowd[@]}"; do kill -TERM "$pid"; done
+  for ((i = 0; i < ${#crowd[@]}; i++)); do
+    wait_exit 30 "${crowd[$i]}" status
+    local report="$WORK/bench-${names[$i]}.report"
+    received=$((received + $(sed -n 's/^received=//p' "$report")))
+    lost=$((lost + $(sed -n 's/^lost=//p' "$report")))
+  done
+  local ms=$((t1 - t0))
+  awk -v e="$edge_count" -v v="$viewers" -v r="$received" -v l="$lost" -v ms="$ms" -v hz="$hz" \
+    -v c0="$core0" -v c1="$core1" -v e0="$edge0" -v e1="$edge1" -v s0="$sent0" -v s1="$sent1" \
+    -v cs0="$core_sent0" -v cs1="$core_sent1" 'BEGIN {
+      loss = (r + l) ? 100 * l / (r + l) : 0
+      printf "%5d %7d %10d %9d %8.3f %8.1f %10.1f %12.1f %12.0f %12.0f\n", e, v, r, l, loss,
+        100 * (c1 - c0) / hz / (ms / 1000), 100 * (e1 - e0) / hz / (ms / 1000) / e,
+        100 * (e1 - e0) / hz / (ms / 1000), (cs1 - cs0) / (ms / 1000), (s1 - s0) / (ms / 1000) }'
+  for host in "${names[@]}"; do
+    kill -TERM "${RELAY_PID[$host]}"
+    wait_exit 10 "${RELAY_PID[$host]}"
+    unset "RELAY_PID[$host]"
+  done
+}
+
+bench_main() {
+  local runs=${TOPOLOGY_BENCH_RUNS:-"1:50 1:200 2:50 2:200 4:50 4:200"}
+  local seconds=${TOPOLOGY_BENCH_SECONDS:-10} run
+  INTERVAL_MS=${TOPOLOGY_BENCH_INTERVAL_MS:-1}
+  [ -x "$BIN/soak_viewers" ] || die "$BIN/soak_viewers is not built"
+  HELP_CONFIG=$("$BIN/vrelayd" --help-config)
+  UPSTREAM=0 MULTICAST=0
+  if has_upstream; then UPSTREAM=1; else log "no ingest.upstream in this vrelayd: edges fed by a vrelayctl watch session"; fi
+  make_switch
+  local host
+  for host in core edge1 edge2 edge3 edge4 viewer; do add_host "$host"; done
+  config_core >"$WORK/core.yaml"
+  start_relay core
+  echo "# topology bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r)"
+  echo "# counter stream: a 24-byte datagram every $INTERVAL_MS ms ($((1000 / INTERVAL_MS)) datagrams/s), ${seconds} s measured per run, cpu % of one core"
+  echo "edges viewers   received      lost   loss_%  core_cpu edge_cpu_avg edge_cpu_sum  core_sent/s edges_sent/s"
+  for run in $runs; do
+    bench_run "${run%%:*}" "${run##*:}" "$seconds"
+  done
+}
+
+# ---- Main -----------------------------------------------------------------------------
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+require jq curl od ss
+WORK=$(mktemp -d "/tmp/vrelay-topology-$RUN_ID.XXXXXX")
+log "run $RUN_ID: namespaces $PREFIX-*, instances $INSTANCE_PREFIX-*, work folder $WORK"
+if [ "$MODE" = bench ]; then bench_main; else check_main; fi
