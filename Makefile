@@ -42,12 +42,15 @@ fuzz:
 demo: build
 	scripts/demo.sh $(BUILD)/bin
 
-# Benchmarks on loopback; record the figures in docs/benchmarks.md with machine and date.
+# Benchmarks on loopback, then edges x viewers in network namespaces (as root; see
+# docs/scaling.md); record the figures in docs/benchmarks.md and docs/scaling.md with
+# machine and date.
 bench: build
 	$(BUILD)/bin/relay_bench
 	$(BUILD)/bin/sessions_bench
 	$(BUILD)/bin/tools_bench
 	bash bench/fast_start_bench.sh $(BUILD)/bin/vrelayd
+	bash test/netns/topology.sh --bench $(BUILD)/bin || [ $$? -eq 77 ]  # 77: not root, no namespaces
 
 # One hour under 1,000 viewers, chat, SIGHUPs and a child killed every minute; prints the
 # report (bench/soak.sh; figures to docs/benchmarks.md).

@@ -190,7 +190,9 @@ Status Soak::setup() {
       setsockopt(w.fd, SOL_SOCKET, SO_RCVBUF, &kViewerBuffer, sizeof kViewerBuffer);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  // the relay sends to the session's address
+    // Any address: the relay sends to the session's address, 127.0.0.1 for the soak, the
+    // viewer namespace's eth0 address in test/netns/topology.sh --bench.
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
     socklen_t length = sizeof a;
     if (bind(w.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
         getsockname(w.fd, reinterpret_cast<sockaddr*>(&a), &length) != 0)

@@ -80,6 +80,8 @@ PENDING=()             # features not in this vrelayd: their checks did not run
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 ns() { echo "$PREFIX-$1"; }
+# in_ns HOST CMD...: runs CMD in HOST's namespace. Not for background processes: their $!
+# must be the program's own PID, so they run `ip netns exec` directly (it execs the program).
 in_ns() {
   local host=$1
   shift
@@ -293,10 +295,12 @@ is_subscribed() { [ "$(upstream_state "$1")" = subscribed ]; }
 
 # feed_edge HOST: without ingest.upstream, the edge's CONECTAR to the core is held by a
 # vrelayctl watch session in the edge's namespace (what ingest.upstream automates).
+declare -A FEED_PID  # edge -> its vrelayctl watch
 feed_edge() {
   local host=$1
-  in_ns "$host" "$BIN/vrelayctl" -s "${ADDRESS[core]}:$CONTROL_PORT" watch "$INGEST_PORT" \
-    >"$WORK/feed-$host.log" 2>&1 &
+  ip netns exec "$(ns "$host")" "$BIN/vrelayctl" -s "${ADDRESS[core]}:$CONTROL_PORT" watch "$INGEST_PORT" \
+    >>"$WORK/feed-$host.log" 2>&1 &
+  FEED_PID[$host]=$!
   OTHER_PIDS+=($!)
 }
 
@@ -320,7 +324,7 @@ start_probe() {
   local args=(--subscribe "${ADDRESS[$host]}:$CONTROL_PORT" --json --quiet --timeout 5)
   # A ceiling, so that a stream that stops cannot hang the check: 3x the time COUNT takes.
   if [ -n "$count" ]; then args+=(--count "$count" --duration $((count * INTERVAL_MS * 3 / 1000 + 5))); fi
-  in_ns viewer "$BIN/vrelay-probe" "${args[@]}" "$port" >"$WORK/$label.json" 2>"$WORK/$label.err" &
+  ip netns exec "$(ns viewer)" "$BIN/vrelay-probe" "${args[@]}" "$port" >"$WORK/$label.json" 2>"$WORK/$label.err" &
   PROBE_PID[$label]=$!
   OTHER_PIDS+=($!)
 }
@@ -368,7 +372,7 @@ check_steady() {
 }
 
 # ---- Check 3: HTTP stream from another namespace --------------------------------------
-has_http_stream() { [ -n "$(counter "$1" http.streams)" ]; }
+has_http_stream() { [ -n "$(counter "$1" http.stream_bytes)" ]; }
 
 # The body: whole 24-byte counter datagrams (a cut at the end of --max-time aside), indexes
 # growing by exactly 1; prints how many and the first and last index.
@@ -395,7 +399,7 @@ check_counter_bytes() {
 
 check_http() {
   local host=$1 rc=0 before
-  before=$(counter "$host" http.streams)
+  before=$(counter "$host" http.stream_bytes)
   # --max-time ends the endless body: exit 28 is the expected end, 0 a stream the edge ended.
   in_ns viewer curl -sS --max-time 2 -D "$WORK/http-$host.headers" -o "$WORK/http-$host.body" \
     "http://${ADDRESS[$host]}:$HTTP_PORT/stream" 2>"$WORK/http-$host.err" || rc=$?
@@ -410,8 +414,9 @@ check_http() {
   count=${summary%% *}
   # 2 s of a datagram every INTERVAL_MS: at least a quarter of them, whatever the start.
   ((count >= 500 / INTERVAL_MS)) || die "HTTP /stream of $host: expected at least $((500 / INTERVAL_MS)) datagrams in 2 s, seen $count ($bytes bytes)"
-  counter_at_least "$host" http.streams $((before + 1)) ||
-    die "HTTP /stream of $host: expected http.streams > $before, seen $(counter "$host" http.streams)"
+  # The edge counted at least what curl got (http.streams is a gauge: back to 0 by now).
+  wait_until 5 "HTTP /stream of $host: http.stream_bytes >= $before + $bytes to count what curl got" \
+    counter_at_least "$host" http.stream_bytes $((before + bytes))
   log "check 3 (HTTP) passed: $host /stream gave $bytes bytes: $count counter datagrams in order (indexes ${summary#* })"
 }
 
@@ -573,6 +578,13 @@ cpu_ticks() {  # cpu_ticks PID: utime + stime of PID and its children, in clock 
   echo "$total"
 }
 
+# sample HOST: "MS TICKS SENT": the time, the CPU ticks of HOST's relay, its copies sent.
+sample() {
+  local sent
+  sent=$(counter "$1" fanout.sent_datagrams)
+  echo "$(now_ms) $(cpu_ticks "${RELAY_PID[$1]}") $sent"
+}
+
 bench_run() {
   local edge_count=$1 viewers=$2 seconds=$3 i host
   local names=()
@@ -585,29 +597,19 @@ bench_run() {
   for host in "${names[@]}"; do wait_fed "$host"; done
   local crowd=()
   for host in "${names[@]}"; do
-    in_ns viewer "$BIN/soak_viewers" --control "${ADDRESS[$host]}:$CONTROL_PORT" --viewers "$viewers" --chatters 0 \
+    ip netns exec "$(ns viewer)" "$BIN/soak_viewers" --control "${ADDRESS[$host]}:$CONTROL_PORT" --viewers "$viewers" --chatters 0 \
       >"$WORK/bench-$host.report" 2>"$WORK/bench-$host.err" &
     crowd+=($!)
     OTHER_PIDS+=($!)
   done
   for host in "${names[@]}"; do
-    wait_until 60 "the $viewers viewers of $host to be ready" grep -q 'soak_viewers: ready' "$WORK/bench-$host.err"
+    wait_until 60 "the $viewers viewers of $host to be ready" grep -qs 'soak_viewers: ready' "$WORK/bench-$host.err"
   done
-  local hz t0 t1 core0 core1 edge0=0 edge1=0 sent0=0 sent1=0 core_sent0 core_sent1
-  hz=$(getconf CLK_TCK)
-  core0=$(cpu_ticks "${RELAY_PID[core]}") core_sent0=$(counter core fanout.sent_datagrams)
-  for host in "${names[@]}"; do
-    edge0=$((edge0 + $(cpu_ticks "${RELAY_PID[$host]}")))
-    sent0=$((sent0 + $(counter "$host" fanout.sent_datagrams)))
-  done
-  t0=$(now_ms)
+  declare -A before
+  for host in core "${names[@]}"; do before[$host]=$(sample "$host"); done
   sleep "$seconds"  # the measured period itself, not a wait for an event
-  t1=$(now_ms)
-  core1=$(cpu_ticks "${RELAY_PID[core]}") core_sent1=$(counter core fanout.sent_datagrams)
-  for host in "${names[@]}"; do
-    edge1=$((edge1 + $(cpu_ticks "${RELAY_PID[$host]}")))
-    sent1=$((sent1 + $(counter "$host" fanout.sent_datagrams)))
-  done
+  local rates=""
+  for host in core "${names[@]}"; do rates+="$host ${before[$host]} $(sample "$host")"$'\n'; done
   local pid received=0 lost=0 status
   for pid in "${crowd[@]}"; do kill -TERM "$pid"; done
   for ((i = 0; i < ${#crowd[@]}; i++)); do
@@ -616,17 +618,26 @@ bench_run() {
     received=$((received + $(sed -n 's/^received=//p' "$report")))
     lost=$((lost + $(sed -n 's/^lost=//p' "$report")))
   done
-  local ms=$((t1 - t0))
-  awk -v e="$edge_count" -v v="$viewers" -v r="$received" -v l="$lost" -v ms="$ms" -v hz="$hz" \
-    -v c0="$core0" -v c1="$core1" -v e0="$edge0" -v e1="$edge1" -v s0="$sent0" -v s1="$sent1" \
-    -v cs0="$core_sent0" -v cs1="$core_sent1" 'BEGIN {
+  # Per relay: cpu % of one core and copies sent per second, each over its own sampled times.
+  awk -v e="$edge_count" -v v="$viewers" -v r="$received" -v l="$lost" -v hz="$(getconf CLK_TCK)" '
+    NF == 7 {
+      s = ($5 - $2) / 1000
+      cpu = 100 * ($6 - $3) / hz / s
+      rate = ($7 - $4) / s
+      if ($1 == "core") { core_cpu = cpu; core_rate = rate } else { edge_cpu += cpu; edge_rate += rate }
+    }
+    END {
       loss = (r + l) ? 100 * l / (r + l) : 0
-      printf "%5d %7d %10d %9d %8.3f %8.1f %10.1f %12.1f %12.0f %12.0f\n", e, v, r, l, loss,
-        100 * (c1 - c0) / hz / (ms / 1000), 100 * (e1 - e0) / hz / (ms / 1000) / e,
-        100 * (e1 - e0) / hz / (ms / 1000), (cs1 - cs0) / (ms / 1000), (s1 - s0) / (ms / 1000) }'
+      printf "%5d %7d %10d %9d %8.3f %8.1f %12.1f %12.1f %12.0f %12.0f\n", e, v, r, l, loss, core_cpu,
+        edge_cpu / e, edge_cpu, core_rate, edge_rate
+    }' <<<"$rates"
   for host in "${names[@]}"; do
-    kill -TERM "${RELAY_PID[$host]}"
-    wait_exit 10 "${RELAY_PID[$host]}"
+    if [ -n "${FEED_PID[$host]:-}" ]; then
+      kill -TERM "${FEED_PID[$host]}"
+      wait_exit 10 "${FEED_PID[$host]}"
+      unset "FEED_PID[$host]"
+    fi
+    stop_relay "$host"
     unset "RELAY_PID[$host]"
   done
 }
