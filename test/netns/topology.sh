@@ -123,6 +123,13 @@ cleanup() {
   # A relay killed with SIGKILL leaves its segment; the names are this run's own.
   for host in "${!RELAY_PID[@]}"; do rm -f "/dev/shm/vrelay.$(instance "$host")"; done
   for n in "${NAMESPACES[@]}"; do ip netns del "$n" 2>/dev/null; done
+  # A sanitizer report from any vrelayd process (the sanitizer builds) fails the run, as in
+  # the integration tests' harness, even when every check held.
+  if [ -n "$WORK" ] && grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' \
+       "$WORK"/*.log 2>/dev/null; then
+    echo "FAIL: a vrelayd process reported a sanitizer error (in the logs above)" >&2
+    ((rc == 0 || rc == 77)) && rc=1
+  fi
   local left
   left=$(leftovers)
   if [ -n "$left" ]; then
