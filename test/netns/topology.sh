@@ -662,7 +662,7 @@ bench_main() {
   for host in core edge1 edge2 edge3 edge4 viewer; do add_host "$host"; done
   config_core >"$WORK/core.yaml"
   start_relay core
-  echo "# topology bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r)"
+  echo "# topology bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# counter stream: a 24-byte datagram every $INTERVAL_MS ms ($((1000 / INTERVAL_MS)) datagrams/s), ${seconds} s measured per run, cpu % of one core"
   echo "edges viewers   received      lost   loss_%  core_cpu edge_cpu_avg edge_cpu_sum  core_sent/s edges_sent/s"
   for run in $runs; do
