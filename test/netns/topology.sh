@@ -230,7 +230,7 @@ config_edge() {
   cat <<EOF
 instance: $(instance "$host")
 control:
-  listen: 0.0.0.0:$CONTROL_PORT
+  listen: "[::]:$CONTROL_PORT"
 http:
   listen: 0.0.0.0:$HTTP_PORT
 ingest:
@@ -256,7 +256,7 @@ config_edge3() {
   cat <<EOF
 instance: $(instance edge3)
 control:
-  listen: 0.0.0.0:$CONTROL_PORT
+  listen: "[::]:$CONTROL_PORT"
 http:
   listen: 0.0.0.0:$HTTP_PORT
 ingest:
@@ -334,11 +334,13 @@ wait_fed() {
 NEXT_VIEWER_PORT=6000
 declare -A PROBE_PID  # label -> PID
 
-# start_probe LABEL EDGE [COUNT]: a vrelay-probe in the viewer namespace subscribed to EDGE;
-# COUNT datagrams then it ends; without COUNT it runs until SIGTERM. Report: $WORK/LABEL.json.
+# start_probe LABEL EDGE [COUNT [6]]: a vrelay-probe in the viewer namespace subscribed to
+# EDGE (over IPv6 with 6: the stream comes by IPv6 too); COUNT datagrams then it ends;
+# without COUNT it runs until SIGTERM. Report: $WORK/LABEL.json.
 start_probe() {
-  local label=$1 host=$2 count=${3:-} port=$((NEXT_VIEWER_PORT++))
+  local label=$1 host=$2 count=${3:-} family=${4:-4} port=$((NEXT_VIEWER_PORT++))
   local args=(--subscribe "${ADDRESS[$host]}:$CONTROL_PORT" --json --quiet --timeout 5)
+  ((family == 6)) && args=(--subscribe "[${ADDRESS6[$host]}]:$CONTROL_PORT" --bind :: --json --quiet --timeout 5)
   # A ceiling, so that a stream that stops cannot hang the check: 3x the time COUNT takes.
   if [ -n "$count" ]; then args+=(--count "$count" --duration $((count * INTERVAL_MS * 3 / 1000 + 5))); fi
   ip netns exec "$(ns viewer)" "$BIN/vrelay-probe" "${args[@]}" "$port" >"$WORK/$label.json" 2>"$WORK/$label.err" &
@@ -377,7 +379,10 @@ check_steady() {
   local n=$1 host i
   shift
   for host in "$@"; do
-    for ((i = 1; i <= VIEWERS_PER_EDGE; i++)); do start_probe "steady-$host-$i" "$host" "$n"; done
+    # The last viewer of each edge over IPv6.
+    for ((i = 1; i <= VIEWERS_PER_EDGE; i++)); do
+      start_probe "steady-$host-$i" "$host" "$n" $((i == VIEWERS_PER_EDGE ? 6 : 4))
+    done
   done
   for host in "$@"; do
     for ((i = 1; i <= VIEWERS_PER_EDGE; i++)); do
@@ -385,7 +390,7 @@ check_steady() {
       check_exact "steady-$host-$i" "$n"
     done
   done
-  log "check 1 (steady state) passed: $# edges x $VIEWERS_PER_EDGE viewers, $n datagrams each, 0 lost, 0 duplicated"
+  log "check 1 (steady state) passed: $# edges x $VIEWERS_PER_EDGE viewers (one over IPv6), $n datagrams each, 0 lost, 0 duplicated"
 }
 
 # ---- Check 3: HTTP stream from another namespace --------------------------------------
