@@ -60,7 +60,7 @@ skip() {
 }
 
 # ---- Names: unique per run, so two runs never collide ---------------------------------
-RUN_ID=$(printf '%x' $$)
+RUN_ID=$(printf '%x%02x' $$ $((RANDOM % 256)))  # the PID, and a byte against a PID reused
 PREFIX="vt$RUN_ID"             # namespaces $PREFIX-core, $PREFIX-switch...
 INSTANCE_PREFIX="topo$RUN_ID"  # vrelayd instances (shared-memory segments) topo<id>-core...
 SUBNET=10.77.0
@@ -165,6 +165,10 @@ make_switch() {
   if ! err=$(ip -n "$(ns switch)" link add br0 type bridge mcast_snooping 0 2>&1); then
     skip "no bridge in a namespace: $err"
   fi
+  if ! err=$(ip -n "$(ns switch)" link add vcheck type veth peer name vcheck-peer 2>&1); then
+    skip "no veth pairs: $err"
+  fi
+  ip -n "$(ns switch)" link del vcheck
   # No IGMP snooping: the bridge floods multicast to every port, as a plain LAN switch does.
   ip -n "$(ns switch)" link set br0 up
   ip -n "$(ns switch)" link set lo up
@@ -692,4 +696,12 @@ trap 'exit 143' TERM
 require jq curl od ss
 WORK=$(mktemp -d "/tmp/vrelay-topology-$RUN_ID.XXXXXX")
 log "run $RUN_ID: namespaces $PREFIX-*, instances $INSTANCE_PREFIX-*, work folder $WORK"
-if [ "$MODE" = bench ]; then bench_main; else check_main; fi
+if [ "$MODE" = bench ]; then
+  bench_main
+else
+  # Every wait is bounded; this bounds their sum too, below CTest's TIMEOUT (180 s), so that
+  # the EXIT trap cleans up rather than CTest's SIGKILL leaving namespaces behind.
+  (sleep 150 && echo "FAIL: topology.sh still running after 150 s: stopping it" >&2 && kill -TERM $$) &
+  OTHER_PIDS+=($!)
+  check_main
+fi
