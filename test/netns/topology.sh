@@ -28,7 +28,8 @@
 #   4. cleanup: the EXIT trap ends every process it started, by PID, and deletes every
 #      namespace, on success, failure or Ctrl-C; then nothing of this run may be left.
 # A check whose feature is missing from this vrelayd (its configuration key is not in
-# `vrelayd --help-config`, its counter not in the segment) is not run: the rest runs, then
+# `vrelayd --help-config` or --check-config refuses it, its counter is not in the segment)
+# is not run: the rest runs, then
 # the script says which were pending and exits 77 (CTest shows the test as skipped).
 #
 # Exit status: 0 every check held; 1 a check failed; 2 usage; 77 skipped (not root, no
@@ -91,25 +92,27 @@ instance() { echo "$INSTANCE_PREFIX-$1"; }
 
 # ---- Cleanup (check 4) ----------------------------------------------------------------
 all_pids() { echo "${RELAY_PID[@]}" "${OTHER_PIDS[@]}"; }
+# ours PID: PID is still a child of this script (not a number some other process reuses).
+ours() { [ "$(awk '/^PPid:/ {print $2}' "/proc/$1/status" 2>/dev/null)" = "$$" ]; }
 
 end_processes() {
   local pid i alive
-  for pid in "${OTHER_PIDS[@]}"; do kill_tree TERM "$pid"; done
-  for pid in "${RELAY_PID[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done  # its children follow
+  for pid in "${OTHER_PIDS[@]}"; do ours "$pid" && kill_tree TERM "$pid"; done
+  for pid in "${RELAY_PID[@]}"; do ours "$pid" && kill -TERM "$pid"; done  # its children follow
   for ((i = 0; i < 50; i++)); do
     alive=0
-    for pid in $(all_pids); do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in $(all_pids); do ours "$pid" && alive=1; done
     ((alive)) || break
     sleep 0.1
   done
-  for pid in $(all_pids); do kill_tree KILL "$pid"; done
+  for pid in $(all_pids); do ours "$pid" && kill_tree KILL "$pid"; done
   wait 2>/dev/null || true
 }
 
 # What this run leaves behind, one line each ("" when nothing).
 leftovers() {
   local pid n
-  for pid in $(all_pids); do kill -0 "$pid" 2>/dev/null && echo "process $pid"; done
+  for pid in $(all_pids); do ours "$pid" && echo "process $pid"; done
   ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-" | sed 's/^/namespace /' || true
   for n in /dev/shm/vrelay."$INSTANCE_PREFIX"-*; do [ -e "$n" ] && echo "segment $n"; done
   return 0
