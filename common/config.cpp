@@ -2,6 +2,7 @@
 // error names the file, the line and the key.
 #include "config.hpp"
 
+#include <net/if.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <map>
 #include <sstream>
 
+#include "protocol.hpp"
 #include "shm.hpp"
 
 namespace vrelay {
@@ -154,6 +156,48 @@ struct Loader {
     std::string s = scalar(n, k);
     c.http.enabled = s != "off";
     if (c.http.enabled) c.http.listen = address(n, k);
+  }
+  // A list of {name, to, interface, ttl}: names and destinations unique, interface and ttl
+  // only for a multicast destination, the interface one this host has.
+  void read__outputs(const YAML::Node& n, const std::string& k, Config& c) {
+    if (!n.IsSequence()) fail(n, k, "expected a list of outputs, e.g. [{name: lan, to: \"239.255.0.1:5000\"}]");
+    c.outputs.clear();
+    for (size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node& item = n[i];
+      std::string at = k + "[" + std::to_string(i) + "]";
+      if (!item.IsMap()) fail(item, at, "expected {name: NAME, to: \"HOST:PORT\"} with optional interface and ttl");
+      Config::Output out;
+      YAML::Node to;  // read once the item is known whole
+      bool has_to = false;
+      for (const auto& kv : item) {
+        std::string field = kv.first.Scalar(), key = at + "." + field;
+        if (field == "name") out.name = output_name(kv.second, key);
+        else if (field == "to") to = kv.second, has_to = true;
+        else if (field == "interface") out.interface = scalar(kv.second, key);
+        else if (field == "ttl") out.ttl = number(kv.second, key, 1, 255);
+        else fail(kv.first, key, "unknown key (an output has name, to, interface and ttl)");
+      }
+      if (out.name.empty()) fail(item, at + ".name", "missing: every output needs a name");
+      if (!has_to) fail(item, at + ".to", "missing: where the output sends, HOST:PORT");
+      auto ep = resolve_endpoint(scalar(to, at + ".to"));
+      if (!ep) fail(to, at + ".to", ep.error());
+      out.to = *ep;
+      if (!is_multicast(out.to) && (!out.interface.empty() || out.ttl))
+        fail(item, at + (out.ttl ? ".ttl" : ".interface"), "only for a multicast destination, and " + out.to.to_string() + " is not one");
+      if (!out.interface.empty() && if_nametoindex(out.interface.c_str()) == 0)
+        fail(item, at + ".interface", "this host has no interface '" + out.interface + "'");
+      for (const Config::Output& other : c.outputs) {
+        if (other.name == out.name) fail(item, at + ".name", "'" + out.name + "' names another output too");
+        if (other.to == out.to) fail(item, at + ".to", "output '" + other.name + "' sends to " + out.to.to_string() + " already");
+      }
+      c.outputs.push_back(std::move(out));
+    }
+  }
+  // As a session's NAME: 1 to 32 of A-Z a-z 0-9 _ . - (vrelay-protocol(7)).
+  std::string output_name(const YAML::Node& node, const std::string& key) {
+    std::string s = scalar(node, key);
+    if (!protocol::is_name(s)) fail(node, key, "expected 1 to 32 of A-Z a-z 0-9 _ . -, got '" + s + "'");
+    return s;
   }
   void read_log_level(const YAML::Node& n, const std::string& k, Config& c) {
     int level = parse_log_level(scalar(n, k));

@@ -75,6 +75,17 @@ struct Config {
     bool operator==(const Http&) const = default;
   } http;
 
+  // Destinations that always receive the stream, through the fan-out as subscribers do
+  // (`outputs:`, vrelay.yaml(5)); control keeps the subscriber table in step with them.
+  struct Output {
+    std::string name;       // shown where a subscriber's session name is
+    Endpoint to;
+    std::string interface;  // a multicast destination's; "" = the routing table's choice
+    uint32_t ttl = 0;       // a multicast destination's TTL or hop limit; 0 = 1, the default
+    bool operator==(const Output&) const = default;
+  };
+  std::vector<Output> outputs;
+
   struct Log {
     int level = 0;     // syslog priority: 3 err, 4 warning, 5 notice, 6 info, 7 debug
     std::string file;  // "" = stderr (journald); else appended to, reopened on SIGUSR1

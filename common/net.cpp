@@ -234,6 +234,27 @@ Result<HostPort> split_host_port(std::string_view spec, const char* default_port
   return HostPort{std::string(h), has_port ? std::string(p) : default_port};
 }
 
+Result<Endpoint> resolve_endpoint(std::string_view text) {
+  auto hp = split_host_port(text);
+  if (!hp) return Failure{hp.error()};
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  int rc = getaddrinfo(hp->host.c_str(), hp->port.c_str(), &hints, &list);
+  if (rc != 0) return Failure{"cannot resolve '" + hp->host + "': " + gai_strerror(rc)};
+  Endpoint ep = Endpoint::from_sockaddr(list->ai_addr, list->ai_addrlen);
+  freeaddrinfo(list);
+  return ep;
+}
+
+bool is_multicast(const Endpoint& ep) {
+  if (ep.family() == AF_INET)
+    return IN_MULTICAST(ntohl(reinterpret_cast<const sockaddr_in*>(&ep.storage)->sin_addr.s_addr));
+  return ep.family() == AF_INET6 && IN6_IS_ADDR_MULTICAST(&reinterpret_cast<const sockaddr_in6*>(&ep.storage)->sin6_addr);
+}
+
 Result<int> connect_tcp(const std::string& host, const std::string& port, double timeout_s, int interrupt_fd,
                         bool* interrupted) {
   if (interrupted) *interrupted = false;

@@ -35,6 +35,13 @@ Result<Endpoint> parse_endpoint(std::string_view text);
 // A port as the protocol accepts it: 1..5 decimal digits, no sign, within [lo, hi].
 std::optional<uint16_t> parse_port(std::string_view text, uint16_t lo, uint16_t hi);
 
+// "HOST:PORT" or "[V6]:PORT" with HOST a name or a numeric address: the first address it
+// resolves to (numeric ones without asking DNS).
+Result<Endpoint> resolve_endpoint(std::string_view text);
+
+// 224.0.0.0/4 or ff00::/8.
+bool is_multicast(const Endpoint& ep);
+
 // "A.B.C.D/N", "V6/N", or a bare address (a /32 or /128).
 struct Cidr {
   int family = AF_INET;

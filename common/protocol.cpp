@@ -101,6 +101,13 @@ const std::vector<CommandSpec>& commands() {
 
 bool is_blank(std::string_view line) { return line.find_first_not_of(" \t") == std::string_view::npos; }
 
+bool is_name(std::string_view name) {
+  if (name.empty() || name.size() > 32) return false;
+  for (char c : name)
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  return true;
+}
+
 bool is_clean_text(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {

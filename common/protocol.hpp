@@ -74,6 +74,8 @@ struct Parsed {
 const CommandSpec* find_command(std::string_view word);
 // True if the line is valid UTF-8 without control bytes other than tab.
 bool is_clean_text(std::string_view line);
+// The characters of a session's NAME and of an output's name: 1 to 32 of [A-Za-z0-9_.-].
+bool is_name(std::string_view name);
 // Splits on spaces and tabs.
 std::vector<std::string_view> split_words(std::string_view line);
 // Parses one line. An empty or blank line gives ok=false with spec=nullptr and an empty

@@ -19,8 +19,9 @@ namespace vrelay {
 
 constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
-constexpr uint32_t kLayoutMajor = 8;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error;
-                                      // 8: SubscriberSlot.owner_name, StreamInfo.bitrate_history
+constexpr uint32_t kLayoutMajor = 9;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error;
+                                      // 8: SubscriberSlot.owner_name, StreamInfo.bitrate_history;
+                                      // 9: SubscriberSlot.multicast_ifindex/multicast_ttl (outputs)
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -102,6 +103,9 @@ inline uint64_t read_counter(const Stats& stats, const CounterInfo& info) {
 }
 
 constexpr size_t kOwnerNameWords = 5;  // SubscriberSlot.owner_name: 40 bytes
+// The owner of a fixed output (the `outputs:` of vrelay.yaml(5)): no session, never an
+// orphan; its owner_name is the output's name.
+constexpr uint64_t kOutputOwner = ~0ull;
 enum class SubscriberState : uint32_t { kFree = 0, kPlaying = 1, kPaused = 2 };
 const char* subscriber_state_name(SubscriberState state);
 
@@ -124,6 +128,10 @@ struct alignas(kCacheLine) SubscriberSlot {
   // The owner session's name ("ana", "guest-3"), NUL-padded, kOwnerNameWords * 8 bytes at
   // most; all zero for an orphan. Words, not chars, so the seqlock's readers race with nothing.
   std::atomic<uint64_t> owner_name[kOwnerNameWords];
+  // A multicast output's interface (0 = the routing table's choice) and TTL or hop limit
+  // (0 = the socket's default: 1 for multicast); zero for every other subscription.
+  std::atomic<uint32_t> multicast_ifindex;
+  std::atomic<uint32_t> multicast_ttl;
 
   alignas(kCacheLine) std::atomic<uint64_t> counted_incarnation;  // fan-out: counters belong to it
   std::atomic<uint64_t> datagrams;
@@ -187,6 +195,7 @@ static_assert(std::is_standard_layout_v<SubscriberSlot>);
 static_assert(std::is_standard_layout_v<RingControl>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(sizeof(SubscriberSlot) % kCacheLine == 0);
+static_assert(offsetof(SubscriberSlot, counted_incarnation) == 2 * kCacheLine, "the written block fills two lines");
 
 struct LayoutParams {
   uint32_t max_subscribers;

@@ -161,6 +161,7 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
       v.state = sub.state;
       v.since_ns = sub.since_ns;
       v.orphan = sub.owner == 0;
+      v.output = sub.is_output();
       // Names are printable by the protocol's rules; a damaged segment's control bytes show as '?'.
       v.owner_name = v.orphan ? std::string() : std::move(sub.owner_name);
       for (char& c : v.owner_name)
@@ -220,6 +221,7 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
                            {"since_ns", v.since_ns},
                            {"orphan", v.orphan},
                            {"owner_name", v.owner_name},
+                           {"output", v.output},
                            {"datagrams", v.datagrams},
                            {"bytes", v.bytes},
                            {"errors", v.errors},
@@ -283,7 +285,10 @@ std::string prometheus_text(const Snapshot& s) {
       {"vrelay_subscriber_refusals_total", "counter", "Sends to the subscriber refused with ECONNREFUSED (its port is closed)", &SubscriberView::refusals},
   };
   auto subscriber_labels = [](const SubscriberView& v) {
-    return labels({{"slot", std::to_string(v.slot)}, {"address", v.address}, {"port", std::to_string(v.port)}});
+    std::string slot = std::to_string(v.slot), port = std::to_string(v.port);
+    if (v.output)  // an output goes by its name
+      return labels({{"slot", slot}, {"address", v.address}, {"port", port}, {"output", v.owner_name}});
+    return labels({{"slot", slot}, {"address", v.address}, {"port", port}});
   };
   w.family("vrelay_subscriber_playing", "gauge", "1 while the subscriber is being sent the stream, 0 while paused");
   for (const SubscriberView& v : s.subscribers)

@@ -28,6 +28,7 @@ struct SubscriberView {
   uint64_t since_ns = 0;
   bool orphan = false;  // its control session is gone; kept until control.orphan_grace
   std::string owner_name;  // the name of the control session that owns it; "" for an orphan
+  bool output = false;     // a fixed output (vrelay.yaml(5) `outputs:`); owner_name is its name
   uint64_t datagrams = 0, bytes = 0, errors = 0, refusals = 0;
 };
 

@@ -26,6 +26,8 @@ bool read_subscriber(const SubscriberSlot& slot, SubscriberSnapshot* out, int ma
     s.since_ns = slot.since_ns.load(kAcquire);
     s.owner = slot.owner.load(kAcquire);
     s.orphan_deadline_ns = slot.orphan_deadline_ns.load(kAcquire);
+    s.multicast_ifindex = slot.multicast_ifindex.load(kAcquire);
+    s.multicast_ttl = slot.multicast_ttl.load(kAcquire);
     uint32_t family = slot.family.load(kAcquire);
     uint16_t port = uint16_t(slot.port.load(kAcquire));
     uint32_t ip[4];
@@ -83,6 +85,11 @@ void SubscriberWrite::set_owner_name(std::string_view name) {
   uint64_t words[kOwnerNameWords] = {};
   if (!name.empty()) std::memcpy(words, name.data(), std::min(name.size(), sizeof words));  // "" may have no data()
   for (size_t i = 0; i < kOwnerNameWords; ++i) slot.owner_name[i].store(words[i], kRelease);
+}
+
+void SubscriberWrite::set_multicast(uint32_t ifindex, uint32_t ttl) {
+  slot.multicast_ifindex.store(ifindex, kRelease);
+  slot.multicast_ttl.store(ttl, kRelease);
 }
 
 }  // namespace vrelay

@@ -19,6 +19,8 @@ struct SubscriberSnapshot {
   uint64_t owner = 0;
   uint64_t orphan_deadline_ns = 0;
   std::string owner_name;  // "" for an orphan; as stored, up to kOwnerNameWords * 8 bytes
+  uint32_t multicast_ifindex = 0, multicast_ttl = 0;  // a multicast output's
+  bool is_output() const { return owner == kOutputOwner; }
 };
 
 // Reads one slot consistently. Returns false if the slot stayed mid-write for `max_tries`
@@ -36,6 +38,7 @@ class SubscriberWrite {
   void set_destination(const Endpoint& ep);
   // The owner session's name, cut to kOwnerNameWords * 8 bytes; "" for none.
   void set_owner_name(std::string_view name);
+  void set_multicast(uint32_t ifindex, uint32_t ttl);
   SubscriberSlot& slot;
 
  private:

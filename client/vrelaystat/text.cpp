@@ -99,7 +99,7 @@ std::string subscriber_line(const SubscriberView& v, const std::string& since) {
   return printf_string("%4" PRIu32 "  %-22s %5u  %-7s  %-19s %11" PRIu64 " %17" PRIu64 " %7" PRIu64 " %8" PRIu64 "  %-6s  %s", v.slot,
                        v.address.c_str(), unsigned(v.port), subscriber_state_name(v.state), since.c_str(),
                        v.datagrams, v.bytes, v.errors, v.refusals, v.orphan ? "yes" : "no",
-                       v.owner_name.empty() ? "-" : v.owner_name.c_str());
+                       v.owner_name.empty() ? "-" : (v.output ? "output:" + v.owner_name : v.owner_name).c_str());
 }
 }  // namespace
 

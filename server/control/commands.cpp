@@ -49,9 +49,7 @@ bool same_secret(std::string_view given, std::string_view secret) {
 
 // A NAME: 1 to 32 of [A-Za-z0-9_.-], not guest-* (given at connect) nor "server".
 bool valid_name(const std::string& name) {
-  if (name.empty() || name.size() > 32) return false;
-  for (char c : name)
-    if (!isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  if (!protocol::is_name(name)) return false;
   std::string l = lower(name);
   return l.rfind("guest-", 0) != 0 && l != "server";
 }
@@ -154,12 +152,15 @@ Reply Conversation::command_Name(const protocol::Parsed& command) {
 
 Reply Conversation::command_List(const protocol::Parsed&) {
   auto names = control_.registry.names();
+  for (const SubscriberSnapshot& output : control_.table.outputs()) names.push_back(std::string(kOutputPrefix) + output.owner_name);
   std::string text = std::to_string(names.size());
   for (const auto& n : names) text += " " + n;
   return protocol::ok(text, Fields{{"count", names.size()}, {"names", names}});
 }
 
 Reply Conversation::command_Info(const protocol::Parsed& command) {
+  std::string_view wanted = command.args[0];
+  if (wanted.starts_with(kOutputPrefix)) return output_info(wanted.substr(kOutputPrefix.size()));
   auto target = control_.registry.find(std::string(command.args[0]));
   if (!target) return no_such_user(command.args[0]);
   std::string state = "idle", udp = "-";
@@ -177,6 +178,20 @@ Reply Conversation::command_Info(const protocol::Parsed& command) {
                 {"state", state}, {"since", iso8601(since)}};
   return protocol::ok("name=" + name + " addr=" + addr + " udp=" + udp + " state=" + state + " since=" + iso8601(since),
                       fields);
+}
+
+// INFO output:NAME: the session fields that mean something for an output; addr is where it
+// sends.
+Reply Conversation::output_info(std::string_view name) {
+  for (const SubscriberSnapshot& s : control_.table.outputs()) {
+    if (s.owner_name != name) continue;
+    std::string shown = std::string(kOutputPrefix) + s.owner_name, addr = s.destination.to_string(), state = subscriber_state_name(s.state);
+    Fields fields{{"name", shown}, {"addr", addr}, {"udp", s.destination.port()}, {"state", state}, {"since", iso8601(s.since_ns)}};
+    return protocol::ok("name=" + shown + " addr=" + addr + " udp=" + std::to_string(s.destination.port()) +
+                            " state=" + state + " since=" + iso8601(s.since_ns),
+                        fields);
+  }
+  return no_such_user(std::string(kOutputPrefix) + std::string(name));
 }
 
 Reply Conversation::command_Msg(const protocol::Parsed& command) {
@@ -218,7 +233,8 @@ Reply Conversation::command_Stats(const protocol::Parsed&) {
            {"source", live ? "live" : "stalled"},
            {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)},
            {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},
-           {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)}};
+           {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)},
+           {"outputs", control_.table.outputs().size()}};
   std::string text;
   for (const auto& [key, value] : f.items())
     text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());

@@ -233,9 +233,17 @@ void Control::reload_settings() {
     settings_ = std::move(next);
   }
   settings_generation_.fetch_add(1, std::memory_order_release);
+  apply_outputs(*settings());
   // Idle sessions take the new limits at their next line; wake them to do it now.
   for (auto& session : registry.audience(nullptr, false)) session->post_rendered("", "", false);
   LOG_INFO("reload: the control settings are in force");
+}
+
+void Control::apply_outputs(const Config& config) {
+  for (const std::string& problem : table.set_outputs(config.outputs)) LOG_ERROR("%s", problem.c_str());
+  for (const Config::Output& o : config.outputs)
+    LOG_INFO("output %s: sending to %s%s%s", o.name.c_str(), o.to.to_string().c_str(),
+             o.interface.empty() ? "" : " on ", o.interface.c_str());
 }
 
 void Control::expire_orphans() {
@@ -282,6 +290,7 @@ int run_control(ChildContext& ctx) {
   install_session_wakeup();
   Control control(ctx);
   control.table.orphan_all();
+  control.apply_outputs(ctx.config);
   g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
   ev_io acceptor;

@@ -27,6 +27,9 @@ namespace vrelay {
 
 class Control;
 
+// LIST and INFO show an output NAME as output:NAME (no session name has a ':').
+constexpr std::string_view kOutputPrefix = "output:";
+
 // ERR no-such-user, worded once.
 protocol::Reply no_such_user(std::string_view name);
 
@@ -50,6 +53,7 @@ class Conversation {
 #include "commands.def"
 #undef VRELAY_COMMAND
   std::optional<uint16_t> call_port(const protocol::Parsed& command) const;
+  protocol::Reply output_info(std::string_view name);
   void wait_unless_stopping(uint64_t until_ns) const;
 
   Control& control_;
@@ -145,6 +149,8 @@ class Control {
   explicit Control(ChildContext& ctx);
   void accept_ready();
   void expire_orphans();
+  // The configuration's outputs into the subscriber table, at start and on every reload.
+  void apply_outputs(const Config& config);
   void shutdown(const std::string& reason);   // tell every session, wait for them (bounded)
   void hand_over();                           // replaced by a reload: sessions end, subscriptions stay
   void request_shutdown(const std::string& by);  // a moderator's SHUTDOWN

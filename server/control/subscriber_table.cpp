@@ -5,8 +5,10 @@
 // receive stamps are (common/clock.hpp): no wall-clock step moves a cut-off.
 #include "subscriber_table.hpp"
 
+#include <net/if.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -57,6 +59,10 @@ void SubscriberTable::orphan_all() {
     SubscriberSlot& slot = slots_[i];
     bool torn = slot.seq.load(kRelaxed) & 1;  // its writer died mid-update: clear it
     if (!torn && slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree)) continue;
+    if (!torn && slot.owner.load(kRelaxed) == kOutputOwner) {  // no session to lose
+      ++used_;
+      continue;
+    }
     SubscriberWrite write(slot, segment_.table());
     if (torn) {
       slot.state.store(uint32_t(SubscriberState::kFree), kPublish);
@@ -73,6 +79,12 @@ void SubscriberTable::orphan_all() {
 int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool* adopted,
                                const std::string& owner_name) {
   std::lock_guard lock(mutex_);
+  return subscribe_locked(destination, owner, adopted, owner_name);
+}
+
+int SubscriberTable::subscribe_locked(const Endpoint& destination, uint64_t owner, bool* adopted,
+                                      const std::string& owner_name, uint32_t multicast_ifindex,
+                                      uint32_t multicast_ttl) {
   *adopted = false;
   int free_slot = -1;
   for (uint32_t i = 0; i < capacity_; ++i) {
@@ -92,6 +104,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
       SubscriberWrite write(slot, segment_.table());
       slot.owner.store(owner, kPublish);
       write.set_owner_name(owner_name);
+      write.set_multicast(multicast_ifindex, multicast_ttl);
       slot.orphan_deadline_ns.store(0, kPublish);
       if (s.state == SubscriberState::kPaused) start_playing(slot);  // CONECTAR means play, from now on
     }
@@ -108,6 +121,7 @@ int SubscriberTable::subscribe(const Endpoint& destination, uint64_t owner, bool
     slot.incarnation.store(++next_incarnation_, kPublish);
     slot.owner.store(owner, kPublish);
     write.set_owner_name(owner_name);
+    write.set_multicast(multicast_ifindex, multicast_ttl);
     slot.orphan_deadline_ns.store(0, kPublish);
     start_playing(slot);
   }
@@ -146,15 +160,60 @@ void SubscriberTable::release(int index) {
   std::lock_guard lock(mutex_);
   SubscriberSlot& slot = slots_[index];
   if (slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree)) return;
+  free_locked(slot);
+}
+
+void SubscriberTable::free_locked(SubscriberSlot& slot) {
   {
     SubscriberWrite write(slot, segment_.table());
     slot.state.store(uint32_t(SubscriberState::kFree), kPublish);
     slot.until_ns.store(0, kPublish);
     slot.owner.store(0, kPublish);
     write.set_owner_name({});
+    write.set_multicast(0, 0);
   }
   --used_;
   update_gauge();
+}
+
+std::vector<std::string> SubscriberTable::set_outputs(const std::vector<Config::Output>& outputs) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> problems;
+  std::vector<uint32_t> ifindex(outputs.size());
+  for (size_t k = 0; k < outputs.size(); ++k)
+    if (!outputs[k].interface.empty() && (ifindex[k] = if_nametoindex(outputs[k].interface.c_str())) == 0)
+      problems.push_back("output " + outputs[k].name + ": no interface " + outputs[k].interface +
+                         " now: the routing table chooses");
+  std::vector<bool> placed(outputs.size());
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    SubscriberSlot& slot = slots_[i];
+    SubscriberSnapshot s;
+    if (slot.state.load(kRelaxed) == uint32_t(SubscriberState::kFree) || slot.owner.load(kRelaxed) != kOutputOwner ||
+        !read_subscriber(slot, &s))
+      continue;
+    auto same_name = [&](const Config::Output& o) { return o.name == s.owner_name; };
+    size_t k = size_t(std::find_if(outputs.begin(), outputs.end(), same_name) - outputs.begin());
+    if (k == outputs.size() || placed[k] || !(outputs[k].to == s.destination)) {
+      free_locked(slot);  // gone, or moved: placed anew below
+      continue;
+    }
+    placed[k] = true;
+    if (s.multicast_ifindex != ifindex[k] || s.multicast_ttl != outputs[k].ttl) {
+      SubscriberWrite write(slot, segment_.table());
+      write.set_multicast(ifindex[k], outputs[k].ttl);
+    }
+  }
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    if (placed[k]) continue;
+    const Config::Output& o = outputs[k];
+    bool adopted = false;
+    int slot = subscribe_locked(o.to, kOutputOwner, &adopted, o.name, ifindex[k], o.ttl);
+    if (slot == kTaken)
+      problems.push_back("output " + o.name + ": a viewer's subscription sends to " + o.to.to_string() + " already");
+    else if (slot == kFull)
+      problems.push_back("output " + o.name + ": the subscriber table is full (fanout.max_subscribers)");
+  }
+  return problems;
 }
 
 int SubscriberTable::expire_orphans(uint64_t now) {
@@ -183,7 +242,8 @@ std::vector<SubscriberTable::Unreachable> SubscriberTable::pause_unreachable() {
   std::vector<Unreachable> paused;
   for (uint32_t i = 0; i < capacity_; ++i) {
     SubscriberSlot& slot = slots_[i];
-    if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying)) continue;
+    if (slot.state.load(kRelaxed) != uint32_t(SubscriberState::kPlaying) || slot.owner.load(kRelaxed) == kOutputOwner)
+      continue;  // an output is never paused: nobody could resume it
     uint64_t marked = slot.unreachable_from_ns.load(std::memory_order_acquire);
     if (marked == 0 || marked != slot.from_ns.load(kRelaxed)) continue;  // a later period is not marked
     SubscriberWrite write(slot, segment_.table());
@@ -191,6 +251,18 @@ std::vector<SubscriberTable::Unreachable> SubscriberTable::pause_unreachable() {
     paused.push_back({int(i), slot.owner.load(kRelaxed), uint16_t(slot.port.load(kRelaxed))});
   }
   return paused;
+}
+
+std::vector<SubscriberSnapshot> SubscriberTable::outputs() {
+  std::lock_guard lock(mutex_);
+  std::vector<SubscriberSnapshot> found;
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    SubscriberSnapshot s;
+    if (slots_[i].owner.load(kRelaxed) == kOutputOwner && read_subscriber(slots_[i], &s) &&
+        s.state != SubscriberState::kFree)
+      found.push_back(std::move(s));
+  }
+  return found;
 }
 
 uint64_t SubscriberTable::count_playing() {

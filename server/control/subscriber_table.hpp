@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "config.hpp"
 #include "net.hpp"
 #include "shm.hpp"
+#include "subscribers.hpp"
 
 namespace vrelay {
 
@@ -18,8 +20,12 @@ class SubscriberTable {
   SubscriberTable(Segment& segment, uint64_t orphan_grace_ns, int fanout_wake = -1);
 
   // Subscriptions left by a control process that died become orphans: they keep playing
-  // until a client takes them over or the grace period ends.
+  // until a client takes them over or the grace period ends. Outputs stay outputs.
   void orphan_all();
+  // Makes the table's outputs (slots owned by kOutputOwner) those of the configuration: a
+  // new one plays from now, a gone or moved one is removed, a changed interface or TTL
+  // applies in place. Returns why an output could not be placed, one line each.
+  std::vector<std::string> set_outputs(const std::vector<Config::Output>& outputs);
   // A new subscription, or an orphan with the same destination taken over (and playing).
   // Returns the slot, kFull, or kTaken when another session's subscription already sends
   // to that destination.
@@ -41,8 +47,13 @@ class SubscriberTable {
   };
   std::vector<Unreachable> pause_unreachable();
   uint64_t count_playing();
+  // The outputs in the table, in slot order (for LIST, INFO and STATS).
+  std::vector<SubscriberSnapshot> outputs();
 
  private:
+  int subscribe_locked(const Endpoint& destination, uint64_t owner, bool* adopted, const std::string& owner_name,
+                       uint32_t multicast_ifindex = 0, uint32_t multicast_ttl = 0);
+  void free_locked(SubscriberSlot& slot);
   void wake_fanout() const;
   void update_gauge();
 

@@ -8,7 +8,7 @@
 // subscriber leave in one sendmmsg from the shared fan-out socket: one system call per
 // batch, not one per subscriber (in this VM a call costs about as much as a copy).
 //
-// Every subscriber also has a UDP socket of its own, connected to the viewer and bound to
+// Every unicast subscriber also has a UDP socket of its own, connected to the viewer and bound to
 // the shared socket's port. The kernel delivers a viewer's ICMP errors to the socket that
 // matches it best, that one: a closed port is heard per subscriber (EPOLLERR, ECONNREFUSED),
 // counted, and after fanout.unreachable_pause of nothing but refusals, paused by control.
@@ -58,7 +58,9 @@ constexpr unsigned kMessageRoom = kMaxMessages + kMaxBatch;  // one more subscri
 constexpr unsigned kIovRoom = 8192;     // the datagrams of the messages of one sendmmsg
 constexpr uint64_t kRefusalQuietNs = 3'000'000'000;  // no refusal for this long ends a streak
 constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
-constexpr size_t kControlSpace = CMSG_SPACE(sizeof(uint16_t));
+// A message's ancillary data: its GSO segment size, and for a multicast output the
+// interface (IP_PKTINFO / IPV6_PKTINFO) and the TTL (IP_TTL / IPV6_HOPLIMIT) it leaves with.
+constexpr size_t kControlSpace = CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(int));
 
 // What the fan-out keeps of one subscriber slot, across table changes.
 struct Link {
@@ -66,6 +68,7 @@ struct Link {
   uint64_t incarnation = 0;   // the subscription the link was made for; 0 = none
   Endpoint destination;
   bool gso = true;            // false once this route refused a GSO message
+  uint32_t multicast_ifindex = 0, multicast_ttl = 0;  // a multicast output's; 0 = the default
   uint64_t from_ns = 0;       // the playing period the refusal streak belongs to
   uint64_t until_ns = 0;
   uint64_t refused_first_ns = 0, refused_last_ns = 0;  // monotonic; 0 = no streak
@@ -264,6 +267,8 @@ class Fanout {
         slot.counted_incarnation.store(s.incarnation, std::memory_order_release);
       }
       if (link.incarnation != s.incarnation) open_link(link, i, s);
+      link.multicast_ifindex = s.multicast_ifindex;  // a reload may change them in place
+      link.multicast_ttl = s.multicast_ttl;
       if (link.from_ns != s.from_ns) {  // subscribed or resumed: a new period, a new streak
         link.refused_first_ns = link.refused_last_ns = 0;
         link.reported = false;
@@ -291,6 +296,7 @@ class Fanout {
     link.incarnation = s.incarnation;
     link.destination = s.destination;
     link.gso = gso_;
+    if (is_multicast(s.destination)) return;  // no host answers for a group: nothing to hear
     int family = s.destination.family();
     int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1, small = 1;  // it receives nothing worth keeping: the smallest buffer
@@ -376,7 +382,7 @@ class Fanout {
     for (unsigned m = 0; m < messages_; ++m) {
       msghdr& h = msgs_[m].msg_hdr;
       h.msg_iovlen = segments_[m];
-      if (segments_[m] > 1) set_segment_size(h, control_[m], uint16_t(h.msg_iov[0].iov_len));
+      set_control(h, control_[m], segments_[m] > 1 ? uint16_t(h.msg_iov[0].iov_len) : 0, links_[owners_[m]]);
     }
     Totals totals;
     unsigned i = 0;
@@ -433,14 +439,36 @@ class Fanout {
       LOG_WARN("send to %s failed: %s", links_[slot].destination.to_string().c_str(), strerror(error));
   }
 
-  static void set_segment_size(msghdr& h, char* control, uint16_t size) {
+  // The ancillary data of a message to `link`: the GSO segment size (0: no GSO), and a
+  // multicast output's interface and TTL. None at all for most messages.
+  static void set_control(msghdr& h, char* control, uint16_t segment_size, const Link& link) {
     h.msg_control = control;
     h.msg_controllen = kControlSpace;
+    size_t used = 0;
     cmsghdr* c = CMSG_FIRSTHDR(&h);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof size);
-    std::memcpy(CMSG_DATA(c), &size, sizeof size);
+    auto add = [&](int level, int type, const void* data, size_t size) {
+      c->cmsg_level = level;
+      c->cmsg_type = type;
+      c->cmsg_len = CMSG_LEN(size);
+      std::memcpy(CMSG_DATA(c), data, size);
+      used += CMSG_SPACE(size);
+      c = CMSG_NXTHDR(&h, c);
+    };
+    if (segment_size) add(SOL_UDP, UDP_SEGMENT, &segment_size, sizeof segment_size);
+    int ttl = int(link.multicast_ttl);
+    bool v6 = link.destination.family() == AF_INET6;
+    if (link.multicast_ifindex && v6) {
+      in6_pktinfo info{};
+      info.ipi6_ifindex = link.multicast_ifindex;
+      add(IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof info);
+    } else if (link.multicast_ifindex) {
+      in_pktinfo info{};
+      info.ipi_ifindex = int(link.multicast_ifindex);
+      add(IPPROTO_IP, IP_PKTINFO, &info, sizeof info);
+    }
+    if (ttl) add(v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_HOPLIMIT : IP_TTL, &ttl, sizeof ttl);
+    h.msg_controllen = used;
+    if (used == 0) h.msg_control = nullptr;
   }
 
   // Message m again, one datagram per message, and none in GSO to that subscriber from now on
@@ -458,6 +486,7 @@ class Fanout {
       split_[k].msg_hdr.msg_namelen = gso.msg_namelen;
       split_[k].msg_hdr.msg_iov = gso.msg_iov + k;
       split_[k].msg_hdr.msg_iovlen = 1;
+      set_control(split_[k].msg_hdr, split_control_[k], 0, link);
     }
     for (unsigned k = 0; k < count;) {
       int r = sendmmsg(socket_for(address_family(m)), &split_[k], count - k, 0);
@@ -650,6 +679,7 @@ class Fanout {
   std::array<iovec, kIovRoom> iovs_{};           // a message's datagrams, one iovec each
   alignas(cmsghdr) char control_[kMessageRoom][kControlSpace]{};
   mmsghdr split_[kMaxSegments]{};
+  alignas(cmsghdr) char split_control_[kMaxSegments][kControlSpace]{};
 };
 
 }  // namespace

@@ -216,3 +216,52 @@ TEST(Config, EveryDeclaredDefaultLoads) {
 }
 
 }  // namespace
+
+TEST(Config, OutputsAreReadWithTheirMulticastOptions) {
+  Config c = load_config_text("outputs:\n"
+                              "  - {name: lan, to: \"239.255.0.1:5000\", interface: lo, ttl: 4}\n"
+                              "  - name: rec\n"
+                              "    to: \"127.0.0.1:6000\"\n"
+                              "  - {name: six, to: \"[ff15::1]:5002\"}\n",
+                              "test.yaml");
+  ASSERT_EQ(c.outputs.size(), 3u);
+  EXPECT_EQ(c.outputs[0].name, "lan");
+  EXPECT_EQ(c.outputs[0].to.to_string(), "239.255.0.1:5000");
+  EXPECT_EQ(c.outputs[0].interface, "lo");
+  EXPECT_EQ(c.outputs[0].ttl, 4u);
+  EXPECT_EQ(c.outputs[1].to.to_string(), "127.0.0.1:6000");
+  EXPECT_EQ(c.outputs[1].ttl, 0u);
+  EXPECT_TRUE(is_multicast(c.outputs[2].to));
+  EXPECT_FALSE(is_multicast(c.outputs[1].to));
+  EXPECT_TRUE(default_config().outputs.empty());
+}
+
+TEST(Config, BadOutputsNameTheItemAndTheKey) {
+  struct Case {
+    const char* yaml;
+    const char* expected;
+  } cases[] = {
+      {"outputs: lan\n", "outputs: expected a list of outputs"},
+      {"outputs:\n  - lan\n", "outputs[0]: expected {name"},
+      {"outputs:\n  - {to: \"127.0.0.1:5000\"}\n", "outputs[0].name: missing"},
+      {"outputs:\n  - {name: a}\n", "outputs[0].to: missing"},
+      {"outputs:\n  - {name: \"a b\", to: \"127.0.0.1:5000\"}\n", "outputs[0].name: expected 1 to 32"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1\"}\n", "outputs[0].to:"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1:0\"}\n", "outputs[0].to: '127.0.0.1:0': the port must be"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\", ttl: 3}\n", "outputs[0].ttl: only for a multicast destination"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\", interface: lo}\n", "outputs[0].interface: only for a multicast"},
+      {"outputs:\n  - {name: a, to: \"239.1.1.1:5000\", ttl: 256}\n", "outputs[0].ttl: expected a whole number from 1 to 255"},
+      {"outputs:\n  - {name: a, to: \"239.1.1.1:5000\", interface: no-such-if0}\n",
+       "outputs[0].interface: this host has no interface 'no-such-if0'"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\", port: 3}\n", "outputs[0].port: unknown key"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\"}\n  - {name: a, to: \"127.0.0.1:5001\"}\n",
+       "outputs[1].name: 'a' names another output too"},
+      {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\"}\n  - {name: b, to: \"127.0.0.1:5000\"}\n",
+       "outputs[1].to: output 'a' sends to 127.0.0.1:5000 already"},
+  };
+  for (const Case& c : cases) {
+    std::string e = error_of(c.yaml);
+    EXPECT_NE(e.find(c.expected), std::string::npos) << c.yaml << " -> " << e;
+    EXPECT_NE(e.find("test.yaml:"), std::string::npos) << e;
+  }
+}
