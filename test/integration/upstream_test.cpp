@@ -163,27 +163,27 @@ TEST(Upstream, AnEdgeSubscribesAgainWhenTheCoreRestarts) {
   ASSERT_EQ(core->stop(), 0);
   core.reset();
   ASSERT_TRUE(source_event(viewer.session, "stalled")) << edge.log();
+  viewer.sink.drain();  // the old core's stream, all of it here by now
   EXPECT_GE(edge.counters()["ingest.upstream_losses"], 1u);
+  EXPECT_NE(edge.counters()["ingest.upstream_state"], 2u);
+  // (The stopping core may have taken one more subscription before its control stopped.)
+  uint64_t connects = edge.counters()["ingest.upstream_connects"];
 
   core = start_core(port);
   auto ready = Clock::now();
-  ASSERT_TRUE(wait_until([&] { return edge.counters()["ingest.upstream_connects"] == 2; }, 3000ms)) << edge.log();
+  ASSERT_TRUE(wait_until([&] { return edge.counters()["ingest.upstream_connects"] == connects + 1; }, 3000ms))
+      << edge.log();
   EXPECT_LE(Clock::now() - ready, 3000ms);
   auto live = viewer.session.wait_event("SOURCE", 5000ms);  // the next one: no other stall meanwhile
   ASSERT_TRUE(live) << edge.log();
   EXPECT_EQ(*live, "EVENT SOURCE live");
 
-  // The new core counts from 1 again: what comes now is its stream, in order. (Whatever
-  // of the old stream was still queued at the viewer comes first.)
-  viewer.sink.drain();
-  uint64_t first = 0;
-  for (int i = 0; i < 1000 && !first; ++i) {
-    auto datagram = next_counter(viewer.sink);
-    ASSERT_TRUE(datagram);
-    if (datagram->index < last) first = datagram->index;
-  }
-  ASSERT_NE(first, 0u);
-  EXPECT_NE(expect_consecutive(viewer.sink, 100, first), 0u);
+  // Every datagram after the outage is the new core's (the old one's were drained at the
+  // stall), in order, from where the new core's count stood when the edge subscribed.
+  auto datagram = next_counter(viewer.sink);
+  ASSERT_TRUE(datagram);
+  EXPECT_LE(datagram->index, core->counters()["ingest.generated"]);
+  EXPECT_NE(expect_consecutive(viewer.sink, 100, datagram->index), 0u);
   // The viewer's subscription was never dropped: still the only one, its session open.
   EXPECT_EQ(subscriptions_to(edge, viewer.sink.port()), 1u);
   EXPECT_EQ(edge.counters()["control.subscribers"], 1u);
@@ -218,6 +218,28 @@ TEST(Upstream, AKilledIngestSubscribesAgain) {
   EXPECT_GT(datagram->index, last);
   EXPECT_NE(expect_consecutive(viewer.sink, 100, datagram->index), 0u);
   EXPECT_EQ(subscriptions_to(edge, viewer.sink.port()), 1u);
+}
+
+// kill -9 of the core's control process: the core keeps sending to the edge (an orphan
+// subscription, control.orphan_grace), the edge's session drops, and its next CONECTAR,
+// to the core's new control process, takes the orphan back: not one datagram lost.
+TEST(Upstream, TheEdgeAdoptsItsOrphanAfterTheCoresControlDied) {
+  uint16_t port = free_tcp_port();
+  auto core = start_core(port);
+  Relay edge(edge_yaml(port));
+  ASSERT_TRUE(upstream_state_is(edge, 2)) << edge.log();
+  Viewer viewer(edge);
+  uint64_t last = expect_consecutive(viewer.sink, 20);
+  ASSERT_NE(last, 0u);
+
+  pid_t control = core->child_pid(kControl);
+  ASSERT_GT(control, 0);
+  ASSERT_EQ(kill(control, SIGKILL), 0);
+  ASSERT_TRUE(core->wait_restarted(kControl, control));
+  ASSERT_TRUE(wait_until([&] { return edge.counters()["ingest.upstream_connects"] == 2; })) << edge.log();
+  EXPECT_EQ(core->counters()["control.orphans_adopted"], 1u);
+  EXPECT_EQ(subscriptions_to(*core, edge.ingest_port()), 1u);
+  EXPECT_NE(expect_consecutive(viewer.sink, 100, last), 0u);
 }
 
 // Nothing listens at the upstream's address: the edge runs, counts its failures, backs off
