@@ -297,9 +297,16 @@ TEST(Upstream, AReloadMovesTheSubscriptionToTheNewUpstream) {
   Viewer viewer(edge);
   ASSERT_NE(expect_consecutive(viewer.sink, 20), 0u);
 
-  std::ofstream(edge.config_path()) << edge_yaml(second_port);
+  // Another ingest key: the new ingest process subscribes to the same core again, once.
+  std::ofstream(edge.config_path()) << edge_yaml(first_port, "  socket_buffer: 1048576\n");
   ASSERT_EQ(kill(edge.pid(), SIGHUP), 0);
   ASSERT_TRUE(wait_until([&] { return edge.counters()["ingest.upstream_connects"] == 2; })) << edge.log();
+  ASSERT_TRUE(upstream_state_is(edge, 2)) << edge.log();
+  EXPECT_EQ(subscriptions_to(*first, edge.ingest_port()), 1u);
+
+  std::ofstream(edge.config_path()) << edge_yaml(second_port);
+  ASSERT_EQ(kill(edge.pid(), SIGHUP), 0);
+  ASSERT_TRUE(wait_until([&] { return edge.counters()["ingest.upstream_connects"] == 3; })) << edge.log();
   EXPECT_TRUE(wait_until([&] { return subscriptions_to(*first, edge.ingest_port()) == 0; })) << first->log();
   EXPECT_EQ(subscriptions_to(*second, edge.ingest_port()), 1u);
   EXPECT_EQ(edge.counters().snapshot().upstream_address, "127.0.0.1:" + std::to_string(second_port));
