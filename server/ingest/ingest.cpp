@@ -3,7 +3,8 @@
 // be relayed (foreign sender, oversize, ring full), and wakes the fan-out once per batch.
 // It also keeps the source's figures (rate, stalled), reads an MPEG-TS source as it passes
 // (tables, key frames: StreamInfo in shared memory, kSlotKeyFrame in the ring) and can be
-// the source itself: the generator of the counter stream (ingest.source: generator).
+// the source itself: the generator of the counter stream (ingest.source: generator). On an
+// edge of a cascade it also subscribes to its upstream relay (ingest.upstream, upstream.hpp).
 #include <ev.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -309,7 +310,7 @@ class Ingest {
       const msghdr& m = msgs_[i].msg_hdr;
       auto& counter = (m.msg_flags & MSG_TRUNC) ? stats_.drops_oversize
                       : !allowed(allow_, sender(m)) ? stats_.drops_foreign_sender
-                                                                       : stats_.drops_ring_full;
+                                                    : stats_.drops_ring_full;
       counter.fetch_add(1, std::memory_order_relaxed);
     }
     return got;
