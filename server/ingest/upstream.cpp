@@ -22,7 +22,7 @@ constexpr double kFirstBackoff = 0.1;   // seconds before the first retry
 constexpr double kMostBackoff = 2.0;    // and at most between two
 constexpr double kConnectTimeout = 2.0;
 constexpr double kReplyTimeout = 2.0;   // greeting and CONECTAR
-constexpr double kPingInterval = 20.0;  // well within any sensible control.idle_timeout
+constexpr double kPingInterval = 10.0;  // within any sensible control.idle_timeout (default 300)
 
 HostPort split_or_throw(const std::string& address) {
   auto split = split_host_port(address);
@@ -119,15 +119,18 @@ std::string Upstream::subscribe(control::Client& client) {
 // still unanswered at the next one means the upstream is gone. Returns why it ended.
 std::string Upstream::keep_alive(control::Client& client) {
   bool answered = true;
+  std::string bye;  // the upstream says why it ends the session (shutdown, idle, kicked)
   auto next_ping = control::deadline_after(kPingInterval);
   for (;;) {
     std::string line, error;
     auto read = client.read_line(next_ping, &line, &error);
-    if (read == control::Client::Read::kClosed) return "the upstream closed the session";
+    if (read == control::Client::Read::kClosed) return "the upstream closed the session" + bye;
     if (read == control::Client::Read::kError) return error;
     if (read == control::Client::Read::kLine) {
-      if (control::classify(line).is_event()) LOG_DEBUG("upstream: %s", line.c_str());
-      else answered = true;
+      control::Line parsed = control::classify(line);
+      if (!parsed.is_event()) answered = true;
+      else if (parsed.type == "BYE") bye = " (" + line + ")";
+      else LOG_DEBUG("upstream: %s", line.c_str());
       continue;
     }
     if (!answered) return "no answer to PING within " + std::to_string(int(kPingInterval)) + " s";
