@@ -140,6 +140,12 @@ struct Loader {
     if (s != "socket" && s != "generator") fail(n, k, "expected socket or generator, got '" + s + "'");
     c.ingest.source = s == "socket" ? Config::Ingest::Source::kSocket : Config::Ingest::Source::kGenerator;
   }
+  void read_ingest_upstream(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    if (!s.empty())
+      if (auto split = split_host_port(s); !split) fail(n, k, split.error() + ", or \"\" for none");
+    c.ingest.upstream = s;
+  }
   void read_moderators_token_files(const YAML::Node& n, const std::string& k, Config& c) {
     if (!n.IsSequence()) fail(n, k, "expected a list of file paths");
     c.moderators.token_files.clear();
@@ -330,6 +336,8 @@ Config load_config_file(const std::string& path) {
 
 void validate(const Config& c) {
   if (c.ingest.allow.empty()) throw ConfigError("ingest.allow: the list is empty, no sender could stream");
+  if (!c.ingest.upstream.empty() && c.ingest.source == Config::Ingest::Source::kGenerator)
+    throw ConfigError("ingest.upstream: an edge takes its stream from the upstream; it cannot have ingest.source: generator");
 }
 
 }  // namespace vrelay

@@ -54,6 +54,9 @@ struct Config {
     // counter stream (common/counter_stream.hpp), one datagram every interval_ms.
     enum class Source { kSocket, kGenerator } source = Source::kSocket;
     uint32_t interval_ms = 0;
+    // Another vrelayd's control address (HOST:PORT) to subscribe to (server/ingest/
+    // upstream.cpp): this relay is then an edge of that one. "" = none.
+    std::string upstream;
     bool operator==(const Ingest&) const = default;
   } ingest;
 

@@ -107,9 +107,9 @@ Result<Hello> parse_hello(std::string_view line) {
 
 // ---- a blocking session ----
 
-Status Client::connect(const std::string& host, const std::string& port, double timeout_s) {
+Status Client::connect(const std::string& host, const std::string& port, double timeout_s, const Endpoint* from) {
   close();
-  auto fd = connect_tcp(host, port, timeout_s, interrupt_fd_, &interrupted_);
+  auto fd = connect_tcp(host, port, timeout_s, interrupt_fd_, &interrupted_, from);
   if (!fd) return Failure{fd.error()};
   fd_ = *fd;
   return {};

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "net.hpp"
 #include "result.hpp"
 
 namespace vrelay::control {
@@ -64,7 +65,8 @@ class Client {
 
   // Connects to host:port (a name or a numeric address, see connect_tcp) within timeout_s.
   // When the interrupt fd wakes first it fails with "interrupted" and interrupted() is set.
-  Status connect(const std::string& host, const std::string& port, double timeout_s);
+  // With `from`, the connection leaves from that address (see connect_tcp).
+  Status connect(const std::string& host, const std::string& port, double timeout_s, const Endpoint* from = nullptr);
   void adopt(int fd);  // a socket connected by the caller (blocking or not)
   void close();
 

@@ -41,6 +41,12 @@ std::string Endpoint::to_string() const {
   return host() + ":" + std::to_string(port());
 }
 
+bool Endpoint::is_wildcard() const {
+  if (family() == AF_INET) return reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr.s_addr == htonl(INADDR_ANY);
+  if (family() == AF_INET6) return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr);
+  return false;
+}
+
 Endpoint Endpoint::from_sockaddr(const sockaddr* sa, socklen_t len) {
   Endpoint ep;
   if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
@@ -256,7 +262,7 @@ bool is_multicast(const Endpoint& ep) {
 }
 
 Result<int> connect_tcp(const std::string& host, const std::string& port, double timeout_s, int interrupt_fd,
-                        bool* interrupted) {
+                        bool* interrupted, const Endpoint* from) {
   if (interrupted) *interrupted = false;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -269,9 +275,18 @@ Result<int> connect_tcp(const std::string& host, const std::string& port, double
   std::string last = "no address";
   int fd = -1;
   for (addrinfo* ai = list; ai && fd < 0; ai = ai->ai_next) {
+    if (from && from->family() != ai->ai_family) {
+      last = "no address of the family of " + from->host();
+      continue;
+    }
     int s = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (s < 0) {
       last = strerror(errno);
+      continue;
+    }
+    if (from && ::bind(s, from->addr(), from->length) != 0) {
+      last = "cannot bind to " + from->to_string() + ": " + strerror(errno);
+      ::close(s);
       continue;
     }
     if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {

@@ -24,6 +24,7 @@ struct Endpoint {
   const sockaddr* addr() const { return reinterpret_cast<const sockaddr*>(&storage); }
   std::string host() const;       // "127.0.0.1" or "::1"
   std::string to_string() const;  // "127.0.0.1:7700" or "[::1]:7700"
+  bool is_wildcard() const;       // 0.0.0.0 or :: (any address of the host)
 
   static Endpoint from_sockaddr(const sockaddr* sa, socklen_t len);
   bool operator==(const Endpoint& other) const { return to_string() == other.to_string(); }
@@ -64,9 +65,11 @@ Result<HostPort> split_host_port(std::string_view spec, const char* default_port
 // Connects a TCP socket (non-blocking, close-on-exec) to the first address of host:port
 // that answers, within timeout_s in all, and returns it (the caller closes it). When
 // `interrupt_fd`, if given, becomes readable first, it fails with "interrupted" and sets
-// *interrupted (if given; it is cleared otherwise).
+// *interrupted (if given; it is cleared otherwise). With `from` (its port 0 = any), the
+// socket is bound to that address before it connects, and only addresses of its family
+// are tried.
 Result<int> connect_tcp(const std::string& host, const std::string& port, double timeout_s, int interrupt_fd = -1,
-                        bool* interrupted = nullptr);
+                        bool* interrupted = nullptr, const Endpoint* from = nullptr);
 
 // A bound socket (SO_REUSEADDR for TCP). Throws std::runtime_error naming the address.
 int bind_socket(const Endpoint& ep, int type);

@@ -21,7 +21,8 @@ constexpr size_t kCacheLine = 64;
 constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endian
 constexpr uint32_t kLayoutMajor = 9;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error;
                                       // 8: SubscriberSlot.owner_name, StreamInfo.bitrate_history;
-                                      // 9: SubscriberSlot.multicast_ifindex/multicast_ttl (outputs)
+                                      // 9: SubscriberSlot.multicast_ifindex/multicast_ttl (outputs),
+                                      //    Header.upstream_address, ingest.upstream_* counters
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 
@@ -57,6 +58,9 @@ struct alignas(kCacheLine) Header {
   char fanout_address[64];     // where every copy comes from ("[::]:41235")
   // Why the last reload was refused, written before supervisor.reload_failures counts it.
   char reload_error[512];
+  // ingest.upstream as configured ("10.0.0.1:7700"), "" when this relay has none; its
+  // state is the counter ingest.upstream_state.
+  char upstream_address[64];
 };
 
 struct alignas(kCacheLine) ProcessSlot {  // written by the supervisor, except heartbeat/state

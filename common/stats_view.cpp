@@ -90,6 +90,13 @@ uint64_t Snapshot::counter(const char* group, const char* name) const {
   return 0;
 }
 
+const char* upstream_state_name(uint64_t gauge) {
+  static const char* const names[] = {"none", "connecting", "subscribed", "retrying"};
+  return gauge < std::size(names) ? names[gauge] : "none";
+}
+
+const char* Snapshot::upstream_state() const { return upstream_state_name(counter("ingest", "upstream_state")); }
+
 const char* Snapshot::source_state() const {
   if (counter("ingest", "last_datagram_ns") == 0) return "waiting";
   return counter("ingest", "stalled") ? "stalled" : "live";
@@ -124,6 +131,7 @@ Snapshot take_snapshot(const Segment& segment, bool with_subscribers) {
   s.ingest_address = fixed_string(h.ingest_address, sizeof h.ingest_address);
   s.http_address = fixed_string(h.http_address, sizeof h.http_address);
   s.fanout_address = fixed_string(h.fanout_address, sizeof h.fanout_address);
+  s.upstream_address = fixed_string(h.upstream_address, sizeof h.upstream_address);
   s.supervisor_pid = h.supervisor_pid;
   s.created_ns = h.created_ns;
   s.max_subscribers = h.max_subscribers;
@@ -192,6 +200,8 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
   j["http_address"] = s.http_address;
   j["fanout_address"] = s.fanout_address;
   j["source"] = s.source_state();
+  j["upstream_address"] = s.upstream_address;
+  j["upstream"] = s.upstream_state();
   j["ring"] = {{"slots", s.ring_slots}, {"head", s.ring_head}, {"tail", s.ring_tail}};
   j["max_subscribers"] = s.max_subscribers;
 

@@ -37,6 +37,7 @@ struct Snapshot {
   std::string instance, software_version, control_address, ingest_address;
   std::string http_address;                // "" when http.listen is off
   std::string fanout_address;              // where the copies come from
+  std::string upstream_address;            // ingest.upstream; "" when this relay has none
   int32_t supervisor_pid = 0;
   uint64_t created_ns = 0;
   uint32_t max_subscribers = 0, ring_slots = 0;
@@ -51,7 +52,12 @@ struct Snapshot {
   uint64_t counter(const char* group, const char* name) const;
   // "live", "stalled" (ingest.stalled), or "waiting" when no datagram ever came.
   const char* source_state() const;
+  // The subscription to ingest.upstream: "none", "connecting", "subscribed" or "retrying".
+  const char* upstream_state() const;
 };
+
+// The gauge ingest.upstream_state as a word: none, connecting, subscribed, retrying.
+const char* upstream_state_name(uint64_t gauge);
 
 Snapshot take_snapshot(const Segment& segment, bool with_subscribers = true);
 

@@ -121,7 +121,8 @@ std::vector<std::string> live_frame(const Snapshot& s, const Snapshot* previous,
                                 s.source_state(),
                                 format_bitrate(8 * s.counter("ingest", "rate_bytes")).c_str(), s.subscribers.size(),
                                 s.max_subscribers, ring_used, s.ring_slots));
-  lines.push_back("control " + s.control_address + "  ingest " + s.ingest_address);
+  lines.push_back("control " + s.control_address + "  ingest " + s.ingest_address +
+                  (s.upstream_address.empty() ? "" : "  upstream " + s.upstream_address + " " + s.upstream_state()));
   lines.push_back("");
 
   lines.push_back("PROCESS       PID  STATE     UPTIME        RESTARTS");

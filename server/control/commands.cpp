@@ -11,6 +11,7 @@
 
 #include "control.hpp"
 #include "log.hpp"
+#include "stats_view.hpp"
 #include "subscribers.hpp"
 
 namespace vrelay {
@@ -234,7 +235,8 @@ Reply Conversation::command_Stats(const protocol::Parsed&) {
            {"ingest_bitrate", 8 * st.ingest.rate_bytes.load(std::memory_order_relaxed)},
            {"send_errors", st.fanout.send_errors.load(std::memory_order_relaxed)},
            {"refusals", st.fanout.refusals.load(std::memory_order_relaxed)},
-           {"outputs", control_.table.outputs().size()}};
+           {"outputs", control_.table.outputs().size()},
+           {"upstream", upstream_state_name(st.ingest.upstream_state.load(std::memory_order_relaxed))}};
   std::string text;
   for (const auto& [key, value] : f.items())
     text += (text.empty() ? "" : " ") + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());

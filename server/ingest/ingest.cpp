@@ -3,7 +3,8 @@
 // be relayed (foreign sender, oversize, ring full), and wakes the fan-out once per batch.
 // It also keeps the source's figures (rate, stalled), reads an MPEG-TS source as it passes
 // (tables, key frames: StreamInfo in shared memory, kSlotKeyFrame in the ring) and can be
-// the source itself: the generator of the counter stream (ingest.source: generator).
+// the source itself: the generator of the counter stream (ingest.source: generator). On an
+// edge of a cascade it also subscribes to its upstream relay (ingest.upstream, upstream.hpp).
 #include <ev.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +13,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <vector>
 
 #include "child.hpp"
@@ -20,6 +24,7 @@
 #include "mpegts.hpp"
 #include "net.hpp"
 #include "ring.hpp"
+#include "upstream.hpp"
 
 namespace vrelay {
 namespace {
@@ -37,7 +42,10 @@ class Ingest {
         max_datagram_(ctx.config.ingest.max_datagram), scratch_(size_t(max_datagram_) + 1),
         stall_ns_(uint64_t(ctx.config.ingest.stall_timeout_s) * kNsPerSecond),
         rate_from_datagrams_(stats_.datagrams.load(std::memory_order_relaxed)),
-        rate_from_bytes_(stats_.bytes.load(std::memory_order_relaxed)), rate_from_ns_(monotonic_ns()) {
+        rate_from_bytes_(stats_.bytes.load(std::memory_order_relaxed)), rate_from_ns_(monotonic_ns()),
+        allow_(ctx.config.ingest.allow) {
+    if (ctx.config.ingest.upstream.empty())
+      stats_.upstream_state.store(uint64_t(Upstream::State::kNone), std::memory_order_relaxed);
     stalled_ = stats_.stalled.load(std::memory_order_relaxed) != 0;
     // A restarted ingest goes on from its predecessor's last datagram: the ring's last
     // receive stamp, monotonic (the wall time in the counters would move with a clock step).
@@ -91,8 +99,18 @@ class Ingest {
     if (room) accepted(head + room, room, room * kCounterDatagramSize, now);
   }
 
+  // The upstream's address, from the upstream thread before it sends CONECTAR: its
+  // datagrams are allowed in addition to ingest.allow. Taken by drain() before it reads,
+  // so the first datagram the subscription brings finds it.
+  void offer_upstream(const Endpoint& upstream) {
+    std::lock_guard lock(upstream_mutex_);
+    offered_upstream_ = upstream;
+    upstream_offered_.store(true, std::memory_order_release);
+  }
+
   // Reads until the socket is empty or the batch budget is spent.
   void drain() {
+    if (upstream_offered_.load(std::memory_order_acquire)) allow_upstream();
     for (int round = 0; round < kMaxBatchesPerWake; ++round) {
       uint64_t head = ring_.producer_position();
       unsigned room = std::min<unsigned>(kBatch, ring_.writable(head));
@@ -148,7 +166,7 @@ class Ingest {
         ++oversize;
         continue;
       }
-      if (!allowed(ctx_.config.ingest.allow, sender(m))) {
+      if (!allowed(allow_, sender(m))) {
         ++foreign;
         continue;
       }
@@ -291,11 +309,28 @@ class Ingest {
     for (int i = 0; i < got; ++i) {
       const msghdr& m = msgs_[i].msg_hdr;
       auto& counter = (m.msg_flags & MSG_TRUNC) ? stats_.drops_oversize
-                      : !allowed(ctx_.config.ingest.allow, sender(m)) ? stats_.drops_foreign_sender
-                                                                       : stats_.drops_ring_full;
+                      : !allowed(allow_, sender(m)) ? stats_.drops_foreign_sender
+                                                    : stats_.drops_ring_full;
       counter.fetch_add(1, std::memory_order_relaxed);
     }
     return got;
+  }
+
+  // The datagram path reads only allow_ (this thread's): ingest.allow, and the upstream.
+  void allow_upstream() {
+    Endpoint upstream;
+    {
+      std::lock_guard lock(upstream_mutex_);
+      upstream = offered_upstream_;
+      upstream_offered_.store(false, std::memory_order_relaxed);
+    }
+    auto cidr = parse_cidr(upstream.host());
+    if (!cidr || (upstream_cidr_ && *upstream_cidr_ == *cidr)) return;
+    upstream_cidr_ = *cidr;
+    allow_ = ctx_.config.ingest.allow;
+    allow_.push_back(*cidr);
+    LOG_NOTICE("the upstream %s (%s) may send the stream, in addition to ingest.allow",
+               ctx_.config.ingest.upstream.c_str(), upstream.host().c_str());
   }
 
   static Endpoint sender(const msghdr& m) {
@@ -316,6 +351,11 @@ class Ingest {
   unsigned ticks_ = 0;
   uint64_t rate_from_datagrams_, rate_from_bytes_, rate_from_ns_;
   uint64_t generator_start_ns_ = 0, generated_here_ = 0;
+  std::vector<Cidr> allow_;             // ingest.allow, and the upstream's address
+  std::optional<Cidr> upstream_cidr_;
+  std::mutex upstream_mutex_;  // offered_upstream_, between the upstream thread and this one
+  Endpoint offered_upstream_;
+  std::atomic<bool> upstream_offered_{false};
   mmsghdr msgs_[kBatch]{};
   iovec iov_[kBatch]{};
   sockaddr_storage senders_[kBatch]{};
@@ -350,7 +390,15 @@ int run_ingest(ChildContext& ctx) {
     ev_io_start(child.loop(), &readable);
     LOG_INFO("receiving on %s", ctx.segment.header().ingest_address);
   }
+
+  // The subscription to ingest.upstream, in a thread of its own (upstream.hpp says why).
+  // Declared after the loop, so it is stopped and joined before the loop goes.
+  std::unique_ptr<Upstream> upstream;
+  if (!ctx.config.ingest.upstream.empty())
+    upstream = std::make_unique<Upstream>(ctx.config.ingest.upstream, ctx.sockets.ingest, ctx.segment.stats().ingest,
+                                          [&ingest](const Endpoint& peer) { ingest.offer_upstream(peer); });
   child.run();
+  upstream.reset();
   return 0;
 }
 

@@ -121,10 +121,14 @@ void close_listening(const Sockets& bound) {
     if (fd >= 0) close(fd);
 }
 
-void set_address(char (&field)[64], int fd) {
-  std::string text = fd >= 0 ? local_endpoint(fd).to_string() : "";
+void set_text(char (&field)[64], const std::string& text) {
   std::memset(field, 0, sizeof field);
   strncpy(field, text.c_str(), sizeof field - 1);
+}
+
+void set_address(char (&field)[64], int fd) {
+  std::string text = fd >= 0 ? local_endpoint(fd).to_string() : "";
+  set_text(field, text);
 }
 
 void Supervisor::bind_sockets() {
@@ -163,6 +167,7 @@ void Supervisor::bind_sockets() {
   set_address(h.ingest_address, sockets.ingest);
   set_address(h.fanout_address, sockets.fanout);
   set_address(h.http_address, sockets.http);
+  set_text(h.upstream_address, config.ingest.upstream);  // a long name is shown cut short
 }
 
 // SIGHUP, systemd's ExecReload= or a moderator's RELOAD. The file is read and validated in
@@ -249,6 +254,7 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
     for (int fd : {sockets.fanout, sockets.fanout4}) set_buffer(fd, SO_SNDBUF, config.fanout.socket_buffer);
 
   bool log_changed = !(config.log == old.log);
+  if (config.ingest.upstream != old.ingest.upstream) set_text(h.upstream_address, config.ingest.upstream);
   if (new_ingest || log_changed || !(config.ingest == old.ingest)) replace(kIngest);
   if (log_changed || !(config.fanout == old.fanout)) replace(kFanout);
   if (new_control) {

@@ -169,6 +169,10 @@ TEST(Config, BadObservabilityKeysAreClearErrors) {
       {"fanout:\n  fast_start_rate: 0\n", "fanout.fast_start_rate: expected a whole number from 1 to 100"},
       {"fanout:\n  max_batch_delay: 2000000\n", "fanout.max_batch_delay: expected a whole number from 0 to 1000000"},
       {"fanout:\n  unreachable_pause: -1\n", "fanout.unreachable_pause: expected a whole number from 0 to 86400"},
+      {"ingest:\n  upstream: core\n", "ingest.upstream: 'core': expected HOST:PORT"},
+      {"ingest:\n  upstream: core:http\n", "ingest.upstream: 'core:http': the port must be a number from 1 to 65535"},
+      {"ingest:\n  upstream: [a, b]\n", "ingest.upstream: expected a single value"},
+      {"ingest:\n  upstream: 127.0.0.1:7700\n  source: generator\n", "ingest.upstream: an edge takes its stream"},
   };
   for (const Case& c : cases) {
     try {
@@ -190,6 +194,12 @@ std::string flat(const YAML::Node& node) {
 
 // config/vrelay.yaml lists every key declared in common/config_keys.def with its declared
 // default (but http.listen, which it turns on), and nothing else.
+TEST(Config, UpstreamIsNoneByDefaultAndTakesHostPort) {
+  EXPECT_EQ(default_config().ingest.upstream, "");
+  EXPECT_EQ(load_config_text("ingest:\n  upstream: core.example:7700\n", "t").ingest.upstream, "core.example:7700");
+  EXPECT_EQ(load_config_text("ingest:\n  upstream: \"[::1]:7700\"\n", "t").ingest.upstream, "[::1]:7700");
+}
+
 TEST(Config, TheShippedFileHoldsEveryDeclaredKeyAtItsDefault) {
   YAML::Node shipped = YAML::LoadFile(VRELAY_SOURCE_DIR "/config/vrelay.yaml");
   size_t leaves = 0;

@@ -1,6 +1,7 @@
 // Unit tests of address parsing and allow-lists.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -88,6 +89,38 @@ TEST(ConnectTcp, ARefusedConnectionSaysWhy) {
   ASSERT_FALSE(connected);
   EXPECT_EQ(connected.error(), strerror(ECONNREFUSED));
   EXPECT_FALSE(interrupted);
+}
+
+// ingest.upstream: the session leaves from the ingest's own address, so the upstream sends
+// the stream there.
+TEST(ConnectTcp, LeavesFromTheGivenAddress) {
+  int listener = bind_socket(*parse_endpoint("127.0.0.1:0"), SOCK_STREAM);
+  ASSERT_EQ(listen(listener, 1), 0);
+  std::string port = std::to_string(local_endpoint(listener).port());
+  Endpoint from = *parse_endpoint("127.0.0.2:0");
+  auto connected = connect_tcp("127.0.0.1", port, 5, -1, nullptr, &from);
+  ASSERT_TRUE(connected) << connected.error();
+  int accepted = accept(listener, nullptr, nullptr);
+  ASSERT_GE(accepted, 0);
+  sockaddr_storage peer{};
+  socklen_t length = sizeof peer;
+  ASSERT_EQ(getpeername(accepted, reinterpret_cast<sockaddr*>(&peer), &length), 0);
+  EXPECT_EQ(Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&peer), length).host(), "127.0.0.2");
+  close(accepted);
+  close(*connected);
+
+  Endpoint v6 = *parse_endpoint("[::1]:0");  // no IPv4 address of that family to try
+  auto refused = connect_tcp("127.0.0.1", port, 5, -1, nullptr, &v6);
+  close(listener);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), "no address of the family of ::1");
+}
+
+TEST(Endpoint, TellsAWildcard) {
+  EXPECT_TRUE(parse_endpoint("0.0.0.0:7700")->is_wildcard());
+  EXPECT_TRUE(parse_endpoint("[::]:7700")->is_wildcard());
+  EXPECT_FALSE(parse_endpoint("127.0.0.1:7700")->is_wildcard());
+  EXPECT_FALSE(parse_endpoint("[::1]:7700")->is_wildcard());
 }
 
 }  // namespace

@@ -204,7 +204,8 @@ TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
   std::vector<std::string> keys;
   for (auto& [key, value] : j.items()) keys.push_back(key);
   EXPECT_EQ(keys, (std::vector<std::string>{"instance", "version", "supervisor_pid", "created_ns", "taken_ns", "uptime_s",
-                                            "control_address", "ingest_address", "http_address", "fanout_address", "source", "ring",
+                                            "control_address", "ingest_address", "http_address", "fanout_address", "source", "upstream_address",
+                                            "upstream", "ring",
                                             "max_subscribers", "processes", "counters", "subscribers", "history"}));
   EXPECT_EQ(j["instance"], instance_);
   EXPECT_EQ(j["max_subscribers"], 4);
