@@ -15,6 +15,7 @@
 // ingest may write where it reads, is cut off; a slot is copied first and checked after.
 #include <microhttpd.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -51,6 +52,7 @@ constexpr unsigned kIdleTimeoutSeconds = 10;
 constexpr size_t kConnectionMemory = 32 * 1024;
 constexpr size_t kStreamBlock = 16 * 1024;   // what MHD asks a content reader for at most
 constexpr double kStreamPollSeconds = 0.005; // how often the ring's head is looked at while viewers wait
+constexpr uint64_t kHangupCheckNs = kNsPerSecond;  // how often waiting viewers are checked for a closed connection
 
 struct Server;
 
@@ -67,6 +69,7 @@ struct Stream {
   uint64_t backlog = 0;      // bytes of [cursor, counted_to) not yet sent
   bool suspended = false;    // waiting for the ring's head to move
   bool cut = false;          // could not keep up: the response ends with an error
+  bool gone = false;         // its client closed the connection while it waited
 };
 
 struct Server {
@@ -79,6 +82,8 @@ struct Server {
   std::vector<std::unique_ptr<Stream>> streams{};
   log::Throttle cut_log{10 * kNsPerSecond, 3}, refused_log{10 * kNsPerSecond, 3};
   std::function<void()> streams_changed{};  // starts or stops the head poll
+  uint64_t next_hangup_check_ns = 0;
+  std::vector<pollfd> waiting{};  // hangup_check's, reused
 };
 
 // The http process is the only writer of its counters.
@@ -176,7 +181,7 @@ ssize_t read_stream(void* cls, uint64_t, char* buf, size_t max) {
   Server& server = s.server;
   RingView& ring = server.ring;
   uint64_t head = ring.head_now();
-  if (s.cut || !in_reach(s, head)) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (s.cut || s.gone || !in_reach(s, head)) return MHD_CONTENT_READER_END_WITH_ERROR;
   count_backlog(s, head);  // held against it by the head poll only: it reads now
   size_t n = std::min(max, sizeof(TablePackets) - s.tables_sent);
   std::memcpy(buf, s.tables.data() + s.tables_sent, n);
@@ -288,14 +293,40 @@ void request_done(void* cls, MHD_Connection*, void** request_state, MHD_RequestT
   server.streams_changed();
 }
 
+// MHD does not see a suspended connection close: while the source is silent, the viewers
+// that left would be counted (and hold their place under http.max_streams) until it speaks
+// again. So once a second the waiting ones are asked, in one poll(2), whether their client
+// closed its end; those are resumed to end. (A client that only shuts down its sending
+// side while it reads on ends too: HTTP clients do not do that.)
+bool hangup_check(Server& server) {
+  uint64_t now = monotonic_ns();
+  if (now < server.next_hangup_check_ns) return false;
+  server.next_hangup_check_ns = now + kHangupCheckNs;
+  server.waiting.clear();
+  for (auto& s : server.streams) {
+    const MHD_ConnectionInfo* info =
+        s->suspended ? MHD_get_connection_info(s->connection, MHD_CONNECTION_INFO_CONNECTION_FD) : nullptr;
+    server.waiting.push_back({info ? info->connect_fd : -1, POLLRDHUP, 0});  // fd -1: ignored
+  }
+  if (poll(server.waiting.data(), server.waiting.size(), 0) <= 0) return false;
+  for (size_t i = 0; i < server.waiting.size(); ++i) {
+    Stream& s = *server.streams[i];
+    if (!(server.waiting[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) || !s.suspended) continue;
+    s.gone = true;
+    s.suspended = false;
+    MHD_resume_connection(s.connection);
+  }
+  return true;
+}
+
 // The head poll: viewers waiting for data are resumed once the head moved (what came
 // meanwhile is not held against them: it may be a burst); the others that fell too far
 // behind are cut. True if MHD has connections to look at again.
 bool poll_streams(Server& server) {
   uint64_t head = server.ring.head_now();
-  bool changed = false;
+  bool changed = hangup_check(server);
   for (auto& s : server.streams) {
-    if (s->cut || s->counted_to == head) continue;
+    if (s->cut || s->gone || s->counted_to == head) continue;
     changed = true;
     if (!s->suspended) {
       keeps_up(*s, head);

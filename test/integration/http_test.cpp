@@ -962,6 +962,30 @@ TEST(Stream, OverMaxStreamsThe503IsCountedAndTheGaugeFalls) {
   EXPECT_EQ(relay.counters()["http.stream_cut"], 0u);
 }
 
+// MHD does not see a suspended connection close: the http process asks itself, once a
+// second, so a viewer that leaves while the source is silent is not counted for long.
+TEST(Stream, AViewerLeavingWhileTheSourceIsSilentIsNotCountedLong) {
+  Relay relay(kHttpYaml);  // no source at all: the ring's head never moves
+  StreamClient client(relay.http_port());
+  ASSERT_EQ(client.reply.status, 200) << client.error;
+  ASSERT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 1; }));
+  client.close();
+  EXPECT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 0; }, 3000ms));
+  EXPECT_EQ(relay.counters()["http.stream_cut"], 0u);
+}
+
+// http.max_streams and http.stream_buffer are the http process's: a reload that changes
+// one replaces it (its viewers reconnect).
+TEST(Stream, AReloadChangingAStreamKeyReplacesTheHttpProcess) {
+  Relay relay(kHttpYaml);
+  pid_t old = relay.child_pid(kHttp);
+  std::ofstream(relay.config_path()) << kHttpYaml << "  max_streams: 3\n";
+  ASSERT_EQ(kill(relay.pid(), SIGHUP), 0);
+  ASSERT_TRUE(relay.wait_restarted(kHttp, old)) << relay.log();
+  EXPECT_EQ(relay.counters()["supervisor.reloads"], 1u);
+  EXPECT_EQ(get(relay.http_port(), "/metrics").status, 200);
+}
+
 TEST(Routes, StatusPageNotFoundAndMethodNotAllowed) {
   Relay relay(kHttpYaml);
   uint16_t port = relay.http_port();
