@@ -1,7 +1,9 @@
 // Integration tests of the HTTP endpoint (the http process, http.listen), simplest first:
 // off by default; /metrics checked by a strict parser of the Prometheus text format and
 // against known traffic; /status.json with the same figures; 404 and 405; the command-line
-// override; a killed http process is restarted; silent or hostile clients block no one.
+// override; a killed http process is restarted; silent or hostile clients block no one;
+// /stream: the bytes of the ring in order, from a key frame after the PAT and PMT, a reader
+// that stops is cut while another loses nothing, http.max_streams, the gauge.
 // The HTTP client is a plain TCP socket written here, so nothing is hidden by a library.
 #include <arpa/inet.h>
 #include <dirent.h>
