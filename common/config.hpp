@@ -74,7 +74,9 @@ struct Config {
 
   struct Http {
     bool enabled = false;            // http.listen is not "off"
-    Endpoint listen;                 // /metrics, /status.json and the status page
+    Endpoint listen;                 // /metrics, /status.json, /stream and the status page
+    uint32_t max_streams = 0;        // /stream viewers at once; more get 503
+    uint32_t stream_buffer = 0;      // bytes a /stream viewer may lag the ring's head
     bool operator==(const Http&) const = default;
   } http;
 

@@ -270,8 +270,8 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
     set_address(h.http_address, -1);
   } else if (config.http.enabled && !old.http.enabled) {
     spawn(kHttp);
-  } else if (config.http.enabled && (new_http || log_changed)) {
-    replace(kHttp);
+  } else if (config.http.enabled && (new_http || log_changed || !(config.http == old.http))) {
+    replace(kHttp);  // its /stream viewers are cut: they reconnect
   }
 }
 
@@ -463,10 +463,11 @@ void Supervisor::tell_status() const {
   const Stats& stats = segment->stats();
   bool waiting = stats.ingest.last_datagram_ns.load(std::memory_order_relaxed) == 0;
   bool stalled = stats.ingest.stalled.load(std::memory_order_relaxed) != 0;
-  sd_notifyf(0, "STATUS=source %s, %.2f Mbit/s in; %lu viewers playing, %lu subscriptions; %lu sessions",
+  uint64_t over_http = stats.http.streams.load(std::memory_order_relaxed);
+  sd_notifyf(0, "STATUS=source %s, %.2f Mbit/s in; %lu viewers playing (%lu over HTTP), %lu subscriptions; %lu sessions",
              waiting ? "waiting" : stalled ? "stalled" : "live",
              double(stats.ingest.rate_bytes.load(std::memory_order_relaxed)) * 8 / 1e6,
-             (unsigned long)stats.fanout.playing.load(std::memory_order_relaxed),
+             (unsigned long)(stats.fanout.playing.load(std::memory_order_relaxed) + over_http), (unsigned long)over_http,
              (unsigned long)stats.control.subscribers.load(std::memory_order_relaxed),
              (unsigned long)stats.control.sessions_open.load(std::memory_order_relaxed));
 }
