@@ -119,6 +119,20 @@ struct Loader {
     c.control.presence_to_named_only = s == "named";
   }
   void read_ingest_listen(const YAML::Node& n, const std::string& k, Config& c) { c.ingest.listen = address(n, k); }
+  void read_ingest_interface(const YAML::Node& n, const std::string& k, Config& c) {
+    c.ingest.interface = scalar(n, k);
+    if (c.ingest.interface.empty()) return;
+    if (Status valid = check_interface_spec(c.ingest.interface); !valid) fail(n, k, valid.error());
+  }
+  void read_ingest_ssm_source(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    c.ingest.ssm_source.reset();
+    if (s.empty()) return;
+    auto source = parse_address(s);
+    if (!source) fail(n, k, source.error());
+    if (source->is_multicast()) fail(n, k, "expected the unicast address of the sender, got the group " + s);
+    c.ingest.ssm_source = *source;
+  }
   void read_ingest_allow(const YAML::Node& n, const std::string& k, Config& c) {
     if (!n.IsSequence()) fail(n, k, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
     if (n.size() == 0) fail(n, k, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
@@ -284,8 +298,42 @@ Config load_config_file(const std::string& path) {
   return load_config_text(text.str(), path);
 }
 
+namespace {
+
+const char* family_name(const Endpoint& ep) { return ep.family() == AF_INET ? "IPv4" : "IPv6"; }
+
+// ingest.interface and ingest.ssm_source against ingest.listen (the command line's
+// --ingest included): both only for a group, which needs the interface. Whether the
+// interface exists is seen when the socket joins.
+void validate_multicast(const Config::Ingest& in) {
+  std::string listen = in.listen.to_string();
+  if (!in.listen.is_multicast()) {
+    if (!in.interface.empty())
+      throw ConfigError("ingest.interface: only for a multicast group, but ingest.listen is the unicast address " + listen);
+    if (in.ssm_source)
+      throw ConfigError("ingest.ssm_source: only for a multicast group, but ingest.listen is the unicast address " + listen);
+    return;
+  }
+  if (in.interface.empty())
+    throw ConfigError("ingest.interface: required when ingest.listen is a multicast group (" + listen + ")");
+  if (in.listen.port() == 0)
+    throw ConfigError("ingest.listen: a multicast group needs the port its sender sends to, not 0 (" + listen + ")");
+  if (in.ssm_source && in.ssm_source->family() != in.listen.family())
+    throw ConfigError("ingest.ssm_source: " + in.ssm_source->host() + " is an " + family_name(*in.ssm_source) +
+                      " address but the group " + in.listen.host() + " is " + family_name(in.listen));
+}
+
+}  // namespace
+
 void validate(const Config& c) {
   if (c.ingest.allow.empty()) throw ConfigError("ingest.allow: the list is empty, no sender could stream");
+  validate_multicast(c.ingest);
+}
+
+std::string multicast_join_text(const Config::Ingest& ingest) {
+  if (!ingest.listen.is_multicast()) return "";
+  std::string source = ingest.ssm_source ? ", source " + ingest.ssm_source->host() : "";
+  return " (joined on " + ingest.interface + source + ")";
 }
 
 }  // namespace vrelay
