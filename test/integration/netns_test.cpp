@@ -193,6 +193,16 @@ TEST_F(Netns, Ipv6GroupJoinedOnTheInterfaceOfAnAddress) {
   expect_stream(relay, viewer, 0, 50, 50);
 }
 
+// A link-local group is bound with its interface as the scope (bind() refuses it without).
+TEST_F(Netns, Ipv6LinkLocalGroupIsBoundOnItsInterface) {
+  Relay relay(ingest_yaml("[ff12::1234]:5500", "mc0", "fd99::/64"));
+  ASSERT_TRUE(logs(relay, "receiving on [ff12::1234]:5500 (joined on mc0)"));
+  Viewer viewer(relay);
+  GroupSender source("fd99::2", "mc0");
+  for (uint64_t i = 0; i < 10; ++i) source.send("[ff12::1234]:5500", test_payload(i));
+  expect_stream(relay, viewer, 0, 10, 10);
+}
+
 // Source-specific: the other sender's datagrams (also allowed by ingest.allow) never reach
 // the socket, although they reach an any-source member of the group.
 void expect_only_the_chosen_source(const std::string& group, const char* chosen, const char* other,
