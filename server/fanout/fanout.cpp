@@ -296,7 +296,7 @@ class Fanout {
     link.incarnation = s.incarnation;
     link.destination = s.destination;
     link.gso = gso_;
-    if (is_multicast(s.destination)) return;  // no host answers for a group: nothing to hear
+    if (s.destination.is_multicast()) return;  // no host answers for a group: nothing to hear
     int family = s.destination.family();
     int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1, small = 1;  // it receives nothing worth keeping: the smallest buffer
