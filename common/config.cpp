@@ -2,7 +2,6 @@
 // error names the file, the line and the key.
 #include "config.hpp"
 
-#include <net/if.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -121,6 +120,20 @@ struct Loader {
     c.control.presence_to_named_only = s == "named";
   }
   void read_ingest_listen(const YAML::Node& n, const std::string& k, Config& c) { c.ingest.listen = address(n, k); }
+  void read_ingest_interface(const YAML::Node& n, const std::string& k, Config& c) {
+    c.ingest.interface = scalar(n, k);
+    if (c.ingest.interface.empty()) return;
+    if (Status valid = check_interface_spec(c.ingest.interface); !valid) fail(n, k, valid.error());
+  }
+  void read_ingest_ssm_source(const YAML::Node& n, const std::string& k, Config& c) {
+    std::string s = scalar(n, k);
+    c.ingest.ssm_source.reset();
+    if (s.empty()) return;
+    auto source = parse_address(s);
+    if (!source) fail(n, k, source.error());
+    if (source->is_multicast()) fail(n, k, "expected the unicast address of the sender, got the group " + s);
+    c.ingest.ssm_source = *source;
+  }
   void read_ingest_allow(const YAML::Node& n, const std::string& k, Config& c) {
     if (!n.IsSequence()) fail(n, k, "expected a list of networks, e.g. [127.0.0.0/8, ::1]");
     if (n.size() == 0) fail(n, k, "the list is empty: no sender could stream (allow 0.0.0.0/0 for anyone)");
@@ -188,10 +201,10 @@ struct Loader {
       auto ep = resolve_endpoint(scalar(to, at + ".to"));
       if (!ep) fail(to, at + ".to", ep.error());
       out.to = *ep;
-      if (!is_multicast(out.to) && (!out.interface.empty() || out.ttl))
+      if (!out.to.is_multicast() && (!out.interface.empty() || out.ttl))
         fail(item, at + (out.ttl ? ".ttl" : ".interface"), "only for a multicast destination, and " + out.to.to_string() + " is not one");
-      if (!out.interface.empty() && if_nametoindex(out.interface.c_str()) == 0)
-        fail(item, at + ".interface", "this host has no interface '" + out.interface + "'");
+      if (!out.interface.empty())
+        if (auto found = find_interface(out.interface); !found) fail(item, at + ".interface", found.error());
       for (const Config::Output& other : c.outputs) {
         if (other.name == out.name) fail(item, at + ".name", "'" + out.name + "' names another output too");
         if (other.to == out.to) fail(item, at + ".to", "output '" + other.name + "' sends to " + out.to.to_string() + " already");
@@ -334,10 +347,44 @@ Config load_config_file(const std::string& path) {
   return load_config_text(text.str(), path);
 }
 
+namespace {
+
+const char* family_name(const Endpoint& ep) { return ep.family() == AF_INET ? "IPv4" : "IPv6"; }
+
+// ingest.interface and ingest.ssm_source against ingest.listen (the command line's
+// --ingest included): both only for a group, which needs the interface. Whether the
+// interface exists is seen when the socket joins.
+void validate_multicast(const Config::Ingest& in) {
+  std::string listen = in.listen.to_string();
+  if (!in.listen.is_multicast()) {
+    if (!in.interface.empty())
+      throw ConfigError("ingest.interface: only for a multicast group, but ingest.listen is the unicast address " + listen);
+    if (in.ssm_source)
+      throw ConfigError("ingest.ssm_source: only for a multicast group, but ingest.listen is the unicast address " + listen);
+    return;
+  }
+  if (in.interface.empty())
+    throw ConfigError("ingest.interface: required when ingest.listen is a multicast group (" + listen + ")");
+  if (in.listen.port() == 0)
+    throw ConfigError("ingest.listen: a multicast group needs the port its sender sends to, not 0 (" + listen + ")");
+  if (in.ssm_source && in.ssm_source->family() != in.listen.family())
+    throw ConfigError("ingest.ssm_source: " + in.ssm_source->host() + " is an " + family_name(*in.ssm_source) +
+                      " address but the group " + in.listen.host() + " is " + family_name(in.listen));
+}
+
+}  // namespace
+
 void validate(const Config& c) {
   if (c.ingest.allow.empty()) throw ConfigError("ingest.allow: the list is empty, no sender could stream");
   if (!c.ingest.upstream.empty() && c.ingest.source == Config::Ingest::Source::kGenerator)
     throw ConfigError("ingest.upstream: an edge takes its stream from the upstream; it cannot have ingest.source: generator");
+  validate_multicast(c.ingest);
+}
+
+std::string multicast_join_text(const Config::Ingest& ingest) {
+  if (!ingest.listen.is_multicast()) return "";
+  std::string source = ingest.ssm_source ? ", source " + ingest.ssm_source->host() : "";
+  return " (joined on " + ingest.interface + source + ")";
 }
 
 }  // namespace vrelay

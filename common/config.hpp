@@ -2,6 +2,7 @@
 // command-line overrides. Read by the supervisor before it forks; children get a copy.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -43,7 +44,11 @@ struct Config {
   } moderators;
 
   struct Ingest {
-    Endpoint listen;
+    Endpoint listen;                 // a unicast address, or a multicast group and its port
+    // A multicast group is joined on this interface (a name or one of its addresses),
+    // from any sender or, with ssm_source, from that one only (source-specific).
+    std::string interface;
+    std::optional<Endpoint> ssm_source;
     std::vector<Cidr> allow;
     uint32_t max_datagram = 0;       // larger datagrams are dropped, never truncated
     uint32_t ring_slots = 0;         // power of two; the ring holds at least this many
@@ -74,7 +79,9 @@ struct Config {
 
   struct Http {
     bool enabled = false;            // http.listen is not "off"
-    Endpoint listen;                 // /metrics, /status.json and the status page
+    Endpoint listen;                 // /metrics, /status.json, /stream and the status page
+    uint32_t max_streams = 0;        // /stream viewers at once; more get 503
+    uint32_t stream_buffer = 0;      // bytes a /stream viewer may lag the ring's head
     bool operator==(const Http&) const = default;
   } http;
 
@@ -123,6 +130,10 @@ void validate(const Config& config);
 // stream of 1316-byte datagrams (what VLC and ffmpeg send); a power of two.
 constexpr uint64_t kRingBytesPerSlot = 1316;
 uint32_t ring_slot_count(const Config& config);
+
+// How the ingest socket hears a multicast group, for the log: " (joined on eth0, source
+// 10.0.0.1)", " (joined on eth0)"; "" for a unicast address.
+std::string multicast_join_text(const Config::Ingest& ingest);
 
 // "info" -> 6; -1 if unknown.
 int parse_log_level(const std::string& name);

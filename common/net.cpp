@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <poll.h>
 #include <unistd.h>
@@ -47,6 +49,12 @@ bool Endpoint::is_wildcard() const {
   return false;
 }
 
+bool Endpoint::is_multicast() const {
+  if (family() == AF_INET) return IN_MULTICAST(ntohl(reinterpret_cast<const sockaddr_in*>(&storage)->sin_addr.s_addr));
+  if (family() == AF_INET6) return IN6_IS_ADDR_MULTICAST(&reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_addr);
+  return false;
+}
+
 Endpoint Endpoint::from_sockaddr(const sockaddr* sa, socklen_t len) {
   Endpoint ep;
   if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
@@ -78,6 +86,31 @@ std::optional<uint16_t> parse_port(std::string_view text, uint16_t lo, uint16_t 
   return uint16_t(value);
 }
 
+namespace {
+
+// A numeric IPv4 or IPv6 host and a port; nullopt if the host is neither.
+std::optional<Endpoint> numeric_endpoint(const std::string& host, uint16_t port) {
+  Endpoint ep;
+  sockaddr_in in{};
+  sockaddr_in6 in6{};
+  if (inet_pton(AF_INET, host.c_str(), &in.sin_addr) == 1) {
+    in.sin_family = AF_INET;
+    in.sin_port = htons(port);
+    std::memcpy(&ep.storage, &in, sizeof in);
+    ep.length = sizeof in;
+  } else if (inet_pton(AF_INET6, host.c_str(), &in6.sin6_addr) == 1) {
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(port);
+    std::memcpy(&ep.storage, &in6, sizeof in6);
+    ep.length = sizeof in6;
+  } else {
+    return std::nullopt;
+  }
+  return ep;
+}
+
+}  // namespace
+
 Result<Endpoint> parse_endpoint(std::string_view text) {
   auto fail = [&](const std::string& why) { return Failure{"bad address '" + std::string(text) + "': " + why}; };
   // inet_pton reads up to a NUL: "1.2.3.4\0junk:80" must not pass as 1.2.3.4:80.
@@ -100,23 +133,15 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
   if (host == "localhost") host = "127.0.0.1";
   auto port = parse_port(port_text, 0, 65535);
   if (!port) return fail("port must be a number from 0 to 65535");
-  Endpoint ep;
-  sockaddr_in in{};
-  sockaddr_in6 in6{};
-  if (inet_pton(AF_INET, host.c_str(), &in.sin_addr) == 1) {
-    in.sin_family = AF_INET;
-    in.sin_port = htons(*port);
-    std::memcpy(&ep.storage, &in, sizeof in);
-    ep.length = sizeof in;
-  } else if (inet_pton(AF_INET6, host.c_str(), &in6.sin6_addr) == 1) {
-    in6.sin6_family = AF_INET6;
-    in6.sin6_port = htons(*port);
-    std::memcpy(&ep.storage, &in6, sizeof in6);
-    ep.length = sizeof in6;
-  } else {
-    return fail("host must be a numeric IPv4 or IPv6 address");
-  }
-  return ep;
+  auto ep = numeric_endpoint(host, *port);
+  if (!ep) return fail("host must be a numeric IPv4 or IPv6 address");
+  return *ep;
+}
+
+Result<Endpoint> parse_address(std::string_view text) {
+  if (text.find('\0') == std::string_view::npos)
+    if (auto ep = numeric_endpoint(std::string(text), 0)) return *ep;
+  return Failure{"bad address '" + std::string(text) + "': expected a numeric IPv4 or IPv6 address"};
 }
 
 Result<Cidr> parse_cidr(std::string_view text) {
@@ -255,12 +280,6 @@ Result<Endpoint> resolve_endpoint(std::string_view text) {
   return ep;
 }
 
-bool is_multicast(const Endpoint& ep) {
-  if (ep.family() == AF_INET)
-    return IN_MULTICAST(ntohl(reinterpret_cast<const sockaddr_in*>(&ep.storage)->sin_addr.s_addr));
-  return ep.family() == AF_INET6 && IN6_IS_ADDR_MULTICAST(&reinterpret_cast<const sockaddr_in6*>(&ep.storage)->sin6_addr);
-}
-
 Result<int> connect_tcp(const std::string& host, const std::string& port, double timeout_s, int interrupt_fd,
                         bool* interrupted, const Endpoint* from) {
   if (interrupted) *interrupted = false;
@@ -329,6 +348,119 @@ Result<int> connect_tcp(const std::string& host, const std::string& port, double
   }
   freeaddrinfo(list);
   if (fd < 0) return Failure{last};
+  return fd;
+}
+
+// ---- multicast ingest
+
+Status check_interface_spec(std::string_view spec) {
+  if (parse_address(spec)) return {};
+  // What the kernel takes as a device name (dev_valid_name), control bytes excluded too.
+  bool ok = !spec.empty() && spec.size() < IFNAMSIZ && spec != "." && spec != "..";
+  for (char ch : spec) ok = ok && ch != '/' && ch != ':' && static_cast<unsigned char>(ch) > ' ' && ch != 0x7f;
+  if (!ok) return Failure{"expected an interface name (e.g. eth0) or one of its addresses, got '" + std::string(spec) + "'"};
+  return {};
+}
+
+namespace {
+
+Result<Interface> interface_with_address(const Endpoint& address) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return Failure{std::string("cannot list the network interfaces: ") + std::strerror(errno)};
+  std::optional<std::string> name;
+  for (ifaddrs* entry = list; entry && !name; entry = entry->ifa_next) {
+    const sockaddr* sa = entry->ifa_addr;
+    if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) continue;
+    socklen_t length = sa->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    if (sa->sa_family == address.family() && Endpoint::from_sockaddr(sa, length).host() == address.host())
+      name = entry->ifa_name;
+  }
+  freeifaddrs(list);
+  if (!name) return Failure{"no network interface has the address " + address.host()};
+  unsigned index = if_nametoindex(name->c_str());
+  if (index == 0) return Failure{"the interface " + *name + " of " + address.host() + " is gone: " + std::strerror(errno)};
+  return Interface{index, *name};
+}
+
+}  // namespace
+
+Result<Interface> find_interface(const std::string& spec) {
+  if (Status valid = check_interface_spec(spec); !valid) return Failure{valid.error()};
+  if (auto address = parse_address(spec)) return interface_with_address(*address);
+  unsigned index = if_nametoindex(spec.c_str());
+  if (index == 0) return Failure{"no network interface is named '" + spec + "'"};
+  return Interface{index, spec};
+}
+
+namespace {
+
+// The socket options of a multicast ingest socket, before its bind.
+Status prepare_multicast(int fd, const Endpoint& group) {
+  auto failed = [](const char* what) { return Failure{std::string("cannot set ") + what + ": " + std::strerror(errno)}; };
+  if (!try_option(fd, SOL_SOCKET, SO_REUSEADDR, 1)) return failed("SO_REUSEADDR");
+  // Without this, Linux hands the socket the datagrams of every group any socket of the
+  // host joined on its port (the bind to the group's address filters them too).
+  if (group.family() == AF_INET) {
+    if (!try_option(fd, IPPROTO_IP, IP_MULTICAST_ALL, 0)) return failed("IP_MULTICAST_ALL");
+  } else {
+    if (!try_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)) return failed("IPV6_V6ONLY");
+    if (!try_option(fd, IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)) return failed("IPV6_MULTICAST_ALL");
+  }
+  return {};
+}
+
+// The group's address as bind() takes it: an interface- or link-local IPv6 group needs
+// its interface (the scope), others must not have one.
+Endpoint bind_address(const Endpoint& group, unsigned interface_index) {
+  Endpoint local = group;
+  if (group.family() == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&local.storage);
+    bool scoped = IN6_IS_ADDR_MC_LINKLOCAL(&in6->sin6_addr) || IN6_IS_ADDR_MC_NODELOCAL(&in6->sin6_addr);
+    in6->sin6_scope_id = scoped ? interface_index : 0;
+  }
+  return local;
+}
+
+Status join(int fd, const Endpoint& group, unsigned interface_index, const std::optional<Endpoint>& source) {
+  int level = group.family() == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+  int rc;
+  if (source) {
+    group_source_req request{};
+    request.gsr_interface = interface_index;
+    std::memcpy(&request.gsr_group, &group.storage, group.length);
+    std::memcpy(&request.gsr_source, &source->storage, source->length);
+    rc = setsockopt(fd, level, MCAST_JOIN_SOURCE_GROUP, &request, sizeof request);
+  } else {
+    group_req request{};
+    request.gr_interface = interface_index;
+    std::memcpy(&request.gr_group, &group.storage, group.length);
+    rc = setsockopt(fd, level, MCAST_JOIN_GROUP, &request, sizeof request);
+  }
+  if (rc == 0) return {};
+  int error = errno;
+  return Failure{"cannot join " + group.host() + (source ? " (source " + source->host() + ")" : "") +
+                 " on interface index " + std::to_string(interface_index) + ": " + std::strerror(error)};
+}
+
+}  // namespace
+
+Result<int> bind_multicast(const Endpoint& group, unsigned interface_index, const std::optional<Endpoint>& source) {
+  if (!group.is_multicast()) return Failure{group.to_string() + " is not a multicast group"};
+  if (source && source->family() != group.family())
+    return Failure{"the source " + source->host() + " and the group " + group.host() + " are not of one family"};
+  int fd = socket(group.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Failure{"socket(" + group.to_string() + "): " + std::strerror(errno)};
+  Status done = prepare_multicast(fd, group);
+  Endpoint local = bind_address(group, interface_index);
+  if (done && bind(fd, local.addr(), local.length) != 0) {
+    int error = errno;
+    done = Failure{"cannot bind " + group.to_string() + ": " + std::strerror(error)};
+  }
+  if (done) done = join(fd, group, interface_index, source);
+  if (!done) {
+    close(fd);
+    return Failure{done.error()};
+  }
   return fd;
 }
 

@@ -26,6 +26,9 @@ struct Endpoint {
   std::string to_string() const;  // "127.0.0.1:7700" or "[::1]:7700"
   bool is_wildcard() const;       // 0.0.0.0 or :: (any address of the host)
 
+  // A multicast group: IPv4 224.0.0.0/4 or IPv6 ff00::/8.
+  bool is_multicast() const;
+
   static Endpoint from_sockaddr(const sockaddr* sa, socklen_t len);
   bool operator==(const Endpoint& other) const { return to_string() == other.to_string(); }
 };
@@ -33,15 +36,15 @@ struct Endpoint {
 // Parses "HOST:PORT", "[V6]:PORT" with a numeric host; port 0..65535 ("0" = any free port).
 Result<Endpoint> parse_endpoint(std::string_view text);
 
+// A numeric IPv4 or IPv6 address without a port ("10.0.0.1", "2001:db8::1"): port 0.
+Result<Endpoint> parse_address(std::string_view text);
+
 // A port as the protocol accepts it: 1..5 decimal digits, no sign, within [lo, hi].
 std::optional<uint16_t> parse_port(std::string_view text, uint16_t lo, uint16_t hi);
 
 // "HOST:PORT" or "[V6]:PORT" with HOST a name or a numeric address: the first address it
 // resolves to (numeric ones without asking DNS).
 Result<Endpoint> resolve_endpoint(std::string_view text);
-
-// 224.0.0.0/4 or ff00::/8.
-bool is_multicast(const Endpoint& ep);
 
 // "A.B.C.D/N", "V6/N", or a bare address (a /32 or /128).
 struct Cidr {
@@ -81,5 +84,24 @@ bool try_option(int fd, int level, int name, int value);
 void set_nonblocking(int fd, const char* what);
 // The address a socket is bound to (resolves port 0).
 Endpoint local_endpoint(int fd);
+
+// ---- multicast ingest
+
+// A network interface as the configuration names it: its name ("eth0") or one of its
+// addresses. check_interface_spec only reads the text (the configuration may be checked on
+// another host); find_interface looks the interface up on this one.
+Status check_interface_spec(std::string_view spec);
+struct Interface {
+  unsigned index = 0;
+  std::string name;  // "eth0", also when it was found by an address
+};
+Result<Interface> find_interface(const std::string& spec);
+
+// A UDP socket bound to a multicast group's address and port (it hears that group only),
+// a member of the group on one interface: any-source (MCAST_JOIN_GROUP), or with `source`
+// only that sender (MCAST_JOIN_SOURCE_GROUP, source-specific multicast). SO_REUSEADDR, so
+// that several sockets of the host can join the same group and port. Close-on-exec,
+// blocking; the caller closes it.
+Result<int> bind_multicast(const Endpoint& group, unsigned interface_index, const std::optional<Endpoint>& source);
 
 }  // namespace vrelay

@@ -22,7 +22,9 @@ constexpr uint64_t kShmMagic = 0x31594C4552525621ull;  // "!VRRELY1" little-endi
 constexpr uint32_t kLayoutMajor = 9;  // 6: monotonic receive stamps and cut-offs; 7: Header.reload_error;
                                       // 8: SubscriberSlot.owner_name, StreamInfo.bitrate_history;
                                       // 9: SubscriberSlot.multicast_ifindex/multicast_ttl (outputs),
-                                      //    Header.upstream_address, ingest.upstream_* counters
+                                      //    Header.upstream_address, ingest.upstream_* counters,
+                                      //    http.streams, streams_opened, stream_bytes, stream_cut,
+                                      //    streams_refused (the /stream counters)
 constexpr uint32_t kLayoutMinor = 0;
 constexpr uint32_t layout_version(uint32_t major, uint32_t minor) { return major << 16 | minor; }
 

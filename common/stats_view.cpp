@@ -204,6 +204,7 @@ nlohmann::ordered_json snapshot_json(const Snapshot& s) {
   j["upstream"] = s.upstream_state();
   j["ring"] = {{"slots", s.ring_slots}, {"head", s.ring_head}, {"tail", s.ring_tail}};
   j["max_subscribers"] = s.max_subscribers;
+  j["stream_viewers"] = s.counter("http", "streams");  // /stream: viewers besides the subscribers
 
   auto processes = nlohmann::ordered_json::array();
   for (const ProcessView& p : s.processes) {

@@ -68,7 +68,7 @@ std::string counter_name(const CounterInfo& info);
 const char* process_state_name(ProcessState state);
 
 // {"instance":..,"taken_ns":..,"processes":[..],"counters":{"ingest.datagrams":..},
-//  "subscribers":[..],"history":{"interval_s":1,"bytes_per_s":[..]}}: the reply of /status.json and of `vrelaystat -j`.
+//  "stream_viewers":..,"subscribers":[..],"history":{"interval_s":1,"bytes_per_s":[..]}}: the reply of /status.json and of `vrelaystat -j`.
 nlohmann::ordered_json snapshot_json(const Snapshot& snapshot);
 
 // The metric of a counter: "vrelay_ingest_datagrams_total", "vrelay_ingest_last_datagram_seconds".

@@ -116,11 +116,13 @@ std::vector<std::string> live_frame(const Snapshot& s, const Snapshot* previous,
   lines.push_back(printf_string("vrelaystat %s  instance %s  vrelayd %s pid %d  %s", VRELAY_VERSION, s.instance.c_str(),
                                 s.software_version.c_str(), int(s.supervisor_pid), format_time(s.taken_ns).c_str()));
   uint64_t ring_used = s.ring_head >= s.ring_tail ? s.ring_head - s.ring_tail : 0;
-  lines.push_back(printf_string("uptime %s  source %s  bitrate %s  subscribers %zu/%" PRIu32 "  ring %" PRIu64 "/%" PRIu32,
+  std::string over_http =  // the /stream viewers, when the http endpoint is on
+      s.http_address.empty() ? "" : printf_string("  http viewers %" PRIu64, s.counter("http", "streams"));
+  lines.push_back(printf_string("uptime %s  source %s  bitrate %s  subscribers %zu/%" PRIu32 "%s  ring %" PRIu64 "/%" PRIu32,
                                 format_duration(uptime(s.created_ns)).c_str(),
                                 s.source_state(),
                                 format_bitrate(8 * s.counter("ingest", "rate_bytes")).c_str(), s.subscribers.size(),
-                                s.max_subscribers, ring_used, s.ring_slots));
+                                s.max_subscribers, over_http.c_str(), ring_used, s.ring_slots));
   lines.push_back("control " + s.control_address + "  ingest " + s.ingest_address +
                   (s.upstream_address.empty() ? "" : "  upstream " + s.upstream_address + " " + s.upstream_state()));
   lines.push_back("");

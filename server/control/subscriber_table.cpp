@@ -5,7 +5,6 @@
 // receive stamps are (common/clock.hpp): no wall-clock step moves a cut-off.
 #include "subscriber_table.hpp"
 
-#include <net/if.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -180,10 +179,12 @@ std::vector<std::string> SubscriberTable::set_outputs(const std::vector<Config::
   std::lock_guard lock(mutex_);
   std::vector<std::string> problems;
   std::vector<uint32_t> ifindex(outputs.size());
-  for (size_t k = 0; k < outputs.size(); ++k)
-    if (!outputs[k].interface.empty() && (ifindex[k] = if_nametoindex(outputs[k].interface.c_str())) == 0)
-      problems.push_back("output " + outputs[k].name + ": no interface " + outputs[k].interface +
-                         " now: the routing table chooses");
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    if (outputs[k].interface.empty()) continue;
+    auto found = find_interface(outputs[k].interface);  // gone since the file was read?
+    if (found) ifindex[k] = found->index;
+    else problems.push_back("output " + outputs[k].name + ": " + found.error() + " now: the routing table chooses");
+  }
   std::vector<bool> placed(outputs.size());
   for (uint32_t i = 0; i < capacity_; ++i) {
     SubscriberSlot& slot = slots_[i];

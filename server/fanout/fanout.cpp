@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "child.hpp"
+#include "fast_start.hpp"
 #include "log.hpp"
 #include "mpegts.hpp"
 #include "ring.hpp"
@@ -50,7 +51,6 @@ constexpr uint64_t kDrainSliceNs = 20 * kNsPerMs;
 // A fast start sends this many datagrams at once (the key frame, the player's first
 // picture), then paces the rest; far less than a receive buffer's default 208 KiB.
 constexpr unsigned kFirstBurst = 48;
-constexpr uint64_t kMinBacklogNs = kNsPerSecond;  // a fast start sends at least this much stream
 constexpr unsigned kMaxSegments = 64;   // UDP_MAX_SEGMENTS: what every kernel with GSO takes
 constexpr size_t kMaxGsoBytes = 65000;  // one GSO message stays under the 64 KiB of an IP packet
 constexpr unsigned kMaxMessages = 1024; // UIO_MAXIOV: the most one sendmmsg takes
@@ -296,7 +296,7 @@ class Fanout {
     link.incarnation = s.incarnation;
     link.destination = s.destination;
     link.gso = gso_;
-    if (is_multicast(s.destination)) return;  // no host answers for a group: nothing to hear
+    if (s.destination.is_multicast()) return;  // no host answers for a group: nothing to hear
     int family = s.destination.family();
     int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1, small = 1;  // it receives nothing worth keeping: the smallest buffer
@@ -506,28 +506,11 @@ class Fanout {
   // rate, then goes on live: a picture at once instead of at the next key frame. Only when
   // the tables are known and that key frame is still well inside the ring (its slot flag).
   void begin_fast_start(Link& link, SubscriberSlot& slot, uint64_t from_ns) {
-    uint32_t seq = stream_.tables_seq.load(std::memory_order_acquire);
-    if (seq == 0 || (seq & 1)) return;
-    uint64_t head = ring_.head_now();
-    // Only key frames of the stream the tables describe (a source may restart with others).
-    uint64_t lowest = std::max(head > usable_ring() ? head - usable_ring() : 0,
-                               stream_.tables_position.load(std::memory_order_relaxed));
-    // The last key frame before the viewer came, or the one before it if that one left less
-    // than kMinBacklogNs: players read about half a second of stream before their first
-    // picture (ffmpeg's probe, VLC's network-caching), so that much must come at once.
-    uint64_t key = kNoPosition;
-    for (uint64_t p = head; p-- > lowest;) {
-      RingSlotHeader& h = ring_.header(p);
-      if (h.received_ns >= from_ns || !(std::atomic_ref<uint32_t>(h.flags).load(std::memory_order_relaxed) & kSlotKeyFrame))
-        continue;
-      bool first = key == kNoPosition;
-      key = p;
-      if (!first || h.received_ns + kMinBacklogNs <= from_ns) break;
-    }
-    // Tables that changed meanwhile may not describe that key frame's stream.
-    if (key == kNoPosition || stream_.tables_seq.load(std::memory_order_acquire) != seq) return;
+    std::optional<FastStartPoint> start = choose_fast_start(ring_, stream_, from_ns);
+    if (!start) return;
+    uint64_t key = start->key_position;
     link.from_position = key;
-    link.tables_seq = seq;
+    link.tables_seq = start->tables_seq;
     // A key frame not sent to anyone yet goes with the next batch, as live.
     link.cursor = std::min(key, ring_.consumer_position());
     slot.sent_until.store(key, std::memory_order_relaxed);  // a resumed viewer gets them again
@@ -550,19 +533,19 @@ class Fanout {
       const Target& t = targets_[(first + k) % count];
       Link& link = links_[t.slot];
       if (link.from_position == kNoPosition || link.cursor >= tail) continue;
-      if (head - link.cursor > usable_ring()) {  // fell too far behind: ingest will write there
+      if (head - link.cursor > reachable_span(ring_)) {  // fell too far behind: ingest will write there
         link.cursor = tail;
         continue;
       }
       link.credit = std::min(double(kMaxBatch), link.credit + rate * to_seconds(now - link.credit_ns));
       link.credit_ns = now;
-      if (link.tables_pending && !refresh_tables(link.tables_seq)) {
+      if (link.tables_pending && !read_tables(stream_, link.tables_seq, &tables_)) {
         link.tables_pending = false;  // the source changed its tables: no burst, live from here
         link.cursor = tail;
         continue;
       }
       if (link.tables_pending) {
-        continue_counters(link.from_position, tail);
+        continue_counters(ring_, link.from_position, tail, &tables_);
         start_message(t.slot, link);
         iovs_[iovs_used_++] = {tables_.data(), tables_.size()};
         segments_[messages_ - 1] = 1;
@@ -589,45 +572,10 @@ class Fanout {
     for (const Target& t : targets_) bursting_ += links_[t.slot].from_position != kNoPosition && links_[t.slot].cursor < tail;
   }
 
-  // How far back a burst may read: the slots ingest will not write before long (it writes
-  // slot p again at position p + capacity), with a quarter of the ring to spare.
-  uint64_t usable_ring() const { return ring_.capacity() / 4 * 3; }
-
   // Datagrams per second of a burst: fanout.fast_start_rate times the source's (at least 100/s).
   double burst_rate() const {
     double stream = double(ctx_.segment.stats().ingest.rate_datagrams.load(std::memory_order_relaxed));
     return std::max(100.0, stream) * ctx_.config.fanout.fast_start_rate;
-  }
-
-  // The PAT and PMT packets as one datagram, read under StreamInfo's seqlock; false unless
-  // they are still those of seqlock value `seq` (a change, or one under way, means others).
-  bool refresh_tables(uint32_t seq) {
-    if (stream_.tables_seq.load(std::memory_order_acquire) != seq) return false;
-    for (size_t w = 0; w < kTablePacketWords; ++w) {
-      uint64_t pat = stream_.pat[w].load(std::memory_order_acquire), pmt = stream_.pmt[w].load(std::memory_order_acquire);
-      size_t at = w * 8, count = std::min<size_t>(8, kTsPacketSize - at);
-      std::memcpy(tables_.data() + at, &pat, count);
-      std::memcpy(tables_.data() + kTsPacketSize + at, &pmt, count);
-    }
-    return stream_.tables_seq.load(std::memory_order_acquire) == seq;
-  }
-
-  // The repeated PAT and PMT take the continuity counters that come just before the first
-  // PAT and PMT after the key frame, so a player sees them in sequence (no CC error).
-  void continue_counters(uint64_t key, uint64_t end) {
-    uint16_t pids[2] = {0, ts_pid(tables_.data() + kTsPacketSize)};
-    bool done[2] = {false, false};
-    for (uint64_t p = key; p < end && p < key + kMaxBatch && !(done[0] && done[1]); ++p) {
-      size_t length;
-      const auto* packets = ts_packets(reinterpret_cast<const uint8_t*>(ring_.data(p)), ring_.header(p).length, &length);
-      for (size_t at = 0; packets && at + kTsPacketSize <= length; at += kTsPacketSize)
-        for (int k = 0; k < 2; ++k)
-          if (!done[k] && ts_pid(packets + at) == pids[k] && (packets[at + 3] & 0x10)) {
-            uint8_t& header = tables_[k * kTsPacketSize + 3];
-            header = uint8_t((header & 0xF0) | ((packets[at + 3] - 1) & 0x0F));
-            done[k] = true;
-          }
-    }
   }
 
   // Refusals with no quiet gap for fanout.unreachable_pause while playing: the viewer is
@@ -662,7 +610,7 @@ class Fanout {
   bool fast_start_;
   uint64_t bursting_ = 0;  // subscribers catching up from a key frame
   uint64_t burst_turn_ = 0;  // whose burst goes first (send_bursts)
-  std::array<uint8_t, 2 * kTsPacketSize> tables_{};
+  TablePackets tables_{};
   uint64_t max_lag_ns_;
   log::Throttle stale_log_{kNsPerSecond};
   std::vector<uint64_t> ends_;  // per slot: the position this send goes up to

@@ -388,7 +388,7 @@ int run_ingest(ChildContext& ctx) {
                ctx.sockets.ingest, EV_READ);
     readable.data = &ingest;
     ev_io_start(child.loop(), &readable);
-    LOG_INFO("receiving on %s", ctx.segment.header().ingest_address);
+    LOG_INFO("receiving on %s%s", ctx.segment.header().ingest_address, multicast_join_text(ctx.config.ingest).c_str());
   }
 
   // The subscription to ingest.upstream, in a thread of its own (upstream.hpp says why).

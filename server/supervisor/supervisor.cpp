@@ -106,13 +106,31 @@ int listening_socket(const Endpoint& address, int backlog, const char* what) {
 }
 int control_socket(const Config& config) { return listening_socket(config.control.listen, 1024, "the control socket"); }
 int http_socket(const Config& config) { return listening_socket(config.http.listen, 64, "the HTTP socket"); }
+// A multicast group's socket, joined. An interface this host does not have is an error of
+// the configuration (ConfigError: exit status 2 at start), named by its key.
+int multicast_socket(const Config::Ingest& ingest) {
+  auto interface = find_interface(ingest.interface);
+  if (!interface) throw ConfigError("ingest.interface: " + interface.error());
+  auto fd = bind_multicast(ingest.listen, interface->index, ingest.ssm_source);
+  if (!fd) throw std::runtime_error("ingest.listen: " + fd.error());
+  LOG_INFO("joined the multicast group %s on %s (interface %u)%s", ingest.listen.host().c_str(), interface->name.c_str(),
+           interface->index, ingest.ssm_source ? (", source " + ingest.ssm_source->host()).c_str() : "");
+  return *fd;
+}
+
 int ingest_socket(const Config& config) {
-  int fd = bind_socket(config.ingest.listen, SOCK_DGRAM);
+  int fd = config.ingest.listen.is_multicast() ? multicast_socket(config.ingest)
+                                               : bind_socket(config.ingest.listen, SOCK_DGRAM);
   set_buffer(fd, SO_RCVBUF, config.ingest.socket_buffer);
   // Arrival times for the exact PAUSE/RESUME cut-offs.
   set_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS on the ingest socket");
   set_nonblocking(fd, "the ingest socket");
   return fd;
+}
+
+// Whether a reload keeps the ingest socket: the address, and for a group how it is joined.
+bool same_ingest_socket(const Config::Ingest& a, const Config::Ingest& b) {
+  return a.listen == b.listen && a.interface == b.interface && a.ssm_source == b.ssm_source;
 }
 
 // The listening sockets a reload bound, when it is refused after all.
@@ -223,7 +241,7 @@ Sockets Supervisor::bind_changed(const Config& next) const {
   Sockets fresh;
   try {
     if (!(next.control.listen == config.control.listen)) fresh.control = control_socket(next);
-    if (!(next.ingest.listen == config.ingest.listen)) fresh.ingest = ingest_socket(next);
+    if (!same_ingest_socket(next.ingest, config.ingest)) fresh.ingest = ingest_socket(next);
     if (next.http.enabled && (!config.http.enabled || !(next.http.listen == config.http.listen)))
       fresh.http = http_socket(next);
   } catch (...) {
@@ -270,8 +288,8 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
     set_address(h.http_address, -1);
   } else if (config.http.enabled && !old.http.enabled) {
     spawn(kHttp);
-  } else if (config.http.enabled && (new_http || log_changed)) {
-    replace(kHttp);
+  } else if (config.http.enabled && (new_http || log_changed || !(config.http == old.http))) {
+    replace(kHttp);  // its /stream viewers are cut: they reconnect
   }
 }
 
@@ -463,10 +481,11 @@ void Supervisor::tell_status() const {
   const Stats& stats = segment->stats();
   bool waiting = stats.ingest.last_datagram_ns.load(std::memory_order_relaxed) == 0;
   bool stalled = stats.ingest.stalled.load(std::memory_order_relaxed) != 0;
-  sd_notifyf(0, "STATUS=source %s, %.2f Mbit/s in; %lu viewers playing, %lu subscriptions; %lu sessions",
+  uint64_t over_http = stats.http.streams.load(std::memory_order_relaxed);
+  sd_notifyf(0, "STATUS=source %s, %.2f Mbit/s in; %lu viewers playing (%lu over HTTP), %lu subscriptions; %lu sessions",
              waiting ? "waiting" : stalled ? "stalled" : "live",
              double(stats.ingest.rate_bytes.load(std::memory_order_relaxed)) * 8 / 1e6,
-             (unsigned long)stats.fanout.playing.load(std::memory_order_relaxed),
+             (unsigned long)(stats.fanout.playing.load(std::memory_order_relaxed) + over_http), (unsigned long)over_http,
              (unsigned long)stats.control.subscribers.load(std::memory_order_relaxed),
              (unsigned long)stats.control.sessions_open.load(std::memory_order_relaxed));
 }
@@ -574,10 +593,12 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
     }
     if (!warning.empty()) LOG_WARN("%s", warning.c_str());
   } catch (const std::exception& e) {
+    // A key the host cannot satisfy (an interface it does not have) is a configuration error.
+    bool config_error = dynamic_cast<const ConfigError*>(&e) != nullptr;
     LOG_ERROR("%s", e.what());
-    fprintf(stderr, "vrelayd: %s\n", e.what());
+    fprintf(stderr, "vrelayd: %s%s\n", config_error ? "configuration error: " : "", e.what());
     if (sup.segment) Segment::remove(config.instance);  // ours: it was created (another relay's never is)
-    return 1;
+    return config_error ? 2 : 1;
   }
   sup.segment->stats().supervisor.started_ns.store(wall_ns(), std::memory_order_relaxed);
   sup.segment->publish();

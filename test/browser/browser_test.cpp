@@ -4,10 +4,13 @@
 // page's scripts ran (--dump-dom) and write a screenshot (status_page.png in the build
 // folder) for people to look at. Every wait is bounded; only processes started here are
 // stopped, by their IDs.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -198,7 +201,18 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   ASSERT_NE(live.relay().http_port(), 0);
   // The source's bitrate gauge covers a whole second: wait for its first reading.
   ASSERT_TRUE(wait_until([&] { return live.relay().shm().stats().ingest.rate_bytes.load() > 0; }, 5000ms));
+  // A viewer of /stream, which the page counts apart from the subscribers.
+  int viewer = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(live.relay().http_port());
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  const std::string get = "GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_EQ(connect(viewer, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(send(viewer, get.data(), get.size(), MSG_NOSIGNAL), ssize_t(get.size()));
+  ASSERT_TRUE(wait_until([&] { return live.relay().counters()["http.streams"] == 1; }));
   Output o = chromium({"--virtual-time-budget=5000", "--dump-dom", live.url()}, "dump-dom");
+  close(viewer);
   ASSERT_EQ(o.status, 0) << chromium_log(o);
   const std::string& dom = o.out;
   ASSERT_NE(dom.find("</html>"), std::string::npos) << "no DOM on stdout:\n" << chromium_log(o);
@@ -207,6 +221,8 @@ TEST(StatusPage, RendersTheSourceAndTheSubscriberRow) {
   EXPECT_EQ(element_text(dom, "source-state").value_or("?"), "live");
   EXPECT_NE(opening_tag(dom, "source-state").find("badge live"), std::string::npos) << opening_tag(dom, "source-state");
   EXPECT_EQ(element_text(dom, "subscriber-count").value_or("?"), "1");
+  EXPECT_EQ(element_text(dom, "stream-viewers").value_or("?"), "1");
+  EXPECT_EQ(element_text(dom, "stream-detail").value_or("?"), "1 since start \u00b7 0 cut \u00b7 0 refused");
   // Not MPEG-TS: no key frame, no GOP, and so no fast start.
   EXPECT_EQ(element_text(dom, "key-frames").value_or("?"), "0");
   EXPECT_EQ(element_text(dom, "fast-starts").value_or("?"), "no GOP yet \u00b7 0 fast starts");

@@ -341,6 +341,17 @@ Relay::~Relay() {
   if (!config_path_.empty()) unlink(config_path_.c_str());
 }
 
+bool hangup(Relay& relay) {
+  Counters before = relay.counters(), after;
+  EXPECT_EQ(kill(relay.pid(), SIGHUP), 0);
+  EXPECT_TRUE(wait_until([&] {
+    after = relay.counters();
+    return after["supervisor.reloads"] != before["supervisor.reloads"] ||
+           after["supervisor.reload_failures"] != before["supervisor.reload_failures"];
+  }));
+  return after["supervisor.reloads"] != before["supervisor.reloads"];
+}
+
 Segment& Relay::shm() {
   if (!shm_) shm_ = Segment::open(instance_, true);
   return *shm_;

@@ -81,6 +81,11 @@ class Relay {
   std::unique_ptr<Segment> shm_;
 };
 
+// SIGHUP, then waits (bounded) for the supervisor to count the outcome; true if the new
+// configuration is in force, false if the reload was refused. The outcome is read from the
+// snapshot that showed it.
+bool hangup(Relay& relay);
+
 // A control session.
 class Session {
  public:

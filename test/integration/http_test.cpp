@@ -1,7 +1,9 @@
 // Integration tests of the HTTP endpoint (the http process, http.listen), simplest first:
 // off by default; /metrics checked by a strict parser of the Prometheus text format and
 // against known traffic; /status.json with the same figures; 404 and 405; the command-line
-// override; a killed http process is restarted; silent or hostile clients block no one.
+// override; a killed http process is restarted; silent or hostile clients block no one;
+// /stream: the bytes of the ring in order, from a key frame after the PAT and PMT, a reader
+// that stops is cut while another loses nothing, http.max_streams, the gauge.
 // The HTTP client is a plain TCP socket written here, so nothing is hidden by a library.
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -12,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <endian.h>
+
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -20,7 +24,9 @@
 #include <set>
 #include <sstream>
 
+#include "counter_stream.hpp"
 #include "harness.hpp"
+#include "mpegts.hpp"
 #include "stats_view.hpp"
 
 using namespace vrelay;
@@ -646,6 +652,340 @@ TEST(StatusJson, HistoryOfTheSourceRate) {
   ASSERT_TRUE(relay.wait_restarted(kHttp, old_pid)) << relay.log();
   nlohmann::json after = status_json(relay.http_port())["history"];
   EXPECT_GE(after["bytes_per_s"].size(), samples.size()) << after;
+}
+
+// ---------------------------------------------------------------------------------------
+// GET /stream: the stream over HTTP.
+
+// A /stream client: sends the request, reads the reply's headers, then the body as it
+// comes, chunked transfer coding undone (or close-delimited without it).
+class StreamClient {
+ public:
+  // receive_buffer: SO_RCVBUF before connecting (0 = the kernel's default), for a client
+  // that stops reading.
+  explicit StreamClient(uint16_t port, const std::string& method = "GET", int receive_buffer = 0) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (receive_buffer) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        !send_all(fd_, method + " /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")) {
+      error = std::string("connect or send: ") + strerror(errno);
+      return;
+    }
+    auto deadline = Clock::now() + 5000ms;
+    while (raw_.find("\r\n\r\n") == std::string::npos)
+      if (!fill(deadline)) {
+        error = "no complete headers within 5 s (got '" + raw_.substr(0, 200) + "')";
+        return;
+      }
+    size_t end = raw_.find("\r\n\r\n");
+    reply = parse_reply(raw_.substr(0, end + 4), true);
+    raw_.erase(0, end + 4);
+    chunked_ = reply.header("transfer-encoding") == "chunked";
+  }
+  ~StreamClient() { close(); }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  // Reads until `body` holds `size` bytes at least; false if the stream ended or the time
+  // ran out first.
+  bool read_body(size_t size, std::chrono::milliseconds limit = 5000ms) {
+    auto deadline = Clock::now() + limit;
+    while (true) {
+      decode();
+      if (body.size() >= size) return true;
+      if (ended || !fill(deadline)) return false;
+    }
+  }
+  // Reads whatever comes until the connection ends (true) or the time runs out (false).
+  bool read_to_end(std::chrono::milliseconds limit) {
+    auto deadline = Clock::now() + limit;
+    while (!closed_) {
+      decode();
+      if (!fill(deadline) && !closed_) return false;
+    }
+    decode();
+    return true;
+  }
+
+  HttpReply reply;      // status and headers
+  std::string error;    // why there is no reply
+  std::string body;     // decoded so far
+  bool ended = false;   // the last chunk came (a regular end), or the connection closed
+  bool complete = false;  // the last chunk came: the server ended the response normally
+
+ private:
+  // More raw bytes, within the deadline; false on timeout, end or error (closed_ set then).
+  bool fill(Clock::time_point deadline) {
+    if (fd_ < 0 || closed_) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
+    char buf[65536];
+    ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) {
+      closed_ = true;
+      ended = true;
+      return false;
+    }
+    raw_.append(buf, size_t(n));
+    return true;
+  }
+  // Moves what raw_ holds of the body into `body`.
+  void decode() {
+    if (!chunked_) {
+      body += raw_;
+      raw_.clear();
+      return;
+    }
+    while (!complete) {
+      if (chunk_left_ == 0) {
+        size_t line_end = raw_.find("\r\n");
+        if (line_end == std::string::npos) return;
+        if (after_chunk_) {  // the CRLF that ends a chunk's data
+          raw_.erase(0, 2);
+          after_chunk_ = false;
+          continue;
+        }
+        chunk_left_ = std::stoull(raw_.substr(0, line_end), nullptr, 16);
+        raw_.erase(0, line_end + 2);
+        if (chunk_left_ == 0) {
+          complete = ended = true;
+          return;
+        }
+      }
+      size_t take = std::min<size_t>(chunk_left_, raw_.size());
+      if (take == 0) return;
+      body.append(raw_, 0, take);
+      raw_.erase(0, take);
+      chunk_left_ -= take;
+      after_chunk_ = chunk_left_ == 0;
+    }
+  }
+
+  int fd_ = -1;
+  std::string raw_;
+  bool chunked_ = false, closed_ = false, after_chunk_ = false;
+  uint64_t chunk_left_ = 0;
+};
+
+// The counter datagrams of a byte stream, which must be nothing else.
+std::vector<CounterDatagram> counter_datagrams(const std::string& bytes) {
+  std::vector<CounterDatagram> out;
+  for (size_t at = 0; at + kCounterDatagramSize <= bytes.size(); at += kCounterDatagramSize) {
+    auto d = decode_counter(bytes.data() + at, kCounterDatagramSize);
+    if (!d) {
+      ADD_FAILURE() << "no counter datagram at byte " << at;
+      break;
+    }
+    out.push_back(*d);
+  }
+  return out;
+}
+
+const char* kGeneratorYaml = "http:\n  listen: 127.0.0.1:0\ningest:\n  source: generator\n  interval_ms: 2\n";
+
+TEST(Stream, TheGeneratorsDatagramsArriveWholeAndInOrder) {
+  Relay relay(kGeneratorYaml);
+  ASSERT_TRUE(wait_until([&] { return relay.counters()["ingest.datagrams"] >= 5; }));
+  StreamClient client(relay.http_port());
+  ASSERT_EQ(client.reply.status, 200) << client.error << client.reply;
+  EXPECT_EQ(client.reply.header("content-type"), "video/mp2t");
+  EXPECT_EQ(client.reply.header("cache-control"), "no-store");
+  EXPECT_EQ(client.reply.header("content-length"), "");
+  EXPECT_EQ(client.reply.header("transfer-encoding"), "chunked");
+  constexpr size_t kCount = 300;  // 0.6 s of the generator
+  ASSERT_TRUE(client.read_body(kCount * kCounterDatagramSize)) << client.body.size() << " bytes";
+  std::vector<CounterDatagram> got = counter_datagrams(client.body);
+  ASSERT_GE(got.size(), kCount);
+  // No key frames: it started live, at the ring's head, and lost nothing since.
+  EXPECT_GE(got[0].index, 5u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].index, got[0].index + i) << "datagram " << i;
+    ASSERT_EQ(got[i].value, counter_value(got[i].index));
+  }
+  Counters c = relay.counters();
+  EXPECT_EQ(c["http.streams"], 1u);
+  EXPECT_EQ(c["http.streams_opened"], 1u);
+  EXPECT_GE(c["http.stream_bytes"], client.body.size());
+  EXPECT_EQ(c["http.stream_cut"], 0u);
+  nlohmann::json j = status_json(relay.http_port());
+  EXPECT_EQ(j["stream_viewers"], 1u);
+  client.close();
+  EXPECT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 0; })) << "the gauge goes back to 0";
+  EXPECT_EQ(relay.counters()["http.stream_cut"], 0u) << "a client that leaves is not cut";
+}
+
+TEST(Stream, HeadAnswersTheHeadersOnly) {
+  Relay relay(kGeneratorYaml);
+  HttpReply head = request(relay.http_port(), "HEAD", "/stream");
+  ASSERT_EQ(head.status, 200) << head;
+  EXPECT_EQ(head.header("content-type"), "video/mp2t");
+  EXPECT_EQ(head.header("cache-control"), "no-store");
+  EXPECT_EQ(head.header("content-length"), "");
+  Counters c = relay.counters();
+  EXPECT_EQ(c["http.streams_opened"], 0u);
+  EXPECT_EQ(c["http.streams"], 0u);
+}
+
+// A stream opened mid-stream of MPEG-TS with key frames begins with the PAT, then the PMT,
+// then the datagrams from a key frame on (the last one, or the one before it if the last
+// is less than a second old), then goes on live: no gap, no repeat.
+TEST(Stream, OpenedMidStreamItBeginsWithTheTablesThenAKeyFrame) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg and ffprobe are needed (scripts/install-deps.sh)";
+  constexpr size_t kDatagram = 7 * kTsPacketSize;
+  EncodedVideo video = encode_video("http-stream", "-c:v libx264 -preset ultrafast -g 25 -keyint_min 25 -sc_threshold 0 -bf 0");
+  ASSERT_EQ(video.key_positions.size(), 4u);
+  std::vector<uint64_t> keys;
+  for (uint64_t p : video.key_positions) keys.push_back(p / kDatagram);
+  uint64_t count = video.bytes.size() / kDatagram, join = (keys[2] + keys[3]) / 2;
+  auto datagrams = [&](uint64_t first, uint64_t end) {
+    return std::string(reinterpret_cast<const char*>(video.bytes.data() + first * kDatagram), (end - first) * kDatagram);
+  };
+  Relay relay(kHttpYaml);
+  UdpSource source(relay.ingest_port());
+  auto send = [&](uint64_t first, uint64_t end) {
+    for (uint64_t i = first; i < end; ++i) source.send(datagrams(i, i + 1));
+    ASSERT_TRUE(wait_until([&] { return relay.counters()["ingest.datagrams"] == end; }));
+  };
+  send(0, join);
+  StreamClient client(relay.http_port());
+  ASSERT_EQ(client.reply.status, 200) << client.error << client.reply;
+  ASSERT_TRUE(client.read_body(2 * kTsPacketSize + kDatagram)) << client.body.size();
+  const uint8_t* body = reinterpret_cast<const uint8_t*>(client.body.data());
+  EXPECT_EQ(ts_pid(body), 0) << "the PAT first";
+  const StreamInfo& info = relay.shm().stream();
+  uint64_t pmt_word0 = info.pmt[0].load();
+  std::string pmt(reinterpret_cast<const char*>(&pmt_word0), 8);
+  EXPECT_EQ(ts_pid(body + kTsPacketSize), ts_pid(reinterpret_cast<const uint8_t*>(pmt.data()))) << "then the PMT";
+  EXPECT_EQ(client.body.substr(kTsPacketSize + 4, 100), [&] {  // the PMT's section, as ingest keeps it
+    std::string packet;
+    for (size_t w = 0; w < kTablePacketWords; ++w) {
+      uint64_t word = info.pmt[w].load();
+      packet.append(reinterpret_cast<const char*>(&word), 8);
+    }
+    return packet.substr(4, 100);
+  }());
+  // Then a key frame's datagram: the one before the last (all of it came within a second).
+  std::string rest = client.body.substr(2 * kTsPacketSize);
+  uint64_t start = rest.compare(0, kDatagram, datagrams(keys[1], keys[1] + 1)) == 0   ? keys[1]
+                   : rest.compare(0, kDatagram, datagrams(keys[2], keys[2] + 1)) == 0 ? keys[2]
+                                                                                       : count;
+  ASSERT_NE(start, count) << "the stream does not go on with a key frame";
+  send(join, count);
+  size_t expected = 2 * kTsPacketSize + (count - start) * kDatagram;
+  ASSERT_TRUE(client.read_body(expected)) << client.body.size() << " of " << expected;
+  EXPECT_TRUE(client.body.substr(2 * kTsPacketSize) == datagrams(start, count)) << "a gap or a repeat";
+  EXPECT_EQ(client.body.size(), expected);
+}
+
+// A record of the cut test's source: 1316 bytes, its index in the first 8 (big-endian),
+// the rest its low byte.
+std::string record(uint64_t index) {
+  std::string r(1316, char(index & 0xFF));
+  uint64_t be = htobe64(index);
+  std::memcpy(r.data(), &be, 8);
+  return r;
+}
+
+// A reader that stops reading is cut off (and counted) once it falls http.stream_buffer
+// behind; a second reader loses nothing meanwhile, and /metrics keeps answering at once.
+TEST(Stream, AReaderThatStopsIsCutWhileAnotherLosesNothing) {
+  Relay relay("http:\n  listen: 127.0.0.1:0\n  stream_buffer: 262144\n");
+  uint16_t port = relay.http_port();
+  StreamClient stuck(port, "GET", 4096);
+  StreamClient good(port);
+  ASSERT_EQ(stuck.reply.status, 200) << stuck.error;
+  ASSERT_EQ(good.reply.status, 200) << good.error;
+  ASSERT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 2; }));
+  UdpSource source(relay.ingest_port());
+  constexpr uint64_t kBurst = 64, kMaxRecords = 40000;  // 52 MB at most
+  auto started = Clock::now();
+  uint64_t sent = 0;
+  std::chrono::milliseconds slowest_metrics{0};
+  while (relay.counters()["http.stream_cut"] == 0 && sent < kMaxRecords && Clock::now() - started < 30s) {
+    for (uint64_t i = 0; i < kBurst; ++i) source.send(record(sent++));
+    ASSERT_TRUE(wait_until([&] { return relay.counters()["ingest.datagrams"] == sent; })) << "ingest dropped some";
+    ASSERT_TRUE(good.read_body(sent * 1316)) << "the good reader got " << good.body.size() << " of " << sent * 1316;
+    if (sent % 1024 == 0) {
+      auto before = Clock::now();
+      EXPECT_EQ(get(port, "/metrics").status, 200);
+      slowest_metrics = std::max(slowest_metrics, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - before));
+    }
+  }
+  Counters c = relay.counters();
+  ASSERT_EQ(c["http.stream_cut"], 1u) << "not cut after " << sent << " records";
+  EXPECT_EQ(c["http.streams"], 1u) << "the good reader is still on";
+  EXPECT_LT(slowest_metrics, 1000ms);
+  auto before = Clock::now();
+  HttpReply metrics = get(port, "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_LT(Clock::now() - before, 1000ms);
+  // The stuck reader's connection ends (its response unfinished) once it reads again.
+  EXPECT_TRUE(stuck.read_to_end(10000ms)) << "the cut connection did not close";
+  EXPECT_FALSE(stuck.complete) << "a cut response must not end like a complete one";
+  // The good one got every record, in order, from the first.
+  ASSERT_EQ(good.body.size(), sent * 1316);
+  for (uint64_t i = 0; i < sent; ++i)
+    ASSERT_TRUE(good.body.compare(i * 1316, 1316, record(i)) == 0) << "record " << i;
+  EXPECT_NE(relay.log().find("cut off"), std::string::npos) << relay.log();
+  EXPECT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 1; }));
+}
+
+TEST(Stream, OverMaxStreamsThe503IsCountedAndTheGaugeFalls) {
+  Relay relay("http:\n  listen: 127.0.0.1:0\n  max_streams: 2\ningest:\n  source: generator\n  interval_ms: 5\n");
+  uint16_t port = relay.http_port();
+  auto one = std::make_unique<StreamClient>(port);
+  auto two = std::make_unique<StreamClient>(port);
+  ASSERT_EQ(one->reply.status, 200) << one->error;
+  ASSERT_EQ(two->reply.status, 200) << two->error;
+  HttpReply refused = get(port, "/stream");
+  EXPECT_EQ(refused.status, 503) << refused;
+  EXPECT_EQ(refused.header("content-type"), "text/plain; charset=utf-8");
+  EXPECT_NE(refused.body.find("http.max_streams"), std::string::npos) << refused.body;
+  EXPECT_EQ(get(port, "/metrics").status, 200) << "room for /metrics besides the streams";
+  Counters c = relay.counters();
+  EXPECT_EQ(c["http.streams_refused"], 1u);
+  EXPECT_EQ(c["http.streams"], 2u);
+  EXPECT_EQ(c["http.streams_opened"], 2u);
+  ASSERT_TRUE(one->read_body(10 * kCounterDatagramSize)) << "the first two still stream";
+  ASSERT_TRUE(two->read_body(10 * kCounterDatagramSize));
+  one.reset();
+  EXPECT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 1; }));
+  StreamClient three(port);  // a place is free again
+  EXPECT_EQ(three.reply.status, 200) << three.error;
+  two.reset();
+  three.close();
+  EXPECT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 0; }));
+  EXPECT_EQ(relay.counters()["http.stream_cut"], 0u);
+}
+
+// MHD does not see a suspended connection close: the http process asks itself, once a
+// second, so a viewer that leaves while the source is silent is not counted for long.
+TEST(Stream, AViewerLeavingWhileTheSourceIsSilentIsNotCountedLong) {
+  Relay relay(kHttpYaml);  // no source at all: the ring's head never moves
+  StreamClient client(relay.http_port());
+  ASSERT_EQ(client.reply.status, 200) << client.error;
+  ASSERT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 1; }));
+  client.close();
+  EXPECT_TRUE(wait_until([&] { return relay.counters()["http.streams"] == 0; }, 3000ms));
+  EXPECT_EQ(relay.counters()["http.stream_cut"], 0u);
+}
+
+// http.max_streams and http.stream_buffer are the http process's: a reload that changes
+// one replaces it (its viewers reconnect).
+TEST(Stream, AReloadChangingAStreamKeyReplacesTheHttpProcess) {
+  Relay relay(kHttpYaml);
+  pid_t old = relay.child_pid(kHttp);
+  std::ofstream(relay.config_path()) << kHttpYaml << "  max_streams: 3\n";
+  ASSERT_EQ(kill(relay.pid(), SIGHUP), 0);
+  ASSERT_TRUE(relay.wait_restarted(kHttp, old)) << relay.log();
+  EXPECT_EQ(relay.counters()["supervisor.reloads"], 1u);
+  EXPECT_EQ(get(relay.http_port(), "/metrics").status, 200);
 }
 
 TEST(Routes, StatusPageNotFoundAndMethodNotAllowed) {

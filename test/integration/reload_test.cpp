@@ -44,19 +44,6 @@ constexpr const char* kBase =
 
 void rewrite(Relay& relay, const std::string& yaml) { std::ofstream(relay.config_path()) << yaml; }
 
-// SIGHUP, then waits for the supervisor to count the outcome; true if put in force. The
-// outcome is read from the snapshot that showed it.
-bool hangup(Relay& relay) {
-  Counters before = relay.counters(), after;
-  EXPECT_EQ(kill(relay.pid(), SIGHUP), 0);
-  EXPECT_TRUE(wait_until([&] {
-    after = relay.counters();
-    return after["supervisor.reloads"] != before["supervisor.reloads"] ||
-           after["supervisor.reload_failures"] != before["supervisor.reload_failures"];
-  }));
-  return after["supervisor.reloads"] != before["supervisor.reloads"];
-}
-
 // Sends datagrams first..last-1 and expects each at the viewer, in order, once.
 void expect_stream(Viewer& viewer, UdpSource& source, uint64_t first, uint64_t last) {
   for (uint64_t i = first; i < last; ++i) source.send(test_payload(i));
@@ -78,7 +65,7 @@ uint16_t free_tcp_port() {
 class Reload : public ::testing::Test {
  protected:
   void rewrite(const std::string& yaml) { ::rewrite(relay, yaml); }
-  bool hangup() { return ::hangup(relay); }
+  bool hangup() { return vrelay::test::hangup(relay); }
   supervisor_stats& counters() { return relay.shm().stats().supervisor; }
   Relay relay{kBase};
 };

@@ -225,6 +225,68 @@ TEST(Config, EveryDeclaredDefaultLoads) {
   }
 }
 
+TEST(Config, MulticastIngestKeys) {
+  Config c = default_config();
+  EXPECT_EQ(c.ingest.interface, "");
+  EXPECT_FALSE(c.ingest.ssm_source);
+  EXPECT_EQ(multicast_join_text(c.ingest), "");
+  Config ssm = load_config_text(
+      "ingest:\n  listen: 239.255.12.42:5500\n  interface: eth0\n  ssm_source: 10.0.0.1\n", "test.yaml");
+  EXPECT_EQ(ssm.ingest.listen.to_string(), "239.255.12.42:5500");
+  EXPECT_EQ(ssm.ingest.interface, "eth0");
+  ASSERT_TRUE(ssm.ingest.ssm_source);
+  EXPECT_EQ(ssm.ingest.ssm_source->host(), "10.0.0.1");
+  EXPECT_EQ(multicast_join_text(ssm.ingest), " (joined on eth0, source 10.0.0.1)");
+  Config v6 = load_config_text("ingest:\n  listen: \"[ff15::1234]:5500\"\n  interface: 2001:db8::10\n", "test.yaml");
+  EXPECT_EQ(v6.ingest.interface, "2001:db8::10");
+  EXPECT_FALSE(v6.ingest.ssm_source);
+  EXPECT_EQ(multicast_join_text(v6.ingest), " (joined on 2001:db8::10)");
+  // An empty value is the default: no source, no interface (with a unicast address).
+  Config empty = load_config_text("ingest:\n  interface: \"\"\n  ssm_source: \"\"\n", "test.yaml");
+  EXPECT_EQ(empty.ingest, default_config().ingest);
+}
+
+TEST(Config, MulticastIngestErrorsNameTheKey) {
+  struct Case {
+    const char* yaml;
+    const char* message;
+  } cases[] = {
+      {"ingest:\n  listen: 239.255.12.42:5500\n",
+       "ingest.interface: required when ingest.listen is a multicast group (239.255.12.42:5500)"},
+      {"ingest:\n  listen: \"[ff15::1]:5500\"\n", "ingest.interface: required when ingest.listen is a multicast group ([ff15::1]:5500)"},
+      {"ingest:\n  listen: 239.255.12.42:5500\n  interface: eth0\n  ssm_source: 2001:db8::1\n",
+       "ingest.ssm_source: 2001:db8::1 is an IPv6 address but the group 239.255.12.42 is IPv4"},
+      {"ingest:\n  listen: \"[ff15::1]:5500\"\n  interface: eth0\n  ssm_source: 10.0.0.1\n",
+       "ingest.ssm_source: 10.0.0.1 is an IPv4 address but the group ff15::1 is IPv6"},
+      {"ingest:\n  listen: 127.0.0.1:5500\n  ssm_source: 10.0.0.1\n",
+       "ingest.ssm_source: only for a multicast group, but ingest.listen is the unicast address 127.0.0.1:5500"},
+      {"ingest:\n  listen: 127.0.0.1:5500\n  interface: eth0\n",
+       "ingest.interface: only for a multicast group, but ingest.listen is the unicast address 127.0.0.1:5500"},
+      {"ingest:\n  listen: 239.255.12.42:0\n  interface: eth0\n",
+       "ingest.listen: a multicast group needs the port its sender sends to, not 0 (239.255.12.42:0)"},
+      {"ingest:\n  interface: eth0\n  ssm_source: somewhere\n",
+       "test.yaml:3: ingest.ssm_source: bad address 'somewhere': expected a numeric IPv4 or IPv6 address"},
+      {"ingest:\n  ssm_source: 239.1.1.1\n",
+       "test.yaml:2: ingest.ssm_source: expected the unicast address of the sender, got the group 239.1.1.1"},
+      {"ingest:\n  interface: eth0:1\n",
+       "test.yaml:2: ingest.interface: expected an interface name (e.g. eth0) or one of its addresses, got 'eth0:1'"},
+      {"ingest:\n  interface: [eth0]\n", "test.yaml:2: ingest.interface: expected a single value"},
+  };
+  for (const Case& c : cases) EXPECT_NE(error_of(c.yaml).find(c.message), std::string::npos) << c.yaml << " -> " << error_of(c.yaml);
+}
+
+// --ingest replaces ingest.listen after the file: the keys are checked against it then.
+TEST(Config, MulticastKeysAreCheckedAgainstTheFinalListenAddress) {
+  Config c = load_config_text("ingest:\n  listen: 239.255.12.42:5500\n  interface: eth0\n", "test.yaml");
+  c.ingest.listen = *parse_endpoint("127.0.0.1:0");
+  try {
+    validate(c);
+    ADD_FAILURE() << "an interface with a unicast address was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("ingest.interface: only for a multicast group"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 
 TEST(Config, OutputsAreReadWithTheirMulticastOptions) {
@@ -241,8 +303,8 @@ TEST(Config, OutputsAreReadWithTheirMulticastOptions) {
   EXPECT_EQ(c.outputs[0].ttl, 4u);
   EXPECT_EQ(c.outputs[1].to.to_string(), "127.0.0.1:6000");
   EXPECT_EQ(c.outputs[1].ttl, 0u);
-  EXPECT_TRUE(is_multicast(c.outputs[2].to));
-  EXPECT_FALSE(is_multicast(c.outputs[1].to));
+  EXPECT_TRUE(c.outputs[2].to.is_multicast());
+  EXPECT_FALSE(c.outputs[1].to.is_multicast());
   EXPECT_TRUE(default_config().outputs.empty());
 }
 
@@ -262,7 +324,7 @@ TEST(Config, BadOutputsNameTheItemAndTheKey) {
       {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\", interface: lo}\n", "outputs[0].interface: only for a multicast"},
       {"outputs:\n  - {name: a, to: \"239.1.1.1:5000\", ttl: 256}\n", "outputs[0].ttl: expected a whole number from 1 to 255"},
       {"outputs:\n  - {name: a, to: \"239.1.1.1:5000\", interface: no-such-if0}\n",
-       "outputs[0].interface: this host has no interface 'no-such-if0'"},
+       "outputs[0].interface: no network interface is named 'no-such-if0'"},
       {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\", port: 3}\n", "outputs[0].port: unknown key"},
       {"outputs:\n  - {name: a, to: \"127.0.0.1:5000\"}\n  - {name: a, to: \"127.0.0.1:5001\"}\n",
        "outputs[1].name: 'a' names another output too"},

@@ -123,4 +123,63 @@ TEST(Endpoint, TellsAWildcard) {
   EXPECT_FALSE(parse_endpoint("[::1]:7700")->is_wildcard());
 }
 
+TEST(Endpoint, KnowsMulticastGroups) {
+  for (auto group : {"224.0.0.1:1", "239.255.12.42:5500", "239.255.255.255:1", "[ff02::1]:1", "[ff15::1234]:5500"})
+    EXPECT_TRUE(parse_endpoint(group)->is_multicast()) << group;
+  for (auto unicast : {"223.255.255.255:1", "240.0.0.1:1", "127.0.0.1:1", "0.0.0.0:1", "[::1]:1", "[fe80::1]:1", "[::]:1"})
+    EXPECT_FALSE(parse_endpoint(unicast)->is_multicast()) << unicast;
+}
+
+TEST(Address, ParsesANumericAddressWithoutPort) {
+  auto v4 = parse_address("10.0.0.1");
+  ASSERT_TRUE(v4) << v4.error();
+  EXPECT_EQ(v4->to_string(), "10.0.0.1:0");
+  auto v6 = parse_address("2001:db8::10");
+  ASSERT_TRUE(v6) << v6.error();
+  EXPECT_EQ(v6->family(), AF_INET6);
+  EXPECT_EQ(v6->host(), "2001:db8::10");
+  for (auto bad : {"", "10.0.0.1:5", "[::1]", "host.example", "10.0.0"}) {
+    auto address = parse_address(bad);
+    ASSERT_FALSE(address) << bad;
+    EXPECT_EQ(address.error(), "bad address '" + std::string(bad) + "': expected a numeric IPv4 or IPv6 address");
+  }
+  EXPECT_FALSE(parse_address(std::string_view("10.0.0.1\0x", 10)));
+}
+
+TEST(Interface, NamesAndAddressesAreCheckedAsText) {
+  for (auto good : {"eth0", "enp0s31f6", "br-lan.42", "abcdefghijklmno", "10.0.0.1", "fe80::1", "2001:db8::10"})
+    EXPECT_TRUE(check_interface_spec(good)) << good;
+  for (auto bad : {"", "eth0:1", "a/b", "has space", "abcdefghijklmnop", ".", "..", "tab\there"}) {
+    Status checked = check_interface_spec(bad);
+    ASSERT_FALSE(checked) << bad;
+    EXPECT_EQ(checked.error(), "expected an interface name (e.g. eth0) or one of its addresses, got '" + std::string(bad) + "'");
+  }
+}
+
+// Looked up on this host: the loopback interface exists in every network namespace.
+TEST(Interface, IsFoundByNameOrByAddress) {
+  auto by_name = find_interface("lo");
+  ASSERT_TRUE(by_name) << by_name.error();
+  EXPECT_GT(by_name->index, 0u);
+  EXPECT_EQ(by_name->name, "lo");
+  auto by_address = find_interface("127.0.0.1");
+  ASSERT_TRUE(by_address) << by_address.error();
+  EXPECT_EQ(by_address->index, by_name->index);
+  EXPECT_EQ(by_address->name, "lo");
+  EXPECT_EQ(find_interface("nope0").error(), "no network interface is named 'nope0'");
+  EXPECT_EQ(find_interface("192.0.2.77").error(), "no network interface has the address 192.0.2.77");
+  EXPECT_EQ(find_interface("a/b").error(), "expected an interface name (e.g. eth0) or one of its addresses, got 'a/b'");
+}
+
+// What is refused before any socket joins anything (joining is tested in a network
+// namespace: test/integration/netns_test.cpp).
+TEST(Multicast, RefusesAUnicastGroupAndASourceOfTheOtherFamily) {
+  auto unicast = bind_multicast(*parse_endpoint("127.0.0.1:5500"), 1, std::nullopt);
+  ASSERT_FALSE(unicast);
+  EXPECT_EQ(unicast.error(), "127.0.0.1:5500 is not a multicast group");
+  auto mixed = bind_multicast(*parse_endpoint("239.255.12.42:5500"), 1, *parse_address("2001:db8::1"));
+  ASSERT_FALSE(mixed);
+  EXPECT_EQ(mixed.error(), "the source 2001:db8::1 and the group 239.255.12.42 are not of one family");
+}
+
 }  // namespace

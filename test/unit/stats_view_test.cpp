@@ -200,15 +200,17 @@ TEST_F(StatsView, SnapshotSkipsASlotLeftMidWriteWithoutWaiting) {
 }
 
 TEST_F(StatsView, JsonHasEveryKeyAndTheStoredValues) {
+  segment_->stats().http.streams.store(3);  // viewers of /stream
   auto j = snapshot_json(take_snapshot(*segment_));
   std::vector<std::string> keys;
   for (auto& [key, value] : j.items()) keys.push_back(key);
   EXPECT_EQ(keys, (std::vector<std::string>{"instance", "version", "supervisor_pid", "created_ns", "taken_ns", "uptime_s",
                                             "control_address", "ingest_address", "http_address", "fanout_address", "source", "upstream_address",
                                             "upstream", "ring",
-                                            "max_subscribers", "processes", "counters", "subscribers", "history"}));
+                                            "max_subscribers", "stream_viewers", "processes", "counters", "subscribers", "history"}));
   EXPECT_EQ(j["instance"], instance_);
   EXPECT_EQ(j["max_subscribers"], 4);
+  EXPECT_EQ(j["stream_viewers"], 3);
   EXPECT_EQ(j["ring"]["slots"], 16);
   ASSERT_EQ(j["counters"].size(), kCounterCount);
   for (size_t i = 0; i < kCounterCount; ++i) EXPECT_TRUE(j["counters"].contains(counter_name(kCounters[i])));
@@ -331,6 +333,17 @@ TEST_F(StatsView, VrelaystatSubscriberTableShowsEverySubscription) {
   w = words(second);
   ASSERT_EQ(w.size(), 11u) << second;
   EXPECT_EQ(w, (std::vector<std::string>{"3", "::1", "5006", "paused", w[4], "0", "0", "0", "0", "yes", "-"})) << second;
+}
+
+// The summary line counts the viewers of /stream next to the subscribers, when the HTTP
+// endpoint is on.
+TEST_F(StatsView, VrelaystatLiveFrameShowsTheHttpViewersWhenHttpIsOn) {
+  segment_->stats().http.streams.store(2);
+  Snapshot s = take_snapshot(*segment_);
+  EXPECT_EQ(vstat::live_frame(s, nullptr, 0, {})[1].find("http viewers"), std::string::npos) << "http is off";
+  s.http_address = "127.0.0.1:7701";
+  std::string summary = vstat::live_frame(s, nullptr, 0, {})[1];
+  EXPECT_NE(summary.find("subscribers 2/4  http viewers 2  ring"), std::string::npos) << summary;
 }
 
 TEST_F(StatsView, VrelaystatLiveFrameShowsRatesOnlyForCountersAfterTheFirstFrame) {
