@@ -376,8 +376,8 @@ class Fanout {
   }
 
   // Sends the messages added so far, a sendmmsg at a time, and counts them per subscriber.
-  // A GSO message the route refuses goes again one datagram per message; any other failure
-  // drops that message, counted.
+  // A GSO message the route refuses (EINVAL, EIO; EMSGSIZE to an IPv6 group) goes again one
+  // datagram per message; any other failure drops that message, counted.
   void send_messages() {
     for (unsigned m = 0; m < messages_; ++m) {
       msghdr& h = msgs_[m].msg_hdr;
@@ -400,7 +400,7 @@ class Fanout {
       }
       int error = errno;
       if (error == EINTR) continue;
-      if (segments_[i] > 1 && (error == EINVAL || error == EIO))
+      if (segments_[i] > 1 && (error == EINVAL || error == EIO || error == EMSGSIZE))
         send_split(i, error, &totals);  // this route takes no GSO
       else
         count_failed(owners_[i], segments_[i], error, &totals);

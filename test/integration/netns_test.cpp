@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <thread>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -327,6 +328,61 @@ TEST_F(Netns, ReloadJoinsAgainAndABadInterfaceKeepsTheOldJoin) {
   on_mc1.send("239.255.12.50:5500", test_payload(3));
   expect_stream(relay, viewer, 3, 4, 4);
   EXPECT_EQ(relay.child_pid(Role::kIngest), ingest);
+}
+
+// Fixed outputs (outputs:) to a group: a relay's multicast output, with its interface and
+// TTL, is what another relay ingests from the group; and a member beside it sees that TTL.
+// The TTL (or hop limit) a datagram to a group arrived with, read by a member of it.
+int received_ttl(const std::string& group, const char* interface, std::chrono::milliseconds limit) {
+  Endpoint g = *parse_endpoint(group);
+  auto fd = bind_multicast(g, index_of(interface), std::nullopt);
+  if (!fd) throw std::runtime_error(fd.error());
+  bool v6 = g.family() == AF_INET6;
+  set_option(*fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_RECVHOPLIMIT : IP_RECVTTL, 1, "receive the TTL");
+  int ttl = -1;
+  pollfd readable{*fd, POLLIN, 0};
+  if (poll(&readable, 1, int(limit.count())) == 1) {
+    char data[2048], control[256];
+    iovec iov{data, sizeof data};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    if (recvmsg(*fd, &m, 0) > 0)
+      for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) ||
+            (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT))
+          std::memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+  }
+  close(*fd);
+  return ttl;
+}
+
+void expect_output_feeds_an_edge(const std::string& group, const std::string& allow) {
+  Relay edge(ingest_yaml(group, "mc0", allow));
+  ASSERT_TRUE(logs(edge, "receiving on " + group + " (joined on mc0)"));
+  Viewer viewer(edge);
+  Relay core("outputs:\n  - {name: lan, to: \"" + group + "\", interface: mc0, ttl: 3}\n");
+  ASSERT_TRUE(logs(core, "output lan: sending to " + group + " on mc0"));
+  UdpSource source(core.ingest_port());
+  for (uint64_t i = 0; i < 100; ++i) source.send(test_payload(i));
+  expect_stream(edge, viewer, 0, 100, 100);
+  EXPECT_EQ(core.counters()["fanout.send_errors"], 0u) << core.log();
+  EXPECT_EQ(core.counters()["fanout.sockets"], 0u) << "no socket to hear refusals from a group";
+
+  std::thread later([&] {
+    std::this_thread::sleep_for(200ms);  // the member below has joined by then; it waits for this
+    source.send(test_payload(100));
+  });
+  int ttl = received_ttl(group, "mc0", 5000ms);
+  later.join();
+  EXPECT_EQ(ttl, 3);
+}
+
+TEST_F(Netns, AMulticastOutputFeedsAnotherRelaysIpv4Ingest) { expect_output_feeds_an_edge("239.255.20.1:5600", "10.99.0.0/24"); }
+TEST_F(Netns, AMulticastOutputFeedsAnotherRelaysIpv6Ingest) {
+  expect_output_feeds_an_edge("[ff15::20]:5600", "fd99::/64, fe80::/10");
 }
 
 }  // namespace
