@@ -276,6 +276,23 @@ TEST(StatusPage, ChartOpensWithTheRelaysHistory) {
   EXPECT_NE(dom.find("data-owner=\"ana\""), std::string::npos) << element_text(dom, "subscribers").value_or("");
 }
 
+// A fixed output (outputs:) has a row under its name, tagged as an output.
+TEST(StatusPage, ShowsAnOutputUnderItsName) {
+  UdpSink sink;
+  Relay relay("http:\n  listen: 127.0.0.1:0\noutputs:\n  - {name: lan, to: \"127.0.0.1:" + std::to_string(sink.port()) +
+              "\"}\n");
+  ASSERT_TRUE(wait_until([&] { return relay.counters().subscribers().size() == 1; }));
+  Output o = chromium({"--virtual-time-budget=2000", "--dump-dom", "http://127.0.0.1:" + std::to_string(relay.http_port()) + "/"},
+                      "output");
+  ASSERT_EQ(o.status, 0) << chromium_log(o);
+  const std::string& dom = o.out;
+  auto at = dom.find("data-owner=\"lan\"");
+  ASSERT_NE(at, std::string::npos) << element_text(dom, "subscribers").value_or("(no table)");
+  std::string row = dom.substr(at, dom.find("</tr>", at) - at);
+  EXPECT_NE(row.find(">output</span>"), std::string::npos) << row;
+  EXPECT_NE(row.find(">" + std::to_string(sink.port()) + "<"), std::string::npos) << row;
+}
+
 TEST(StatusPage, ShowsAStalledSourceAsAnAlert) {
   Relay relay("http:\n  listen: 127.0.0.1:0\ningest:\n  stall_timeout: 1\n");
   UdpSource source(relay.ingest_port());
