@@ -106,17 +106,31 @@ std::string stats_field(Session& session, const std::string& key) {
   return reply.substr(at + key.size() + 2, end == std::string::npos ? std::string::npos : end - at - key.size() - 2);
 }
 
+// A core on a port of its own, an edge subscribed to it, and a viewer of the edge: what
+// most tests here start from.
+class Cascade : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    core_ = start_core(port_);
+    edge_ = std::make_unique<Relay>(edge_yaml(port_));
+    ASSERT_TRUE(upstream_state_is(*edge_, 2)) << edge_->log();
+    viewer_ = std::make_unique<Viewer>(*edge_);
+  }
+  uint16_t port_ = free_tcp_port();
+  std::unique_ptr<Relay> core_;
+  std::unique_ptr<Relay> edge_;
+  std::unique_ptr<Viewer> viewer_;
+};
+
 }  // namespace
 
 // The whole path: core generator -> core fan-out -> edge ingest -> edge fan-out -> viewer,
 // every datagram once and in order; both ends show the subscription.
-TEST(Upstream, AnEdgeRelaysTheCoresStreamAndShowsItsSubscription) {
-  uint16_t port = free_tcp_port();
-  auto core = start_core(port);
-  Relay edge(edge_yaml(port));
-  ASSERT_TRUE(upstream_state_is(edge, 2)) << edge.log();
-
-  Viewer viewer(edge);
+TEST_F(Cascade, AnEdgeRelaysTheCoresStreamAndShowsItsSubscription) {
+  uint16_t port = port_;
+  auto& core = core_;
+  Relay& edge = *edge_;
+  Viewer& viewer = *viewer_;
   ASSERT_NE(expect_consecutive(viewer.sink, 300), 0u);
 
   Counters counters = edge.counters();
@@ -151,12 +165,11 @@ TEST(Upstream, AnEdgeRelaysTheCoresStreamAndShowsItsSubscription) {
 // The core stops and a new one starts on the same port: the edge subscribes again within
 // 3 s of its readiness; the edge's viewer keeps its subscription, hears the outage and the
 // return, and receives the new core's stream.
-TEST(Upstream, AnEdgeSubscribesAgainWhenTheCoreRestarts) {
-  uint16_t port = free_tcp_port();
-  auto core = start_core(port);
-  Relay edge(edge_yaml(port));
-  ASSERT_TRUE(upstream_state_is(edge, 2)) << edge.log();
-  Viewer viewer(edge);
+TEST_F(Cascade, AnEdgeSubscribesAgainWhenTheCoreRestarts) {
+  uint16_t port = port_;
+  auto& core = core_;
+  Relay& edge = *edge_;
+  Viewer& viewer = *viewer_;
   uint64_t last = expect_consecutive(viewer.sink, 50);
   ASSERT_NE(last, 0u);
 
@@ -193,12 +206,10 @@ TEST(Upstream, AnEdgeSubscribesAgainWhenTheCoreRestarts) {
 // kill -9 of the edge's ingest: the supervisor starts a new one, which subscribes again
 // (the killed one's session closed with it, and the core ended its subscription); the
 // viewer keeps receiving and the core never holds two subscriptions to the edge.
-TEST(Upstream, AKilledIngestSubscribesAgain) {
-  uint16_t port = free_tcp_port();
-  auto core = start_core(port);
-  Relay edge(edge_yaml(port));
-  ASSERT_TRUE(upstream_state_is(edge, 2)) << edge.log();
-  Viewer viewer(edge);
+TEST_F(Cascade, AKilledIngestSubscribesAgain) {
+  auto& core = core_;
+  Relay& edge = *edge_;
+  Viewer& viewer = *viewer_;
   uint64_t last = expect_consecutive(viewer.sink, 50);
   ASSERT_NE(last, 0u);
 
@@ -223,12 +234,10 @@ TEST(Upstream, AKilledIngestSubscribesAgain) {
 // kill -9 of the core's control process: the core keeps sending to the edge (an orphan
 // subscription, control.orphan_grace), the edge's session drops, and its next CONECTAR,
 // to the core's new control process, takes the orphan back: not one datagram lost.
-TEST(Upstream, TheEdgeAdoptsItsOrphanAfterTheCoresControlDied) {
-  uint16_t port = free_tcp_port();
-  auto core = start_core(port);
-  Relay edge(edge_yaml(port));
-  ASSERT_TRUE(upstream_state_is(edge, 2)) << edge.log();
-  Viewer viewer(edge);
+TEST_F(Cascade, TheEdgeAdoptsItsOrphanAfterTheCoresControlDied) {
+  auto& core = core_;
+  Relay& edge = *edge_;
+  Viewer& viewer = *viewer_;
   uint64_t last = expect_consecutive(viewer.sink, 20);
   ASSERT_NE(last, 0u);
 
