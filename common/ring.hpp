@@ -45,6 +45,20 @@ class RingView {
   uint64_t head_now() { return cached_head_ = control_->head.load(std::memory_order_acquire); }
   void release(uint64_t new_tail) { control_->tail.store(new_tail, std::memory_order_release); }
 
+  // A reader the producer does not wait for (the http process's /stream) copies a slot,
+  // then asks whether it still holds `position`: if not, the producer wrote it meanwhile
+  // and the copy is worthless (a seqlock's read side, the position as its version).
+  bool still_holds(uint64_t position) const {
+#if defined(__SANITIZE_THREAD__)
+    // TSan takes no thread fence (and cannot see the producer, another process): a
+    // compiler barrier keeps the copy before the check, as x86 orders loads anyway.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+#else
+    std::atomic_thread_fence(std::memory_order_acquire);  // the copy's loads come first
+#endif
+    return std::atomic_ref<uint64_t>(header(position).position).load(std::memory_order_relaxed) == position;
+  }
+
  private:
   RingControl* control_;
   char* slots_;

@@ -192,9 +192,7 @@ ssize_t read_stream(void* cls, uint64_t, char* buf, size_t max) {
     uint32_t length = h.length;
     size_t take = std::min<size_t>(length - std::min(length, s.offset), max - n);
     std::memcpy(buf + n, ring.data(s.cursor) + s.offset, take);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    uint64_t position = std::atomic_ref<uint64_t>(const_cast<uint64_t&>(h.position)).load(std::memory_order_relaxed);
-    if (position != s.cursor || !in_reach(s, ring.head_now())) {
+    if (!ring.still_holds(s.cursor) || !in_reach(s, ring.head_now())) {
       cut(s, "the ring overwrote what it was reading");
       return MHD_CONTENT_READER_END_WITH_ERROR;
     }
