@@ -15,7 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <thread>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -332,13 +332,16 @@ TEST_F(Netns, ReloadJoinsAgainAndABadInterfaceKeepsTheOldJoin) {
 
 // Fixed outputs (outputs:) to a group: a relay's multicast output, with its interface and
 // TTL, is what another relay ingests from the group; and a member beside it sees that TTL.
-// The TTL (or hop limit) a datagram to a group arrived with, read by a member of it.
-int received_ttl(const std::string& group, const char* interface, std::chrono::milliseconds limit) {
+// The TTL (or hop limit) of the first datagram to a group a member of it receives once it
+// has joined and `send` has run; -1 if none came within the limit.
+int received_ttl(const std::string& group, const char* interface, const std::function<void()>& send,
+                 std::chrono::milliseconds limit) {
   Endpoint g = *parse_endpoint(group);
   auto fd = bind_multicast(g, index_of(interface), std::nullopt);
   if (!fd) throw std::runtime_error(fd.error());
   bool v6 = g.family() == AF_INET6;
   set_option(*fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_RECVHOPLIMIT : IP_RECVTTL, 1, "receive the TTL");
+  send();
   int ttl = -1;
   pollfd readable{*fd, POLLIN, 0};
   if (poll(&readable, 1, int(limit.count())) == 1) {
@@ -371,13 +374,7 @@ void expect_output_feeds_an_edge(const std::string& group, const std::string& al
   EXPECT_EQ(core.counters()["fanout.send_errors"], 0u) << core.log();
   EXPECT_EQ(core.counters()["fanout.sockets"], 0u) << "no socket to hear refusals from a group";
 
-  std::thread later([&] {
-    std::this_thread::sleep_for(200ms);  // the member below has joined by then; it waits for this
-    source.send(test_payload(100));
-  });
-  int ttl = received_ttl(group, "mc0", 5000ms);
-  later.join();
-  EXPECT_EQ(ttl, 3);
+  EXPECT_EQ(received_ttl(group, "mc0", [&] { source.send(test_payload(100)); }, 5000ms), 3);
 }
 
 TEST_F(Netns, AMulticastOutputFeedsAnotherRelaysIpv4Ingest) { expect_output_feeds_an_edge("239.255.20.1:5600", "10.99.0.0/24"); }
