@@ -6,7 +6,7 @@
 // sessions are idle, and the reply latency of PING sent one at a time to sessions picked at
 // random among the N.
 //
-//   sessions_bench [--stack KIB[,KIB...]] [--pings COUNT] [N...]
+//   sessions_bench [--stack KIB[,KIB...]] [--pings COUNT] [--no-bare] [N...]
 //       default: --stack 256,128,64 --pings 2000  1 100 1000 10000
 //
 // One relay per stack size (control.thread_stack_kib); on it the sessions accumulate (N
@@ -16,7 +16,9 @@
 // from 127.0.0.2, 127.0.0.3, ... (1,000 sessions per address) with non-blocking connects and
 // epoll, at most 256 connections waiting for their HELLO. Every wait is bounded; a step
 // that fails (a refusal, a closed session, a deadline) ends that relay's series with the
-// reason and the end of vrelayd's log.
+// reason and the end of vrelayd's log. Last, for each stack size, vrelayd and the bare server
+// hold the largest N side by side and the PINGs alternate between them (the "side by side"
+// table): the comparison the 1.1x target is about, free of run-to-run drift.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -395,32 +397,94 @@ bool run_relay(uint32_t stack_kib, const std::vector<size_t>& counts, size_t pin
   return run_series(server, stack_kib, counts, pings, rows);
 }
 
+// bench/bare_server, started with a stack size; killed when this goes.
+struct BareServer {
+  BareServer(const std::string& binary, uint32_t stack_kib)
+      : log_path("/tmp/vrelay-bare-server-" + std::to_string(getpid()) + "-" + std::to_string(stack_kib) + ".log") {
+    pid = start_program({binary, "--stack", std::to_string(stack_kib)}, log_path, &out);
+    ready = read_first_line(out, 5000ms);
+    unsigned number = 0;
+    if (std::sscanf(ready.c_str(), "bare_server ready port=%u", &number) == 1) port = uint16_t(number);
+  }
+  ~BareServer() {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    if (out >= 0) close(out);
+    std::remove(log_path.c_str());
+  }
+  Server server() const {
+    Server s;
+    s.name = "bare";
+    s.pid = pid;
+    s.port = port;
+    s.healthy = [pid = pid] { return running(pid); };
+    s.heartbeat_age_s = [] { return 0.0; };
+    s.wait_counted = [](size_t) { return true; };  // a thread sent each HELLO
+    s.log_tail = [path = log_path] { return tail_lines(slurp(path), 12); };
+    return s;
+  }
+  std::string log_path, ready;
+  pid_t pid = -1;
+  int out = -1;
+  uint16_t port = 0;
+};
+
 bool run_bare(const std::string& binary, uint32_t stack_kib, const std::vector<size_t>& counts, size_t pings,
               std::vector<Row>& rows) {
-  std::string log_path = "/tmp/vrelay-bare-server-" + std::to_string(getpid()) + ".log";
-  int out = -1;
-  pid_t pid = start_program({binary, "--stack", std::to_string(stack_kib)}, log_path, &out);
-  std::string ready = read_first_line(out, 5000ms);
-  unsigned port = 0;
-  bool ok = std::sscanf(ready.c_str(), "bare_server ready port=%u", &port) == 1 && port > 0;
-  if (ok) {
-    Server server;
-    server.name = "bare";
-    server.pid = pid;
-    server.port = uint16_t(port);
-    server.healthy = [&] { return running(pid); };
-    server.heartbeat_age_s = [] { return 0.0; };
-    server.wait_counted = [](size_t) { return true; };  // a thread sent each HELLO
-    server.log_tail = [&] { return tail_lines(slurp(log_path), 12); };
-    ok = run_series(server, stack_kib, counts, pings, rows);
-  } else {
-    std::printf("# bare: %s did not start: '%s'\n", binary.c_str(), ready.c_str());
+  BareServer bare(binary, stack_kib);
+  if (bare.port == 0) {
+    std::printf("# bare: %s did not start: '%s'\n", binary.c_str(), bare.ready.c_str());
+    return false;
   }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  if (out >= 0) close(out);
-  std::remove(log_path.c_str());
-  return ok;
+  return run_series(bare.server(), stack_kib, counts, pings, rows);
+}
+
+// PING latency of vrelayd and of the bare server side by side: both hold n idle sessions at
+// once and the PINGs alternate between them (in alternating order), so whatever else the
+// machine does meanwhile falls on both alike. Run after run, the series above vary by 20-40 %
+// on a VM; this comparison does not depend on when each server had its turn.
+struct Paired {
+  uint32_t stack_kib;
+  size_t sessions;
+  double relay_p50, relay_p99, bare_p50, bare_p99;
+};
+
+bool run_paired(const std::string& binary, uint32_t stack_kib, size_t n, size_t pings, std::vector<Paired>& out) {
+  Relay relay(relay_yaml(stack_kib, n));
+  BareServer bare(binary, stack_kib);
+  if (bare.port == 0) {
+    std::printf("# paired: %s did not start: '%s'\n", binary.c_str(), bare.ready.c_str());
+    return false;
+  }
+  Crowd at_relay(relay.control_port()), at_bare(bare.port);
+  for (Crowd* crowd : {&at_relay, &at_bare}) {
+    if (!crowd->grow(n, kOpenLimit) || !crowd->settle(kQuietLimit)) {
+      std::printf("# paired, stack %u KiB, %zu sessions: FAILED to open: %s\n", stack_kib, n, crowd->error().c_str());
+      return false;
+    }
+  }
+  std::this_thread::sleep_for(1000ms);  // both idle, as in the series
+  std::vector<double> relay_us, bare_us;
+  std::mt19937_64 random(7);
+  std::uniform_int_distribution<size_t> pick(0, n - 1);
+  for (size_t i = 0; i < pings; ++i) {
+    size_t index = pick(random);
+    for (int turn = 0; turn < 2; ++turn) {
+      bool relay_turn = (turn == 0) == (i % 2 == 0);
+      Crowd& crowd = relay_turn ? at_relay : at_bare;
+      double us = crowd.ping(index);
+      if (us < 0) {
+        std::printf("# paired, stack %u KiB, %zu sessions: PING FAILED: %s\n", stack_kib, n, crowd.error().c_str());
+        return false;
+      }
+      (relay_turn ? relay_us : bare_us).push_back(us);
+    }
+  }
+  out.push_back({stack_kib, n, percentile(relay_us, 50), percentile(relay_us, 99), percentile(bare_us, 50),
+                 percentile(bare_us, 99)});
+  at_relay.close_all();
+  at_bare.close_all();
+  return true;
 }
 
 }  // namespace
@@ -450,7 +514,8 @@ int main(int argc, char** argv) {
   }
   if (counts.empty()) counts = {1, 100, 1000, 10000};
   std::sort(counts.begin(), counts.end());
-  if (!raise_own_descriptor_limit(counts.back())) return 1;
+  // The paired runs hold the largest N at both servers at once.
+  if (!raise_own_descriptor_limit(counts.back() * (with_bare ? 2 : 1))) return 1;
 
   std::printf("# sessions_bench: PING latency over %zu PINGs per row, sessions picked at random; per-session\n"
               "# figures are (value - baseline of the fresh relay) / sessions; kern/ses = KernelStack + PageTables\n"
@@ -462,10 +527,12 @@ int main(int argc, char** argv) {
   bool ok = true;
   // bench/bare_server, built next to this program, in the same run and with the same stacks.
   std::string bare = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "bare_server";
+  std::vector<Paired> paired;
   for (uint32_t stack : stacks) {
     try {
       ok = run_relay(stack, counts, pings, rows) && ok;
       if (with_bare) ok = run_bare(bare, stack, counts, pings, rows) && ok;
+      if (with_bare) ok = run_paired(bare, stack, counts.back(), pings, paired) && ok;
     } catch (const std::exception& e) {  // vrelayd did not start, or a harness failure
       std::printf("# stack %u KiB: %s\n", stack, e.what());
       ok = false;
@@ -502,5 +569,10 @@ int main(int argc, char** argv) {
                     b.p99 > 0 ? v.p99 / b.p99 : 0.0, per(v.after.rss_kib, v.before.rss_kib, v.sessions),
                     per(b.after.rss_kib, b.before.rss_kib, b.sessions));
   }
+  std::printf("\n| stack KiB | sessions | PING p50 us vrelayd / bare, side by side | p99 us vrelayd / bare | p99 ratio |\n"
+              "|---:|---:|---:|---:|---:|\n");
+  for (const Paired& p : paired)
+    std::printf("| %u | %zu | %.0f / %.0f | %.0f / %.0f | %.2f |\n", p.stack_kib, p.sessions, p.relay_p50, p.bare_p50,
+                p.relay_p99, p.bare_p99, p.bare_p99 > 0 ? p.relay_p99 / p.bare_p99 : 0.0);
   return ok ? 0 : 1;
 }

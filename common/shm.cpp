@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <ctime>
 
+#include "ring.hpp"
 #include "version.hpp"
 
 namespace bip = boost::interprocess;
@@ -120,6 +121,7 @@ Status check_header(const void* base, size_t mapped_size, bool* starting, bool* 
 }
 
 struct Segment::Impl {
+  std::string name;  // "vrelay.<instance>"
   bip::shared_memory_object object;
   bip::mapped_region region;
 };
@@ -227,6 +229,7 @@ std::unique_ptr<Segment> Segment::create(const std::string& instance, const Layo
   Layout l = Layout::compute(params);
   auto seg = std::unique_ptr<Segment>(new Segment);
   seg->impl_ = std::make_unique<Impl>();
+  seg->impl_->name = name;
   try {
     bip::permissions perm(0640);
     seg->impl_->object = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, perm);
@@ -259,6 +262,54 @@ std::unique_ptr<Segment> Segment::create(const std::string& instance, const Layo
   return seg;
 }
 
+Segment::CarriedOver Segment::carry_over_from(const Segment& old) {
+  CarriedOver carried;
+  const Header& from = old.header();
+  Header& to = header();
+  for (auto field : {&Header::control_address, &Header::ingest_address, &Header::http_address,
+                     &Header::fanout_address, &Header::upstream_address})
+    std::memcpy(to.*field, from.*field, sizeof(to.*field));
+  std::memcpy(to.reload_error, from.reload_error, sizeof to.reload_error);
+  // Process slots, counters, the table's generation and the stream facts lie at the same
+  // offsets whatever the sizes (they come before the table and the ring).
+  std::memcpy(base_ + to.processes_offset, old.base_ + from.processes_offset, to.subscribers_offset - to.processes_offset);
+  table().generation.fetch_add(1, std::memory_order_relaxed);  // every reader looks at the table again
+
+  for (uint32_t i = 0; i < from.max_subscribers; ++i) {
+    const SubscriberSlot& slot = old.subscribers()[i];
+    if (slot.state.load(std::memory_order_relaxed) == uint32_t(SubscriberState::kFree)) continue;
+    if (carried.subscriptions == to.max_subscribers) {
+      ++carried.left_out;
+      continue;
+    }
+    std::memcpy(static_cast<void*>(&subscribers()[carried.subscriptions++]), &slot, sizeof slot);
+  }
+
+  // The ring: its positions go on; the newest datagrams that fit both the new slot count and
+  // the new slot size are copied, so the fan-out loses none it had not sent unless the ring
+  // shrank below its backlog, and fast starts still find their key frame.
+  RingView source = ring_of(old), target = ring_of(*this);
+  uint64_t head = old.ring_control().head.load(std::memory_order_acquire);
+  uint64_t tail = old.ring_control().tail.load(std::memory_order_acquire);
+  uint64_t first = head - std::min<uint64_t>(head, std::min(source.capacity(), target.capacity()));
+  for (uint64_t p = head; p > first; --p) {
+    const RingSlotHeader& slot = source.header(p - 1);
+    if (slot.position != p - 1 || slot.length > target.max_payload()) {
+      first = p;
+      break;
+    }
+  }
+  for (uint64_t p = first; p < head; ++p) {
+    std::memcpy(&target.header(p), &source.header(p), sizeof(RingSlotHeader));
+    std::memcpy(target.data(p), source.data(p), source.header(p).length);
+  }
+  ring_control().head.store(head, std::memory_order_relaxed);
+  ring_control().tail.store(std::max(tail, first), std::memory_order_relaxed);
+  carried.datagrams = head - first;
+  carried.unsent = first > tail ? first - tail : 0;
+  return carried;
+}
+
 void Segment::publish() {
   header().version.store(layout_version(kLayoutMajor, kLayoutMinor), std::memory_order_release);
 }
@@ -267,6 +318,7 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
   const std::string name = shm_name(instance);
   auto seg = std::unique_ptr<Segment>(new Segment);
   seg->impl_ = std::make_unique<Impl>();
+  seg->impl_->name = name;
   auto mode = read_only ? bip::read_only : bip::read_write;
   try {
     seg->impl_->object = bip::shared_memory_object(bip::open_only, name.c_str(), mode);
@@ -294,6 +346,13 @@ std::unique_ptr<Segment> Segment::open(const std::string& instance, bool read_on
 void Segment::give_to(uid_t uid, gid_t gid) {
   if (fchown(impl_->object.get_mapping_handle().handle, uid, gid) != 0)
     throw std::runtime_error("cannot give the shared memory to uid " + std::to_string(uid) + ": " + strerror(errno));
+}
+
+bool Segment::replaced() const {
+  struct stat named, mapped;
+  return stat(("/dev/shm/" + impl_->name).c_str(), &named) != 0 ||
+         fstat(impl_->object.get_mapping_handle().handle, &mapped) != 0 || named.st_ino != mapped.st_ino ||
+         named.st_dev != mapped.st_dev;
 }
 
 bool Segment::shrunk() const {

@@ -281,6 +281,19 @@ class Segment {
   static Status valid_instance_name(const std::string& instance);
   static bool remove(const std::string& instance);
 
+  // What a reload that resizes the segment carried over from the old one (carry_over_from).
+  struct CarriedOver {
+    uint32_t subscriptions = 0;  // packed into the first slots of the new table
+    uint32_t left_out = 0;       // subscriptions the new table had no room for
+    uint64_t datagrams = 0;      // the newest datagrams of the old ring that fit the new one
+    uint64_t unsent = 0;         // datagrams the fan-out had not sent, older than those
+  };
+  // Fills this new (unpublished) segment with the relay's state in `old`, whose every other
+  // process has stopped: process slots, counters, stream facts, subscriptions and the ring's
+  // positions with the newest datagrams that fit (a restarted fan-out goes on from where
+  // the old one stopped, each subscription from its sent_until).
+  CarriedOver carry_over_from(const Segment& old);
+
   void publish();  // writes the version word last, with release
   void give_to(uid_t uid, gid_t gid);  // the service account's, when root dropped to it
 
@@ -289,6 +302,9 @@ class Segment {
   // The file under the mapping is now shorter than the mapping: reading past its end would
   // raise SIGBUS, so a reader that sees this lets the mapping go.
   bool shrunk() const;
+  // The name now points to another segment (a restarted relay's, or a reload's new sizes)
+  // or to none: this mapping is stale, and a reader opens the name again.
+  bool replaced() const;
   Header& header() const { return *reinterpret_cast<Header*>(base_); }
   ProcessSlot& process(Role role) const {
     return reinterpret_cast<ProcessSlot*>(base_ + header().processes_offset)[role];

@@ -40,6 +40,8 @@ constexpr double kBackoffMax = 5.0;
 constexpr double kStableSeconds = 10.0;     // a child that lived this long restarts fast again
 constexpr uint64_t kHungNs = 10'000'000'000; // a ready child whose heartbeat is older is killed
 
+void raise_descriptor_limit(const Config& config);
+
 struct Child {
   Role role;
   pid_t pid = 0;
@@ -62,6 +64,9 @@ struct Supervisor {
   ev_timer poll_timer{}, kill_timer{}, watchdog_timer{};
   bool announced = false;
   bool stopping = false;
+  // A reload changed the segment's sizes: the children are stopping; once every one has,
+  // the state moves to a segment of the new sizes and they start on it (resize_segment).
+  bool resizing = false;
   int exit_status = 0;
   int ready_pipe = -1;  // detached mode: the waiting parent reads the ready line here
 
@@ -72,6 +77,9 @@ struct Supervisor {
   void keep_restart_only_keys(Config& next) const;
   Sockets bind_changed(const Config& next) const;
   void put_in_force(Config next, const Sockets& fresh);
+  void check_resize(const Config& next) const;
+  void begin_resize();
+  void resize_segment();
   void replace(Role role);
   bool enabled(Role role) const { return role != kHttp || config.http.enabled; }
   void spawn(Role role);
@@ -126,6 +134,13 @@ int ingest_socket(const Config& config) {
   set_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS on the ingest socket");
   set_nonblocking(fd, "the ingest socket");
   return fd;
+}
+
+LayoutParams layout_of(const Config& config) {
+  return {config.fanout.max_subscribers, ring_slot_count(config), config.ingest.max_datagram};
+}
+bool same_layout(const LayoutParams& a, const Header& h) {
+  return a.max_subscribers == h.max_subscribers && a.ring_slots == h.ring_slots && a.max_datagram == h.max_datagram;
 }
 
 // Whether a reload keeps the ingest socket: the address, and for a group how it is joined.
@@ -202,6 +217,7 @@ void Supervisor::reload() {
   try {
     Config next = options.reload_config();
     keep_restart_only_keys(next);
+    check_resize(next);
     fresh = bind_changed(next);
     if (next.log.file != config.log.file)
       if (Status opened = log::use_file(next.log.file); !opened) throw std::runtime_error("log.file: " + opened.error());
@@ -219,22 +235,35 @@ void Supervisor::reload() {
   sd_notify(0, "READY=1\nSTATUS=relaying");
 }
 
-// The shared memory is sized by some keys, and root is gone: those wait for a restart.
+// Three keys wait for a restart. `instance` names the relay itself (its lock, its segment,
+// what every tool attaches to): another instance is another relay. `user` and `group` are
+// chosen while vrelayd is still root, and root is given up for good right after.
 void Supervisor::keep_restart_only_keys(Config& next) const {
-  auto keep = [&](auto& value, const auto& in_force, const char* key) {
+  auto keep = [&](auto& value, const auto& in_force, const char* key, const char* why) {
     if (value == in_force) return;
-    LOG_WARN("%s: a new value takes a restart (the shared memory or the account depends on it); it stays as it is",
-             key);
+    LOG_WARN("%s: a new value takes a restart (%s); it stays as it is", key, why);
     value = in_force;
   };
-  keep(next.instance, config.instance, "instance");
-  keep(next.user, config.user, "user");
-  keep(next.group, config.group, "group");
-  keep(next.fanout.max_subscribers, config.fanout.max_subscribers, "fanout.max_subscribers");
-  keep(next.ingest.ring_slots, config.ingest.ring_slots, "ingest.ring_slots");
-  keep(next.ingest.ring_bytes, config.ingest.ring_bytes, "ingest.ring_bytes");
-  keep(next.ingest.max_datagram, config.ingest.max_datagram, "ingest.max_datagram");
-  if (next.log.file.empty() && !config.log.file.empty()) keep(next.log.file, config.log.file, "log.file (back to stderr)");
+  keep(next.instance, config.instance, "instance", "it names this relay, its lock and its shared memory");
+  keep(next.user, config.user, "user", "root, needed to change the account, was given up at start");
+  keep(next.group, config.group, "group", "root, needed to change the account, was given up at start");
+  if (next.log.file.empty() && !config.log.file.empty())
+    keep(next.log.file, config.log.file, "log.file (back to stderr)", "stderr was let go when vrelayd detached");
+}
+
+// New sizes of the shared memory (fanout.max_subscribers, ingest.ring_slots, ring_bytes,
+// max_datagram) are checked before anything changes: the descriptors a larger table needs,
+// and room for every subscription in a smaller one.
+void Supervisor::check_resize(const Config& next) const {
+  const Header& h = segment->header();
+  if (same_layout(layout_of(next), h)) return;
+  raise_descriptor_limit(next);
+  uint32_t in_use = 0;
+  for (uint32_t i = 0; i < h.max_subscribers; ++i)
+    in_use += segment->subscribers()[i].state.load(std::memory_order_relaxed) != uint32_t(SubscriberState::kFree);
+  if (in_use > next.fanout.max_subscribers)
+    throw ConfigError("fanout.max_subscribers: " + std::to_string(next.fanout.max_subscribers) + " is fewer than the " +
+                      std::to_string(in_use) + " subscriptions in use");
 }
 
 Sockets Supervisor::bind_changed(const Config& next) const {
@@ -271,8 +300,12 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
   if (config.fanout.socket_buffer != old.fanout.socket_buffer)
     for (int fd : {sockets.fanout, sockets.fanout4}) set_buffer(fd, SO_SNDBUF, config.fanout.socket_buffer);
 
-  bool log_changed = !(config.log == old.log);
   if (config.ingest.upstream != old.ingest.upstream) set_text(h.upstream_address, config.ingest.upstream);
+  if (!same_layout(layout_of(config), h)) {
+    begin_resize();  // every child starts again, on the new segment
+    return;
+  }
+  bool log_changed = !(config.log == old.log);
   if (new_ingest || log_changed || !(config.ingest == old.ingest)) replace(kIngest);
   if (log_changed || !(config.fanout == old.fanout)) replace(kFanout);
   if (new_control) {
@@ -290,6 +323,47 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
     spawn(kHttp);
   } else if (config.http.enabled && (new_http || log_changed || !(config.http == old.http))) {
     replace(kHttp);  // its /stream viewers are cut: they reconnect
+  }
+}
+
+// Every child stops as for a replacement (control hands its sessions' subscriptions over as
+// orphans); none starts again until resize_segment() has made the new segment. Meanwhile
+// the stream waits in the ingest socket's buffer.
+void Supervisor::begin_resize() {
+  resizing = true;
+  LOG_NOTICE("the shared memory is resized: every process starts again on the new one");
+  for (auto& child : children) {
+    ev_timer_stop(loop, &child.restart_timer);
+    if (child.pid > 0) kill(child.pid, SIGUSR2);
+  }
+  for (auto& child : children)
+    if (child.pid > 0) return;
+  resize_segment();
+}
+
+// The new segment replaces the old under its name; the old one goes once unmapped.
+void Supervisor::resize_segment() {
+  resizing = false;
+  try {
+    std::unique_ptr<Segment> resized = Segment::create(config.instance, layout_of(config));
+    Segment::CarriedOver carried = resized->carry_over_from(*segment);
+    resized->publish();
+    std::swap(segment, resized);
+    const Header& h = segment->header();
+    LOG_NOTICE("shared memory resized: %u subscribers, %u ring slots of %u bytes; subscriptions kept: %u, "
+               "datagrams kept: %lu",
+               h.max_subscribers, h.ring_slots, h.max_datagram, carried.subscriptions, (unsigned long)carried.datagrams);
+    if (carried.unsent)
+      LOG_WARN("the smaller ring dropped %lu datagrams the fan-out had not sent yet", (unsigned long)carried.unsent);
+    if (carried.left_out)
+      LOG_ERROR("the smaller table had no room for %u subscriptions: they ended", carried.left_out);
+  } catch (const std::exception& e) {
+    LOG_ERROR("cannot resize the shared memory, the old one stays in use: %s", e.what());
+  }
+  for (uint32_t r = 0; r < kRoleCount; ++r) {
+    Child& child = children[r];
+    child.replacing = false;
+    if (enabled(Role(r))) spawn(Role(r));
   }
 }
 
@@ -394,7 +468,13 @@ void Supervisor::on_child_exit(Child& child, int status) {
     finish_if_stopped();
     return;
   }
-  if (!enabled(child.role)) return;  // a reload turned it off
+  if (!enabled(child.role) && !resizing) return;  // a reload turned it off
+  if (resizing) {
+    for (auto& other : children)
+      if (other.pid > 0) return;
+    resize_segment();
+    return;
+  }
   if (std::exchange(child.replacing, false)) {
     LOG_INFO("replacing the %s process with the new configuration", role_name(child.role));
     spawn(child.role);

@@ -353,7 +353,15 @@ bool hangup(Relay& relay) {
 }
 
 Segment& Relay::shm() {
-  if (!shm_) shm_ = Segment::open(instance_, true);
+  if (!shm_) {
+    shm_ = Segment::open(instance_, true);
+  } else if (shm_->replaced()) {
+    try {
+      auto resized = Segment::open(instance_, true);
+      replaced_shm_.push_back(std::exchange(shm_, std::move(resized)));
+    } catch (const SegmentError&) {  // gone (stopped) or not yet published: keep the old one
+    }
+  }
   return *shm_;
 }
 

@@ -64,7 +64,9 @@ class Relay {
   const std::string& instance() const { return instance_; }
   const std::string& ready_line() const { return ready_line_; }
   const std::string& config_path() const { return config_path_; }  // "" without YAML text
-  Segment& shm();                  // mapped read-only, checked
+  // Mapped read-only, checked; mapped again when a reload resized it (the segments it
+  // replaced stay mapped, so references taken before stay valid).
+  Segment& shm();
   pid_t child_pid(Role role);      // from shared memory
   Counters counters();             // all of them, now, in one snapshot
   uint64_t restarts(Role role);
@@ -79,6 +81,7 @@ class Relay {
   uint16_t control_port_ = 0, ingest_port_ = 0, http_port_ = 0;
   std::string instance_, ready_line_, log_path_, config_path_;
   std::unique_ptr<Segment> shm_;
+  std::vector<std::unique_ptr<Segment>> replaced_shm_;
 };
 
 // SIGHUP, then waits (bounded) for the supervisor to count the outcome; true if the new

@@ -162,6 +162,72 @@ TEST(ReloadAddresses, ANewControlAddressKeepsEverySubscriptionFlowing) {
   ASSERT_NO_FATAL_FAILURE(expect_stream(viewer, source, 30, 40));
 }
 
+// New sizes of the shared memory (the table, the ring, its slots): every process starts again
+// on a new segment that carries the state over. Sessions end as for a new control address;
+// every subscription flows on as an orphan, no datagram is lost, no counter starts over.
+TEST(ReloadSizes, NewSizesOfTheSharedMemoryAreInForceAndTheStreamFlowsOn) {
+  const std::string small = std::string(kBase) + "ingest:\n  ring_slots: 256\n  ring_bytes: 0\n" +
+                            "fanout:\n  max_subscribers: 8\n";
+  Relay relay(small);
+  Viewer viewer(relay);
+  Session chat(relay.control_port());
+  ASSERT_EQ(chat.command("NAME ana"), "OK");
+  UdpSource source(relay.ingest_port());
+  ASSERT_NO_FATAL_FAILURE(expect_stream(viewer, source, 0, 50));
+  pid_t supervisor = relay.pid(), control = relay.child_pid(kControl);
+  ASSERT_EQ(relay.shm().header().ring_slots, 256u);
+
+  rewrite(relay, std::string(kBase) + "ingest:\n  ring_slots: 1024\n  ring_bytes: 0\n  max_datagram: 2000\n" +
+                     "fanout:\n  max_subscribers: 32\n");
+  for (uint64_t i = 50; i < 100; ++i) source.send(test_payload(i));  // in flight across the resize
+  ASSERT_TRUE(hangup(relay)) << relay.log();
+  EXPECT_TRUE(viewer.session.closed_by_peer()) << "control started again on the new segment";
+  for (uint64_t i = 50; i < 100; ++i) ASSERT_TRUE(is_payload(viewer.sink.receive(), i)) << i << "\n" << relay.log();
+  ASSERT_TRUE(wait_until([&] { return relay.shm().header().ring_slots == 1024; })) << relay.log();
+  const Header& h = relay.shm().header();
+  EXPECT_EQ(h.max_subscribers, 32u);
+  EXPECT_EQ(h.max_datagram, 2000u);
+  EXPECT_EQ(h.supervisor_pid, supervisor);
+  EXPECT_EQ(std::string(h.control_address), "127.0.0.1:" + std::to_string(relay.control_port()));
+  ASSERT_TRUE(wait_until([&] { return relay.shm().process(kControl).state.load() == uint32_t(ProcessState::kReady); }));
+  EXPECT_NE(relay.child_pid(kControl), control);
+  ASSERT_NO_FATAL_FAILURE(expect_stream(viewer, source, 100, 150));  // an orphan, still sent to
+
+  // Its session takes it back; a new viewer finds room in the new table.
+  Session again(relay.control_port());
+  EXPECT_EQ(again.command("CONECTAR " + std::to_string(viewer.sink.port())), "OK");
+  Viewer newcomer(relay);
+  ASSERT_NO_FATAL_FAILURE(expect_stream(newcomer, source, 150, 160));
+  for (uint64_t i = 150; i < 160; ++i) ASSERT_TRUE(is_payload(viewer.sink.receive(), i)) << i;
+  EXPECT_EQ(viewer.sink.drain(), 0u);
+  Counters c = relay.counters();
+  EXPECT_EQ(c["ingest.datagrams"], 160u) << "the counters carried over";
+  EXPECT_EQ(c["supervisor.reloads"], 1u);
+  EXPECT_EQ(c["control.orphans_adopted"], 1u);
+  EXPECT_EQ(c["supervisor.child_restarts"], 0u) << "a resize is not a crash";
+  EXPECT_NE(relay.log().find("shared memory resized: 32 subscribers, 1024 ring slots of 2000 bytes; "
+                             "subscriptions kept: 1, datagrams kept: "),
+            std::string::npos)
+      << relay.log();
+}
+
+// A table smaller than the subscriptions in use is refused before anything changes.
+TEST(ReloadSizes, ATableTooSmallForTheSubscriptionsIsRefused) {
+  Relay relay(std::string(kBase) + "fanout:\n  max_subscribers: 4\n");
+  Viewer a(relay), b(relay), c(relay);
+  UdpSource source(relay.ingest_port());
+  rewrite(relay, std::string(kBase) + "fanout:\n  max_subscribers: 2\n");
+  EXPECT_FALSE(hangup(relay));
+  EXPECT_NE(relay.log().find("fanout.max_subscribers: 2 is fewer than the 3 subscriptions in use"), std::string::npos)
+      << relay.log();
+  EXPECT_EQ(relay.shm().header().max_subscribers, 4u);
+  for (uint64_t i = 0; i < 5; ++i) source.send(test_payload(i));
+  for (Viewer* v : {&a, &b, &c})
+    for (uint64_t i = 0; i < 5; ++i) ASSERT_TRUE(is_payload(v->sink.receive(), i)) << i;
+  EXPECT_EQ(a.session.command("PING"), "OK PONG") << "its session did not end";
+  rewrite(relay, kBase);
+}
+
 TEST_F(Reload, RELOADIsAModeratorsCommandAndAnswersWithTheOutcome) {
   std::string token = "/tmp/vrelay-reload-token-" + std::to_string(getpid());
   std::ofstream(token) << "reload-Token-77\n";

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ring.hpp"
 #include "shm.hpp"
 #include "subscribers.hpp"
 
@@ -167,6 +168,74 @@ TEST(Segment, CreateOpenAndRemove) {
   EXPECT_EQ(std::string(reader->header().instance), instance);
   EXPECT_TRUE(Segment::remove(instance));
   EXPECT_THROW(Segment::open(instance, true), std::runtime_error);
+}
+
+// A reload's new sizes (Supervisor::resize_segment): the new segment takes the name, the
+// old mapping notices, and the relay's state carries over.
+TEST(Segment, ANewSizeCarriesTheStateOver) {
+  std::string instance = "unit-resize-" + std::to_string(getpid());
+  auto old = Segment::create(instance, {4, 16, 1500});
+  old->publish();
+  EXPECT_FALSE(old->replaced());
+  std::strcpy(old->header().control_address, "127.0.0.1:7000");
+  old->stats().ingest.datagrams.store(40);
+  old->process(kFanout).restarts.store(3);
+  for (uint32_t i : {1u, 3u}) {  // two subscriptions, in slots 1 and 3
+    old->subscribers()[i].state.store(uint32_t(SubscriberState::kPlaying));
+    old->subscribers()[i].port.store(5000 + i);
+    old->subscribers()[i].sent_until.store(38);
+  }
+  // 40 datagrams went through the ring of 16: positions 24 to 39 are in it, the fan-out sent
+  // up to 38. Position 29 is 1400 bytes long; the others 100.
+  RingView ring = ring_of(*old);
+  for (uint64_t p = 0; p < 40; ++p) {
+    ring.header(p) = RingSlotHeader{p == 29 ? 1400u : 100u, 0, p, 1000 + p, 0};
+    std::memset(ring.data(p), int(p), ring.header(p).length);
+  }
+  old->ring_control().head.store(40);
+  old->ring_control().tail.store(38);
+
+  // Larger: all 16 datagrams, both subscriptions (packed), the counters and the addresses.
+  auto larger = Segment::create(instance, {8, 64, 1500});
+  EXPECT_TRUE(old->replaced());
+  Segment::CarriedOver carried = larger->carry_over_from(*old);
+  EXPECT_EQ(carried.subscriptions, 2u);
+  EXPECT_EQ(carried.left_out, 0u);
+  EXPECT_EQ(carried.datagrams, 16u);
+  EXPECT_EQ(carried.unsent, 0u);
+  EXPECT_EQ(std::string(larger->header().control_address), "127.0.0.1:7000");
+  EXPECT_EQ(larger->stats().ingest.datagrams.load(), 40u);
+  EXPECT_EQ(larger->process(kFanout).restarts.load(), 3u);
+  EXPECT_EQ(larger->subscribers()[0].port.load(), 5001u);
+  EXPECT_EQ(larger->subscribers()[1].port.load(), 5003u);
+  EXPECT_EQ(larger->subscribers()[1].sent_until.load(), 38u);
+  EXPECT_EQ(larger->ring_control().head.load(), 40u);
+  EXPECT_EQ(larger->ring_control().tail.load(), 38u);
+  RingView bigger = ring_of(*larger);
+  for (uint64_t p = 24; p < 40; ++p) {
+    EXPECT_EQ(bigger.header(p).position, p);
+    EXPECT_EQ(bigger.header(p).received_ns, 1000 + p);
+    EXPECT_EQ(bigger.data(p)[bigger.header(p).length - 1], char(p));
+  }
+
+  // Smaller slots and table: position 29 no longer fits, so the ring holds 30 to 39, and the
+  // fan-out's tail (38) is among them; one subscription has no slot.
+  auto smaller = Segment::create(instance, {1, 16, 1316});
+  Segment::CarriedOver shrunk = smaller->carry_over_from(*old);
+  EXPECT_EQ(shrunk.subscriptions, 1u);
+  EXPECT_EQ(shrunk.left_out, 1u);
+  EXPECT_EQ(shrunk.datagrams, 10u);
+  EXPECT_EQ(shrunk.unsent, 0u);
+  EXPECT_EQ(smaller->ring_control().tail.load(), 38u);
+  // Fewer slots than the fan-out's backlog: the oldest unsent ones are gone, and counted.
+  old->ring_control().tail.store(20);
+  auto fewer = Segment::create(instance, {4, 16, 1500});
+  Segment::CarriedOver behind = fewer->carry_over_from(*old);
+  EXPECT_EQ(behind.datagrams, 16u);
+  EXPECT_EQ(behind.unsent, 4u);
+  EXPECT_EQ(fewer->ring_control().tail.load(), 24u);
+  EXPECT_TRUE(Segment::remove(instance));
+  EXPECT_TRUE(fewer->replaced());
 }
 
 TEST(Segment, InstanceNames) {
