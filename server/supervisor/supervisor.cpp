@@ -78,6 +78,7 @@ struct Supervisor {
   Sockets bind_changed(const Config& next) const;
   void put_in_force(Config next, const Sockets& fresh);
   void check_resize(const Config& next) const;
+  void close_http_socket();  // http.listen turned off
   void begin_resize();
   void resize_segment();
   void replace(Role role);
@@ -302,6 +303,7 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
 
   if (config.ingest.upstream != old.ingest.upstream) set_text(h.upstream_address, config.ingest.upstream);
   if (!same_layout(layout_of(config), h)) {
+    if (!config.http.enabled) close_http_socket();  // not started again: disabled
     begin_resize();  // every child starts again, on the new segment
     return;
   }
@@ -316,14 +318,19 @@ void Supervisor::put_in_force(Config next, const Sockets& fresh) {
   if (!config.http.enabled && old.http.enabled) {
     if (children[kHttp].pid > 0) kill(children[kHttp].pid, SIGTERM);  // not started again: disabled
     ev_timer_stop(loop, &children[kHttp].restart_timer);
-    close(sockets.http);
-    sockets.http = -1;
-    set_address(h.http_address, -1);
+    close_http_socket();
   } else if (config.http.enabled && !old.http.enabled) {
     spawn(kHttp);
   } else if (config.http.enabled && (new_http || log_changed || !(config.http == old.http))) {
     replace(kHttp);  // its /stream viewers are cut: they reconnect
   }
+}
+
+void Supervisor::close_http_socket() {
+  if (sockets.http < 0) return;
+  close(sockets.http);
+  sockets.http = -1;
+  set_address(segment->header().http_address, -1);
 }
 
 // Every child stops as for a replacement (control hands its sessions' subscriptions over as
