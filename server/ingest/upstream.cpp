@@ -60,30 +60,31 @@ void Upstream::run() {
   for (;;) {
     set_state(State::kConnecting);
     bool subscribed = false;
-    std::string why = session(&subscribed);
-    if (why.empty()) return;  // stopped
+    Status ended = session(&subscribed);
+    if (ended) return;  // stopped
     if (subscribed) backoff = kFirstBackoff;  // a subscription that held starts over quickly
     stats_.upstream_losses.fetch_add(1, std::memory_order_relaxed);
-    log_failure(why);
+    log_failure(ended.error());
     set_state(State::kRetrying);
     if (!pause(backoff)) return;
     backoff = std::min(backoff * 2, kMostBackoff);
   }
 }
 
-std::string Upstream::session(bool* subscribed) {
+Status Upstream::session(bool* subscribed) {
   control::Client client;
   client.set_interrupt_fd(stop_fd_);
   if (Status connected = client.connect(upstream_.host, upstream_.port, kConnectTimeout, from_ ? &*from_ : nullptr);
       !connected)
-    return client.interrupted() ? "" : "cannot connect: " + connected.error();
+    return client.interrupted() ? Status::success() : Failure{"cannot connect: " + connected.error()};
   sockaddr_storage peer{};
   socklen_t length = sizeof peer;
   if (getpeername(client.fd(), reinterpret_cast<sockaddr*>(&peer), &length) != 0)
-    return std::string("getpeername: ") + strerror(errno);
+    return Failure{std::string("getpeername: ") + strerror(errno)};
   on_peer_(Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&peer), length));
 
-  if (std::string why = subscribe(client); !why.empty() || client.interrupted()) return client.interrupted() ? "" : why;
+  if (Status subscribed_now = subscribe(client); !subscribed_now || client.interrupted())
+    return client.interrupted() ? Status::success() : subscribed_now;
   *subscribed = true;
   stats_.upstream_connects.fetch_add(1, std::memory_order_relaxed);
   set_state(State::kSubscribed);
@@ -92,27 +93,36 @@ std::string Upstream::session(bool* subscribed) {
   std::string why = keep_alive(client);
   if (client.interrupted()) {
     (void)client.send_line("DESCONECTAR");  // the upstream ends the subscription now, not at the close
-    return "";
+    return Status::success();
   }
-  return why;
+  return Failure{why};
 }
 
-// The greeting, then CONECTAR with the ingest's port: "" once subscribed.
-std::string Upstream::subscribe(control::Client& client) {
+namespace {
+// What a read that brought no line means, in words: `waiting_for` names what did not come.
+Status got_line(control::Client::Read read, const std::string& error, const std::string& waiting_for) {
+  switch (read) {
+    case control::Client::Read::kLine: return {};
+    case control::Client::Read::kTimeout:
+      return Failure{"no " + waiting_for + " within " + std::to_string(int(kReplyTimeout)) + " s"};
+    case control::Client::Read::kClosed: return Failure{"it closed the session before its " + waiting_for};
+    default: return Failure{error};
+  }
+}
+}  // namespace
+
+// The greeting, then CONECTAR with the ingest's port.
+Status Upstream::subscribe(control::Client& client) {
   control::Hello hello;
   std::string line, error;
   auto read = client.read_hello(control::deadline_after(kReplyTimeout), &hello, &line, &error);
-  if (read == control::Client::Read::kTimeout) return "no greeting within " + std::to_string(int(kReplyTimeout)) + " s";
-  if (read == control::Client::Read::kClosed) return "it closed the session before its greeting";
-  if (read != control::Client::Read::kLine) return error;
+  if (Status greeted = got_line(read, error, "greeting"); !greeted) return greeted;
   auto log_event = [](const std::string& event) { LOG_DEBUG("upstream: %s", event.c_str()); };
   read = client.command("CONECTAR " + std::to_string(ingest_port_), control::deadline_after(kReplyTimeout), &line,
                         log_event, &error);
-  if (read == control::Client::Read::kTimeout) return "no answer to CONECTAR";
-  if (read == control::Client::Read::kClosed) return "it closed the session after CONECTAR";
-  if (read != control::Client::Read::kLine) return error;
-  if (control::classify(line).kind != control::Line::Kind::kOk) return "CONECTAR refused: " + line;
-  return "";
+  if (Status answered = got_line(read, error, "answer to CONECTAR"); !answered) return answered;
+  if (control::classify(line).kind != control::Line::Kind::kOk) return Failure{"CONECTAR refused: " + line};
+  return {};
 }
 
 // Reads what comes (events are only logged) and sends PING every kPingInterval; a PING

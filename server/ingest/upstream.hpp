@@ -38,11 +38,12 @@ class Upstream {
 
  private:
   void run();
-  // One session: connect, greeting, CONECTAR, then keep it alive until it ends. Returns why
-  // it ended ("" when stopped); *subscribed tells whether CONECTAR was answered OK.
-  std::string session(bool* subscribed);
-  std::string subscribe(control::Client& client);
-  std::string keep_alive(control::Client& client);
+  // One session: connect, greeting, CONECTAR, then keep it alive until it ends: a failure
+  // says why it was lost, success means the thread was stopped. *subscribed tells whether
+  // CONECTAR was answered OK.
+  Status session(bool* subscribed);
+  Status subscribe(control::Client& client);  // the greeting, then CONECTAR answered OK
+  std::string keep_alive(control::Client& client);  // returns why the session ended
   bool pause(double seconds);  // false when stopped meanwhile
   void set_state(State state);
   void log_failure(const std::string& why);
