@@ -37,12 +37,13 @@ bool has_capabilities() {
 
 }  // namespace
 
-std::optional<Account> service_account(const Config& config, bool allow_root, std::string* warning) {
+AccountChoice service_account(const Config& config, bool allow_root) {
+  AccountChoice choice;
   if (geteuid() != 0) {
-    if (!config.user.empty()) *warning = "not started as root: user '" + config.user + "' is ignored";
-    return std::nullopt;
+    if (!config.user.empty()) choice.warning = "not started as root: user '" + config.user + "' is ignored";
+    return choice;
   }
-  if (allow_root) return std::nullopt;
+  if (allow_root) return choice;
   std::vector<char> buffer;
   std::optional<passwd> user;
   if (!config.user.empty()) {
@@ -51,7 +52,7 @@ std::optional<Account> service_account(const Config& config, bool allow_root, st
   } else if (!(user = find_user("vrelay", buffer))) {
     user = find_user("nobody", buffer);
     if (!user) throw std::runtime_error("user: neither the account vrelay nor nobody exists; set user: in the configuration");
-    *warning = "running as nobody: create the system account vrelay (the package does), or set user: "
+    choice.warning = "running as nobody: create the system account vrelay (the package does), or set user: "
                "in the configuration (vrelayd --allow-root keeps root)";
   }
   if (user->pw_uid == 0) throw std::runtime_error("user: '" + config.user + "' is root; only vrelayd --allow-root keeps root");
@@ -67,7 +68,8 @@ std::optional<Account> service_account(const Config& config, bool allow_root, st
   std::vector<char> group_buffer(16384);
   bool named = getgrgid_r(account.gid, &entry, group_buffer.data(), group_buffer.size(), &found) == 0 && found;
   account.group = named ? found->gr_name : std::to_string(account.gid);
-  return account;
+  choice.account = account;
+  return choice;
 }
 
 void drop_privileges(const Account& account) {

@@ -18,9 +18,13 @@ struct Account {
 };
 
 // The account to run as: the `user` and `group` keys, else vrelay where it exists, else
-// nobody (*warning says what to do). nullopt: stay as we are (not started as root, or
-// allow_root). Throws std::runtime_error for an account or group that does not exist.
-std::optional<Account> service_account(const Config& config, bool allow_root, std::string* warning);
+// nobody (the warning says what to do). No account: stay as we are (not started as root,
+// or allow_root). Throws std::runtime_error for an account or group that does not exist.
+struct AccountChoice {
+  std::optional<Account> account;
+  std::string warning;  // for the log once it is open, "" when there is nothing to say
+};
+AccountChoice service_account(const Config& config, bool allow_root);
 
 // Becomes `account` for good: its group alone, its uid, no capability, no way back to root
 // (checked), no new privileges through exec. Throws std::runtime_error on any failure.

@@ -660,8 +660,7 @@ int run_supervisor(const Config& config, const SupervisorOptions& options) {
   log::set_role("supervisor");
   proctitle_set("vrelayd: supervisor");
   try {
-    std::string warning;
-    std::optional<Account> account = service_account(config, options.allow_root, &warning);
+    auto [account, warning] = service_account(config, options.allow_root);
     sup.lock = std::make_unique<InstanceLock>(config.instance);
     raise_descriptor_limit(config);
     sup.segment = Segment::create(config.instance,
