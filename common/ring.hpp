@@ -3,6 +3,7 @@
 // index the slots modulo their (power of two) count; each side keeps a cached copy of the
 // other side's position so the common case touches no shared cache line.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -24,14 +25,17 @@ class RingView {
 
   // Producer side.
   uint64_t producer_position() const { return control_->head.load(std::memory_order_relaxed); }
-  // How many slots from `head` on may be written now (0 = full: the producer drops).
-  uint32_t writable(uint64_t head) {
+  // How many of the `wanted` slots from `head` on may be written now: fewer only when the
+  // consumer is that far behind (0 = full: the producer drops). The cached tail is read
+  // again whenever it offers fewer than wanted, not only when it says full: a stale copy
+  // one slot short of room for two would otherwise drop a datagram the ring had room for.
+  uint32_t writable(uint64_t head, uint32_t wanted) {
     uint64_t used = head - cached_tail_;
-    if (used >= capacity()) {
+    if (used + wanted > capacity()) {
       cached_tail_ = control_->tail.load(std::memory_order_acquire);
       used = head - cached_tail_;
     }
-    return capacity() - uint32_t(used);
+    return uint32_t(std::min<uint64_t>(wanted, capacity() - used));
   }
   void publish(uint64_t new_head) { control_->head.store(new_head, std::memory_order_release); }
 

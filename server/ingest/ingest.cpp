@@ -84,7 +84,7 @@ class Ingest {
     uint64_t count = std::min(due - std::min(due, generated_here_), kMaxGeneratedPerTick);
     generated_here_ += count;
     uint64_t head = ring_.producer_position();
-    uint64_t room = std::min<uint64_t>(count, ring_.writable(head));
+    uint64_t room = ring_.writable(head, uint32_t(count));
     uint64_t index = stats_.generated.load(std::memory_order_relaxed);  // goes on across restarts
     uint64_t now = wall_ns(), stamp = monotonic_ns();
     for (uint64_t i = 0; i < room; ++i) {
@@ -113,7 +113,7 @@ class Ingest {
     if (upstream_offered_.load(std::memory_order_acquire)) allow_upstream();
     for (int round = 0; round < kMaxBatchesPerWake; ++round) {
       uint64_t head = ring_.producer_position();
-      unsigned room = std::min<unsigned>(kBatch, ring_.writable(head));
+      unsigned room = ring_.writable(head, kBatch);
       int got = room ? receive_into_ring(head, room) : receive_and_drop();
       if (got <= 0) return;
     }
