@@ -463,7 +463,6 @@ bool run_paired(const std::string& binary, uint32_t stack_kib, size_t n, size_t 
       return false;
     }
   }
-  std::this_thread::sleep_for(1000ms);  // both idle, as in the series
   std::vector<double> relay_us, bare_us;
   std::mt19937_64 random(7);
   std::uniform_int_distribution<size_t> pick(0, n - 1);
